@@ -1,0 +1,1 @@
+//! relayctl library.

@@ -1,0 +1,1 @@
+//! Record encoding shared by the backends (placeholder).

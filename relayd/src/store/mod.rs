@@ -1,0 +1,155 @@
+//! Persistence behind one domain-level async trait, [`Store`], with two backends:
+//! [`embedded`] (a redb file in the data directory, the default) and [`redis`] (for several relayd
+//! instances sharing one Redis).
+//!
+//! Backends only ever see ciphertext for secrets: encryption happens above this trait (see
+//! `crate::crypto`), and records carry sealed blobs. Both backends run the same conformance suite
+//! (`tests/store_conformance.rs`).
+
+pub mod codec;
+pub mod embedded;
+pub mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shared::account::{AccountId, AccountSettings};
+use shared::key::{KeyId, RelayKey};
+use shared::time::UnixMillis;
+
+use crate::crypto::Sealed;
+
+/// Which backend a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// redb file in the data directory.
+    Embedded,
+    /// Redis server.
+    Redis,
+}
+
+impl StoreKind {
+    /// Lower-case name for status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+/// An account as stored: settings in clear, secrets sealed with the record id as associated data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountRecord {
+    /// Stable id.
+    pub id: AccountId,
+    /// Non-secret settings.
+    pub settings: AccountSettings,
+    /// Sealed upstream API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Sealed>,
+    /// Sealed proxy URL (it may carry credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Sealed>,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Last change.
+    pub updated_at: UnixMillis,
+}
+
+/// A relay key as stored: the public record plus a hash of its secret part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    /// The public record.
+    pub key: RelayKey,
+    /// Hex SHA-256 of the secret part of the key.
+    pub secret_hash: String,
+}
+
+/// Everything a backend can fail with. Every backend maps its own errors into this.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A write would give a second account an existing name.
+    #[error("an account named {name:?} already exists")]
+    NameTaken {
+        /// The contested name.
+        name: String,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored record {what} is damaged: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The store was written by a newer relayd.
+    #[error(
+        "the store has format version {found}, newer than this relayd understands ({supported}); upgrade relayd"
+    )]
+    TooNew {
+        /// Version found in the store.
+        found: u32,
+        /// Highest version this build supports.
+        supported: u32,
+    },
+    /// The backend failed (I/O, connection, transaction).
+    #[error("{backend} store: {detail}")]
+    Backend {
+        /// `embedded` or `redis`.
+        backend: &'static str,
+        /// What failed, without secrets.
+        detail: String,
+    },
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The store's format version. Bump it (and teach [`Store::open`]-style code to migrate) when the
+/// record layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Domain-level persistence. Every method is one atomic step: a reader never sees half of a write,
+/// and an acknowledged write survives a crash.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> StoreKind;
+
+    /// Checks that the backend answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// All accounts, ordered by name.
+    async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>>;
+
+    /// One account by id.
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<AccountRecord>>;
+
+    /// One account by exact name.
+    async fn get_account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>>;
+
+    /// Inserts or replaces (by id) every record in one atomic step. Fails with
+    /// [`StoreError::NameTaken`] — writing nothing — if any name would then belong to two ids.
+    /// A renamed record frees its old name.
+    async fn put_accounts(&self, records: &[AccountRecord]) -> StoreResult<()>;
+
+    /// Deletes an account; `false` when there was none.
+    async fn delete_account(&self, id: &AccountId) -> StoreResult<bool>;
+
+    /// All relay keys, ordered by creation time.
+    async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+
+    /// One relay key by id.
+    async fn get_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
+
+    /// Inserts or replaces a relay key.
+    async fn put_key(&self, record: &KeyRecord) -> StoreResult<()>;
+
+    /// Reads a small metadata value (format version, encryption-key check).
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// Writes a small metadata value.
+    async fn set_meta(&self, name: &str, value: &str) -> StoreResult<()>;
+}
