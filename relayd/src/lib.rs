@@ -1,9 +1,34 @@
-//! relayd: a self-hosted relay that lets Anthropic-API clients (Claude Code) and OpenAI-API clients
-//! use OpenAI-compatible and Azure OpenAI upstreams.
+//! relayd: a self-hosted relay that lets Anthropic-API clients (Claude Code) and OpenAI-API
+//! clients use OpenAI-compatible and Azure OpenAI upstreams.
 //!
 //! Module map:
+//! - [`cli`]: the binary's flags and start-up sequence.
+//! - [`config`]: configuration from defaults, TOML file and `RELAYD_*` variables.
+//! - [`server`]: the router and `serve(listener, state, shutdown)`.
+//! - [`state`]: the shared [`state::AppState`].
+//! - [`error`]: one error type, rendered in the admin, Anthropic or OpenAI shape.
+//! - [`extract`]: JSON body extraction with errors in the caller's shape.
+//! - [`auth`]: admin token and relay-key secrets.
+//! - [`accounts`], [`keys`]: registries with lock-free snapshots over the store.
+//! - [`routing`]: which accounts serve a model, in which order.
+//! - [`admin`]: the admin API.
+//! - [`proxy`]: the client-facing API.
 //! - [`crypto`]: encryption of upstream secrets at rest.
 //! - [`store`]: persistence trait and its embedded (redb) and Redis backends.
+//! - [`translate`]: pure Anthropic ⇄ OpenAI translation, SSE decoding, token counting.
 
+pub mod accounts;
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod state;
 pub mod store;
+pub mod translate;

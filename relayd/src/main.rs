@@ -1,1 +1,32 @@
-fn main() {}
+//! The `relayd` binary: parse flags, load configuration, run. Everything else is in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use relayd::cli::{Args, init_logging, load_config, run};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("relayd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("relayd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relayd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

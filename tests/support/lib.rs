@@ -1,2 +1,8 @@
-//! Support code for the end-to-end tests in `it/`: spawning the real binaries, private
-//! redis-server instances and in-process mock upstreams. The tests themselves live in `it/`.
+//! Support code for the end-to-end tests in `it/`: an in-process relayd on a real socket
+//! ([`app`]), the real binaries ([`daemon`]), HTTP helpers ([`http`]), private redis-server
+//! instances and in-process mock upstreams. The tests themselves live in `it/`.
+
+pub mod app;
+pub mod daemon;
+pub mod http;
+pub mod mock_upstream;

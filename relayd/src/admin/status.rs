@@ -1,0 +1,32 @@
+//! `GET /admin/v1/status`: version, uptime, store kind, account and key counts, requests in flight.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use shared::admin::{AccountCounts, Status};
+
+use crate::state::AppState;
+
+pub(super) async fn status(State(state): State<AppState>) -> Json<Status> {
+    let snapshot = state.accounts.snapshot();
+    let mut accounts = AccountCounts {
+        total: snapshot.accounts.len(),
+        ..AccountCounts::default()
+    };
+    for account in &snapshot.accounts {
+        if account.settings.enabled {
+            accounts.up += 1;
+        } else {
+            accounts.disabled += 1;
+        }
+    }
+    Json(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        store: state.store.kind().as_str().to_owned(),
+        accounts,
+        active_keys: state.keys.active_count(),
+        in_flight: state.in_flight.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,229 @@
+//! Credentials: the admin token that guards `/admin/v1`, and relay keys that guard the client
+//! routes. Both are compared in constant time over SHA-256 digests, so neither the content nor the
+//! length of a stored secret leaks through timing.
+//!
+//! Relay-key secrets look like `rk_<16 hex>_<32 alphanumerics>`: the hex part is the public key id
+//! (one hash-map lookup finds the record), and only a hash of the whole secret is stored.
+
+use std::io::Write;
+use std::path::Path;
+
+use axum::http::HeaderMap;
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use sha2::{Digest, Sha256};
+use shared::key::KeyId;
+use subtle::ConstantTimeEq;
+
+/// The admin bearer token, held as its digest.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken([redacted])")
+    }
+}
+
+/// Where the admin token came from, for the start-up log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// `RELAYD_ADMIN_TOKEN`.
+    Environment,
+    /// An existing token file.
+    File,
+    /// Generated now and written to the token file.
+    Generated,
+}
+
+impl AdminToken {
+    /// Wraps a token value.
+    pub fn new(token: &str) -> Self {
+        Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Uses `env_value` if given, else the token in `path`, else generates one into `path` (0600).
+    pub fn load_or_create(
+        env_value: Option<&str>,
+        path: &Path,
+    ) -> std::io::Result<(Self, TokenOrigin)> {
+        if let Some(token) = env_value.map(str::trim).filter(|t| !t.is_empty()) {
+            return Ok((Self::new(token), TokenOrigin::Environment));
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok((Self::new(text.trim()), TokenOrigin::File));
+            }
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("admin token file {} is empty", path.display()),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let token = format!("adm_{}", random_alphanumeric(40));
+        write_private_file(path, token.as_bytes())?;
+        Ok((Self::new(&token), TokenOrigin::Generated))
+    }
+
+    /// Whether `presented` is the token.
+    pub fn verify(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest.ct_eq(&self.digest).into()
+    }
+}
+
+/// Writes `contents` to a new file readable only by its owner, failing if it exists (so two
+/// processes starting at once never overwrite each other's token).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// `n` random ASCII letters and digits from the OS-seeded thread RNG.
+pub fn random_alphanumeric(n: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+/// `n` random bytes as lower-case hex.
+pub fn random_hex(n_bytes: usize) -> String {
+    let mut bytes = vec![0u8; n_bytes];
+    rand::thread_rng().fill(bytes.as_mut_slice());
+    hex::encode(bytes)
+}
+
+/// A freshly generated relay key: its id, the secret to show once, and the hash to store.
+#[derive(Debug)]
+pub struct NewRelayKey {
+    /// Public id.
+    pub id: KeyId,
+    /// `rk_…`, shown once.
+    pub secret: String,
+    /// Hex SHA-256 of `secret`, stored.
+    pub hash: String,
+}
+
+/// Generates a relay key.
+pub fn generate_relay_key() -> NewRelayKey {
+    let public = random_hex(8);
+    let secret = format!("rk_{public}_{}", random_alphanumeric(32));
+    NewRelayKey {
+        id: KeyId(format!("{}{public}", KeyId::PREFIX)),
+        hash: hash_secret(&secret),
+        secret,
+    }
+}
+
+/// Hex SHA-256 of a relay-key secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The key id inside a presented secret, if it has the relay-key shape.
+pub fn key_id_of(secret: &str) -> Option<KeyId> {
+    let rest = secret.strip_prefix("rk_")?;
+    let (public, tail) = rest.split_once('_')?;
+    (public.len() == 16 && public.bytes().all(|b| b.is_ascii_hexdigit()) && !tail.is_empty())
+        .then(|| KeyId(format!("{}{public}", KeyId::PREFIX)))
+}
+
+/// Constant-time comparison of a presented secret with a stored hex hash.
+pub fn secret_matches(presented: &str, stored_hash: &str) -> bool {
+    let presented = hash_secret(presented);
+    presented.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// The credential a client presented: `Authorization: Bearer`, `x-api-key` or `api-key`.
+/// `None` when there is none; a malformed `Authorization` header counts as none.
+pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    ["x-api-key", "api-key"].iter().find_map(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_verify_and_carry_their_id() {
+        let k = generate_relay_key();
+        assert!(secret_matches(&k.secret, &k.hash));
+        assert!(!secret_matches(&format!("{}x", k.secret), &k.hash));
+        assert_eq!(key_id_of(&k.secret), Some(k.id));
+        assert_eq!(key_id_of("rk_nothex_abc"), None);
+        assert_eq!(key_id_of("sk-ant-whatever"), None);
+    }
+
+    #[test]
+    fn credential_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_credential(&h), None);
+        h.insert("x-api-key", "abc".parse().unwrap());
+        assert_eq!(presented_credential(&h), Some("abc"));
+        h.insert("authorization", "Bearer xyz".parse().unwrap());
+        assert_eq!(presented_credential(&h), Some("xyz"));
+        h.insert("authorization", "Basic xyz".parse().unwrap());
+        assert_eq!(presented_credential(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert("api-key", "azure".parse().unwrap());
+        assert_eq!(presented_credential(&h), Some("azure"));
+    }
+
+    #[test]
+    fn admin_token_is_generated_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/admin.token");
+        let (t, origin) = AdminToken::load_or_create(None, &path).unwrap();
+        assert_eq!(origin, TokenOrigin::Generated);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(t.verify(text.trim()));
+        assert!(!t.verify("wrong"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (t2, origin) = AdminToken::load_or_create(None, &path).unwrap();
+        assert_eq!(origin, TokenOrigin::File);
+        assert!(t2.verify(text.trim()));
+        let (t3, origin) = AdminToken::load_or_create(Some("from-env"), &path).unwrap();
+        assert_eq!(origin, TokenOrigin::Environment);
+        assert!(t3.verify("from-env"));
+    }
+}

@@ -1,0 +1,357 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `RELAYD_*` environment
+//! variables, then command-line flags — each layer overriding the one before.
+//!
+//! Unknown keys are errors that name the key (a typo must not silently fall back to a default),
+//! in the file as well as in the environment. Environment variables map to keys by lower-casing
+//! and using `__` for nesting: `RELAYD_TIMEOUTS__FIRST_BYTE_SECS=900` sets `timeouts.first_byte_secs`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variables with the `RELAYD_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &[
+    "RELAYD_CONFIG",
+    "RELAYD_ENCRYPTION_KEY",
+    "RELAYD_ADMIN_TOKEN",
+];
+
+/// The whole configuration of one relayd process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the client and admin listener.
+    pub listen: SocketAddr,
+    /// Directory for the embedded store, the generated admin token and encryption key.
+    pub data_dir: PathBuf,
+    /// `embedded` (default) or a `redis://` / `rediss://` URL.
+    pub store: String,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
+    /// File holding the encryption key (default `<data_dir>/encryption.key`).
+    pub encryption_key_file: Option<PathBuf>,
+    /// File holding the admin token (default `<data_dir>/admin.token`).
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes. Claude Code bodies reach several MB.
+    pub max_body_bytes: usize,
+    /// `text` (default on a terminal) or `json`.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `relayd=debug`.
+    pub log: String,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect_secs: u64,
+    /// From request sent to the first response byte.
+    pub first_byte_secs: u64,
+    /// Longest silence between two chunks of a streamed answer.
+    pub idle_secs: u64,
+}
+
+impl Timeouts {
+    /// Connect timeout.
+    pub fn connect(&self) -> Duration {
+        Duration::from_secs(self.connect_secs)
+    }
+    /// First-byte timeout.
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_secs(self.first_byte_secs)
+    }
+    /// Idle timeout between chunks.
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_secs: 10,
+            first_byte_secs: 600,
+            idle_secs: 300,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir: PathBuf::from("./relayd-data"),
+            store: "embedded".to_owned(),
+            redis_prefix: "relayd:".to_owned(),
+            encryption_key_file: None,
+            admin_token_file: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            log_format: LogFormat::Text,
+            log: "info".to_owned(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// A configuration problem, always naming the file, variable or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The merged configuration does not deserialize (unknown key, wrong type).
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// Where the bad value came from (`config file X` or `environment`).
+        origin: String,
+        /// serde's message, naming the key.
+        message: String,
+    },
+    /// A semantic check failed.
+    #[error("invalid setting `{key}`: {message}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the store setting selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// redb file in the data directory.
+    Embedded,
+    /// Redis at this URL.
+    Redis(String),
+}
+
+impl Config {
+    /// Loads defaults ← `file` (if given) ← `env` (`RELAYD_*` pairs).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut origin = "configuration".to_owned();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                origin: format!("config file {}", path.display()),
+                message: e.message().to_owned(),
+            })?;
+            origin = format!("config file {} or environment", path.display());
+            // Validate the file on its own first, so its errors name the file.
+            Self::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::Invalid {
+                    origin: format!("config file {}", path.display()),
+                    message: e.message().to_owned(),
+                }
+            })?;
+        }
+        let overrides: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RELAYD_") && !NON_CONFIG_ENV.contains(&k.as_str()))
+            .collect();
+        for (var, raw) in &overrides {
+            let key = var["RELAYD_".len()..].to_ascii_lowercase();
+            let path: Vec<&str> = key.split("__").collect();
+            set_path(&mut table, &path, env_value(raw)).map_err(|message| {
+                ConfigError::Invalid {
+                    origin: format!("environment variable {var}"),
+                    message,
+                }
+            })?;
+            // Check each variable alone so an unknown one is named as the variable.
+            let mut probe = toml::Table::new();
+            let _ = set_path(&mut probe, &path, env_value(raw));
+            Self::deserialize(toml::Value::Table(probe)).map_err(|e| ConfigError::Invalid {
+                origin: format!("environment variable {var}"),
+                message: e.message().to_owned(),
+            })?;
+        }
+        let config =
+            Self::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin,
+                message: e.message().to_owned(),
+            })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.store_spec()?;
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Value {
+                key: "max_body_bytes",
+                message: format!("{} is too small (minimum 1024)", self.max_body_bytes),
+            });
+        }
+        if self.timeouts.connect_secs == 0
+            || self.timeouts.first_byte_secs == 0
+            || self.timeouts.idle_secs == 0
+        {
+            return Err(ConfigError::Value {
+                key: "timeouts",
+                message: "timeouts must be at least 1 second".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Which store to open.
+    pub fn store_spec(&self) -> Result<StoreSpec, ConfigError> {
+        let s = self.store.trim();
+        if s.is_empty() || s == "embedded" {
+            Ok(StoreSpec::Embedded)
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(StoreSpec::Redis(s.to_owned()))
+        } else {
+            Err(ConfigError::Value {
+                key: "store",
+                message: "expected `embedded` or a redis:// URL".to_owned(),
+            })
+        }
+    }
+
+    /// Where the admin token lives.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"))
+    }
+}
+
+/// Interprets an environment value as a TOML scalar when it parses as one (`900`, `true`),
+/// otherwise as a string (`127.0.0.1:3000`, `redis://…`).
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".to_owned()),
+        [last] => {
+            table.insert((*last).to_owned(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry((*first).to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(format!("`{first}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.data_dir, PathBuf::from("./relayd-data"));
+        assert_eq!(c.store_spec().unwrap(), StoreSpec::Embedded);
+        assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn env_overrides_file_and_nests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\n[timeouts]\nidle_secs = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("RELAYD_LISTEN", "0.0.0.0:5000"),
+                ("RELAYD_TIMEOUTS__FIRST_BYTE_SECS", "900"),
+                ("RELAYD_STORE", "redis://127.0.0.1:6379/0"),
+                ("RELAYD_ENCRYPTION_KEY", "ignored-here"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:5000");
+        assert_eq!(c.timeouts.idle_secs, 5);
+        assert_eq!(c.timeouts.first_byte_secs, 900);
+        assert_eq!(
+            c.store_spec().unwrap(),
+            StoreSpec::Redis("redis://127.0.0.1:6379/0".into())
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:4000\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("relayd.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let err = Config::load(None, env(&[("RELAYD_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RELAYD_LISTN"), "{err}");
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::load(None, env(&[("RELAYD_LISTEN", "nonsense")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RELAYD_LISTEN"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_STORE", "postgres://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store"), "{err}");
+    }
+}

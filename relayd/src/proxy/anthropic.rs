@@ -1,0 +1,143 @@
+//! `POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API over
+//! OpenAI-compatible upstreams, streaming or not.
+
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::dispatch::dispatch;
+use super::stream::anthropic_sse;
+use super::{Caller, RequestId, account_header, in_flight_guard, translate_error};
+use crate::auth::random_hex;
+use crate::error::{ApiError, ErrorKind, Surface};
+use crate::extract::read_body;
+use crate::state::AppState;
+use crate::translate::{
+    ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions,
+    anthropic_to_openai, count_tokens, openai_to_anthropic,
+};
+
+/// The two fields routing needs before translation; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Peek {
+    model: Option<String>,
+}
+
+
+/// `POST /v1/messages`.
+pub(super) async fn messages(
+    State(state): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    match messages_inner(&state, &caller, &request_id, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response_for(Surface::Anthropic),
+    }
+}
+
+async fn messages_inner(
+    state: &AppState,
+    caller: &crate::store::KeyRecord,
+    request_id: &RequestId,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(req, state).await?;
+    let peek: Peek = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
+    let model = peek
+        .model
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::invalid("model: field required"))?;
+    let guard = in_flight_guard(state);
+    let dispatched = dispatch(state, caller, &model, |account| {
+        let options = UpstreamOptions {
+            deployment: &account.settings.deployment_name,
+            max_output_tokens: None,
+            use_max_completion_tokens: false,
+            reasoning: ReasoningMode::Drop,
+            send_reasoning_content: false,
+        };
+        let (upstream_body, ctx) = anthropic_to_openai(&body, &options).map_err(translate_error)?;
+        Ok((Bytes::from(upstream_body), ctx))
+    })
+    .await?;
+    let account = dispatched.account;
+    let ctx: RequestContext = dispatched.extra;
+    tracing::info!(
+        request_id = %request_id.0,
+        key = %caller.key.name,
+        model = %model,
+        account = %account.settings.name,
+        stream = ctx.stream,
+        "dispatched"
+    );
+    let message_id = format!("msg_{}", random_hex(12));
+    let mut response = if ctx.stream {
+        let translator = StreamTranslator::new(&ctx, message_id);
+        let body = anthropic_sse(
+            dispatched.response,
+            translator,
+            state.upstreams.idle_timeout(),
+            Box::new(guard),
+        );
+        let mut response = axum::body::Body::from_stream(body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    } else {
+        let upstream = read_upstream_body(dispatched.response, state).await?;
+        let (answer, _usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
+        drop(guard);
+        let mut response = answer.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    account_header(&mut response, &account);
+    Ok(response)
+}
+
+/// Reads a whole non-streamed upstream body, bounded by the idle timeout.
+pub(super) async fn read_upstream_body(
+    response: reqwest::Response,
+    state: &AppState,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(state.upstreams.idle_timeout(), response.bytes()).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e.without_url(), "upstream body broke");
+            Err(ApiError::new(
+                ErrorKind::BadGateway,
+                "the upstream connection broke before the answer was complete",
+            ))
+        }
+        Err(_) => Err(ApiError::new(
+            ErrorKind::GatewayTimeout,
+            "the upstream stopped sending its answer (idle timeout)",
+        )),
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: computed locally, never forwarded.
+pub(super) async fn count(State(state): State<AppState>, req: Request) -> Response {
+    let result = async {
+        let body = read_body(req, &state).await?;
+        let tokens = count_tokens(&body).map_err(translate_error)?;
+        Ok::<_, ApiError>(axum::Json(serde_json::json!({ "input_tokens": tokens })))
+    }
+    .await;
+    match result {
+        Ok(json) => json.into_response(),
+        Err(e) => e.into_response_for(Surface::Anthropic),
+    }
+}

@@ -1,0 +1,130 @@
+//! The client-facing API: the Anthropic Messages routes Claude Code calls and the OpenAI routes
+//! OpenAI-compatible clients call, under `/v1` and the `/api`, `/claude` and `/openai` prefixes
+//! that users of other relays already have in their base URLs.
+//!
+//! Every route here requires a relay key (see [`authenticate`]); errors are answered in the
+//! protocol of the route that was called.
+
+mod anthropic;
+mod dispatch;
+mod models;
+mod openai;
+mod stream;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::accounts::LiveAccount;
+use crate::auth::{presented_credential, random_hex};
+use crate::error::{ApiError, Surface};
+use crate::state::AppState;
+use crate::store::KeyRecord;
+
+/// Path prefixes under which the client API is also served.
+const PREFIXES: [&str; 4] = ["", "/api", "/claude", "/openai"];
+
+/// The authenticated relay key of a request, inserted by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<KeyRecord>);
+
+/// The request id of a client request, also returned in `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The client routes, behind relay-key authentication.
+pub fn router(state: AppState) -> Router<AppState> {
+    let mut router = Router::new();
+    for prefix in PREFIXES {
+        router = router
+            .route(&format!("{prefix}/v1/models"), get(models::list))
+            .route(&format!("{prefix}/v1/messages"), post(anthropic::messages))
+            .route(
+                &format!("{prefix}/v1/messages/count_tokens"),
+                post(anthropic::count),
+            )
+            .route(
+                &format!("{prefix}/v1/chat/completions"),
+                post(openai::chat_completions),
+            );
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .route_layer(middleware::from_fn(request_id))
+}
+
+/// Gives every client request an id, in the log and in the `x-request-id` response header.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = RequestId(format!("req_{}", random_hex(12)));
+    req.extensions_mut().insert(id.clone());
+    let mut response = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Names the account that served a response (`x-relay-account`).
+fn account_header(response: &mut Response, account: &LiveAccount) {
+    if let Ok(value) = HeaderValue::from_str(&account.settings.name) {
+        response.headers_mut().insert("x-relay-account", value);
+    }
+}
+
+/// Counts one request in flight until dropped (held by streamed bodies until their last byte).
+struct InFlight(Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn in_flight_guard(state: &AppState) -> InFlight {
+    state.in_flight.fetch_add(1, Ordering::Relaxed);
+    InFlight(Arc::clone(&state.in_flight))
+}
+
+/// Checks the relay key (`Authorization: Bearer`, `x-api-key` or `api-key`); refusals are a 401
+/// in the protocol of the route called.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.keys.authenticate(presented_credential(req.headers())) {
+        Ok(record) => {
+            req.extensions_mut().insert(Caller(record));
+            next.run(req).await
+        }
+        Err(refusal) => {
+            tracing::info!(path = %req.uri().path(), reason = ?refusal, "client refused");
+            ApiError::unauthenticated(refusal.message())
+                .into_response_for(Surface::for_request(req.uri().path(), req.headers()))
+                .into_response()
+        }
+    }
+}
+
+/// The client's view of a translation failure: its own mistakes are 400s naming the field, the
+/// upstream's are 502s (logged, with the details kept out of the answer).
+fn translate_error(e: crate::translate::TranslateError) -> ApiError {
+    use crate::translate::TranslateError;
+    match e {
+        TranslateError::InvalidRequest { path, message } => {
+            let mut error = ApiError::invalid(format!("{path}: {message}"));
+            error.param = Some(path);
+            error
+        }
+        TranslateError::InvalidUpstream { path, message } => {
+            tracing::warn!(%path, %message, "untranslatable upstream answer");
+            ApiError::new(
+                crate::error::ErrorKind::BadGateway,
+                "the upstream answered with something relayd cannot translate",
+            )
+        }
+    }
+}

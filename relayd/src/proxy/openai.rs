@@ -1,0 +1,93 @@
+//! `POST /v1/chat/completions` for OpenAI clients: the body passes through with the model name
+//! rewritten to the account's deployment (and back in the answer); streams are forwarded as
+//! they arrive while a tap reads usage.
+
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::anthropic::read_upstream_body;
+use super::dispatch::dispatch;
+use super::stream::openai_passthrough;
+use super::{Caller, RequestId, account_header, in_flight_guard, translate_error};
+use crate::error::{ApiError, Surface};
+use crate::extract::read_body;
+use crate::state::AppState;
+use crate::translate::{
+    OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request,
+    rewrite_openai_response,
+};
+
+
+/// `POST /v1/chat/completions`.
+pub(super) async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    match inner(&state, &caller, &request_id, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response_for(Surface::OpenAi),
+    }
+}
+
+async fn inner(
+    state: &AppState,
+    caller: &crate::store::KeyRecord,
+    request_id: &RequestId,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_body(req, state).await?;
+    // Validate and learn the model once; each attempt re-targets the deployment.
+    let (_, info) = prepare_openai_request(&body, "").map_err(translate_error)?;
+    let model = info.requested_model.clone();
+    let guard = in_flight_guard(state);
+    let dispatched = dispatch(state, caller, &model, |account| {
+        let (upstream, info) = prepare_openai_request(&body, &account.settings.deployment_name)
+            .map_err(translate_error)?;
+        Ok((Bytes::from(upstream), info))
+    })
+    .await?;
+    let account = dispatched.account;
+    let info: OpenAiRequestInfo = dispatched.extra;
+    tracing::info!(
+        request_id = %request_id.0,
+        key = %caller.key.name,
+        model = %model,
+        account = %account.settings.name,
+        stream = info.stream,
+        "dispatched"
+    );
+    let mut response = if info.stream {
+        let tap = OpenAiStreamTap::new(&info);
+        let body = openai_passthrough(
+            dispatched.response,
+            tap,
+            state.upstreams.idle_timeout(),
+            Box::new(guard),
+        );
+        let mut response = axum::body::Body::from_stream(body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    } else {
+        let upstream = read_upstream_body(dispatched.response, state).await?;
+        let (answer, _usage) =
+            rewrite_openai_response(&upstream, &info.requested_model).map_err(translate_error)?;
+        drop(guard);
+        let mut response = answer.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    account_header(&mut response, &account);
+    Ok(response)
+}

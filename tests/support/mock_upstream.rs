@@ -1,0 +1,256 @@
+//! An in-process mock of an OpenAI-compatible upstream (vLLM-like) on a real socket, port 0.
+//!
+//! Tests queue the replies it should give ([`MockReply`]); without a queued reply it answers a
+//! short text completion. It records every request it receives (path, headers, parsed body) and
+//! counts requests in flight, so tests can assert what relayd sent and how many at once.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum MockReply {
+    /// A JSON body with a status and extra headers.
+    Json {
+        /// HTTP status.
+        status: u16,
+        /// Body.
+        body: Value,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+    },
+    /// An SSE stream: each string is written as one network write, verbatim (so tests control
+    /// framing, split UTF-8, missing `[DONE]`…), optionally pausing between writes.
+    Stream {
+        /// Raw pieces written in order.
+        pieces: Vec<String>,
+        /// Pause before each piece after the first.
+        gap: Duration,
+        /// End with a connection error instead of a clean end.
+        abort: bool,
+    },
+}
+
+impl MockReply {
+    /// A 200 chat completion with `text` and usage.
+    pub fn text(text: &str) -> Self {
+        Self::Json {
+            status: 200,
+            body: completion(text),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An error status with an OpenAI-style error body.
+    pub fn error(status: u16, message: &str) -> Self {
+        Self::Json {
+            status,
+            body: json!({"error": {"message": message, "type": "error", "code": status}}),
+            headers: Vec::new(),
+        }
+    }
+
+    /// SSE `data:` payloads (JSON chunks), then `[DONE]`.
+    pub fn sse(chunks: &[Value]) -> Self {
+        let mut pieces: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+        pieces.push("data: [DONE]\n\n".to_owned());
+        Self::Stream {
+            pieces,
+            gap: Duration::ZERO,
+            abort: false,
+        }
+    }
+}
+
+/// A non-streaming chat completion body.
+pub fn completion(text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "mock-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    })
+}
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Path and query.
+    pub path: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Raw body.
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("upstream body is JSON")
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    replies: Mutex<VecDeque<MockReply>>,
+    requests: Mutex<Vec<Recorded>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// A running mock upstream. Stops when dropped.
+#[derive(Debug)]
+pub struct MockUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// Starts a mock on 127.0.0.1, port 0.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, shared, task }
+    }
+
+    /// The base URL to configure as an account endpoint (`http://ADDR/v1`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues a reply for the next request.
+    pub fn push(&self, reply: MockReply) {
+        self.shared.replies.lock().expect("lock").push_back(reply);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    /// The highest number of requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Decrements the in-flight count when the request (or its streamed body) is finished or dropped.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let guard = InFlight(Arc::clone(&shared));
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let headers = request.headers().clone();
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    shared.requests.lock().expect("lock").push(Recorded {
+        path: path.clone(),
+        headers,
+        body: body.clone(),
+    });
+    if path.ends_with("/models") {
+        return axum::Json(
+            json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}),
+        )
+        .into_response();
+    }
+    let reply = shared
+        .replies
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or_else(|| MockReply::text("Hello from the mock upstream."));
+    match reply {
+        MockReply::Json {
+            status,
+            body,
+            headers,
+        } => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                axum::Json(body),
+            )
+                .into_response();
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(k.as_bytes()),
+                    axum::http::HeaderValue::from_str(&v),
+                ) {
+                    response.headers_mut().insert(k, v);
+                }
+            }
+            drop(guard);
+            response
+        }
+        MockReply::Stream { pieces, gap, abort } => {
+            let stream = futures_util::stream::unfold(
+                (pieces.into_iter(), true, guard),
+                move |(mut pieces, first, guard)| async move {
+                    match pieces.next() {
+                        Some(piece) => {
+                            if !first && !gap.is_zero() {
+                                tokio::time::sleep(gap).await;
+                            }
+                            Some((
+                                Ok::<_, std::io::Error>(Bytes::from(piece)),
+                                (pieces, false, guard),
+                            ))
+                        }
+                        None if abort => Some((
+                            Err(std::io::Error::other("mock upstream aborts the stream")),
+                            (pieces, false, guard),
+                        )),
+                        None => None,
+                    }
+                },
+            );
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .expect("response")
+        }
+    }
+}
