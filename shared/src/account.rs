@@ -48,12 +48,18 @@ pub const FALLBACK_SUPPORTED_MODELS: [&str; 4] = [
 
 /// The defaults as owned strings.
 pub fn default_supported_models() -> Vec<String> {
-    DEFAULT_SUPPORTED_MODELS.iter().map(|s| (*s).to_owned()).collect()
+    DEFAULT_SUPPORTED_MODELS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// The fallback list as owned strings.
 pub fn fallback_supported_models() -> Vec<String> {
-    FALLBACK_SUPPORTED_MODELS.iter().map(|s| (*s).to_owned()).collect()
+    FALLBACK_SUPPORTED_MODELS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// Stable identifier of an account (`acc_` + 16 hex digits). Names can change; ids cannot.
@@ -680,7 +686,9 @@ mod tests {
     fn secret_info_hides_short_keys() {
         assert_eq!(SecretInfo::describe(Some("sk-1")).last4, None);
         assert_eq!(
-            SecretInfo::describe(Some("sk-abcdefgh1234")).last4.as_deref(),
+            SecretInfo::describe(Some("sk-abcdefgh1234"))
+                .last4
+                .as_deref(),
             Some("1234")
         );
     }
@@ -694,8 +702,7 @@ mod tests {
         }
         .validate()
         .unwrap();
-        let patch: AccountPatch =
-            serde_json::from_str(r#"{"apiKey":null,"priority":7}"#).unwrap();
+        let patch: AccountPatch = serde_json::from_str(r#"{"apiKey":null,"priority":7}"#).unwrap();
         let (s2, sec2) = patch.apply(&s, &secrets).unwrap();
         assert_eq!(sec2.api_key, None);
         assert_eq!(s2.priority, 7);

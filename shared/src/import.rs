@@ -227,7 +227,10 @@ mod tests {
         let rows = parse_import(include_bytes!("../../examples/custom-models.json")).unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[1].settings.name, "Qwen3-32B");
-        assert_eq!(rows[1].settings.supported_models, ["claude-3-5-sonnet-20241022", "gpt-4o"]);
+        assert_eq!(
+            rows[1].settings.supported_models,
+            ["claude-3-5-sonnet-20241022", "gpt-4o"]
+        );
         assert_eq!(rows[1].secrets.api_key.as_deref(), Some("sk-qwen32b"));
     }
 
@@ -251,7 +254,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errs[0].field.as_deref(), Some("priority"));
-        assert!(errs[0].message.contains("invalid type"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("invalid type"),
+            "{}",
+            errs[0].message
+        );
         assert_eq!(
             errs[0].to_string(),
             format!("row 0 (\"x\"): field `priority`: {}", errs[0].message)
