@@ -4,7 +4,7 @@
 //!
 //! Backends only ever see ciphertext for secrets: encryption happens above this trait (see
 //! `crate::crypto`), and records carry sealed blobs. Both backends run the same conformance suite
-//! (`tests/store_conformance.rs`).
+//! (`tests/it/store_conformance.rs`).
 
 pub mod codec;
 pub mod embedded;
@@ -110,6 +110,53 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The store's format version. Bump it (and teach [`Store::open`]-style code to migrate) when the
 /// record layout changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Name of the metadata entry holding the store's format version.
+pub const FORMAT_VERSION_META: &str = "formatVersion";
+
+/// Checks a stored format version against [`FORMAT_VERSION`].
+fn check_format_version(found: &str) -> StoreResult<()> {
+    let found: u32 = found.trim().parse().map_err(|_| StoreError::Corrupt {
+        what: format!("meta {FORMAT_VERSION_META}"),
+        detail: format!("{found:?} is not a version number"),
+    })?;
+    if found > FORMAT_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Normalises a `put_accounts` batch for the backends: a record repeated by id counts once (the
+/// last one wins, as if written in order), and two different ids claiming one name fail with
+/// [`StoreError::NameTaken`] before anything touches the backend. What is left for a backend to
+/// check is only the names held by accounts outside the batch.
+fn plan_account_batch(records: &[AccountRecord]) -> StoreResult<Vec<&AccountRecord>> {
+    let mut by_id: Vec<&AccountRecord> = Vec::with_capacity(records.len());
+    let mut index = std::collections::HashMap::with_capacity(records.len());
+    for record in records {
+        match index.get(&record.id) {
+            Some(&i) => by_id[i] = record,
+            None => {
+                index.insert(&record.id, by_id.len());
+                by_id.push(record);
+            }
+        }
+    }
+    let mut names = std::collections::HashMap::with_capacity(by_id.len());
+    for record in &by_id {
+        if let Some(other) = names.insert(record.settings.name.as_str(), &record.id)
+            && *other != record.id
+        {
+            return Err(StoreError::NameTaken {
+                name: record.settings.name.clone(),
+            });
+        }
+    }
+    Ok(by_id)
+}
 
 /// Domain-level persistence. Every method is one atomic step: a reader never sees half of a write,
 /// and an acknowledged write survives a crash.

@@ -1,1 +1,459 @@
-//! Redis backend (placeholder).
+//! The Redis backend, for several relayd instances sharing one Redis.
+//!
+//! Key layout (every key starts with the configured prefix `{p}`, `relayd:` by default):
+//!
+//! | key                       | type   | holds                         |
+//! |---------------------------|--------|-------------------------------|
+//! | `{p}account:{id}`         | string | account record JSON           |
+//! | `{p}account-name:{name}`  | string | id of the account with `name` |
+//! | `{p}accounts`             | set    | every account id              |
+//! | `{p}key:{id}`             | string | relay-key record JSON         |
+//! | `{p}keys`                 | set    | every relay-key id            |
+//! | `{p}meta`                 | hash   | metadata (format version, …)  |
+//!
+//! Everything that touches more than one key is one Lua script (or a MULTI/EXEC block), which
+//! Redis runs atomically, so other instances never see half of a write. The scripts build key names
+//! from the prefix passed as an argument, which suits a single Redis (or a Sentinel-managed
+//! primary) but not Redis Cluster, where all keys would have to be declared up front.
+//!
+//! The connection is a [`ConnectionManager`]: one multiplexed connection shared by every request,
+//! re-established in the background when it drops.
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionInfo, Script};
+use shared::account::{AccountId, redact_url};
+use shared::key::KeyId;
+
+use super::codec::{decode_account, decode_key, encode_account, encode_key};
+use super::{
+    AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
+    StoreResult, check_format_version, plan_account_batch,
+};
+
+/// Bounds one connection attempt, so a wrong address fails startup promptly instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bounds one command; a Redis that stops answering surfaces as an error, not a stuck request.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks every name, frees the old names of the batch's ids, then writes all records.
+/// ARGV: prefix, then (id, name, json) per record. Returns `{"ok"}` or `{"taken", name}`.
+static PUT_ACCOUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local n = (#ARGV - 1) / 3
+local in_batch = {}
+for i = 0, n - 1 do in_batch[ARGV[2 + 3 * i]] = true end
+for i = 0, n - 1 do
+  local id, name = ARGV[2 + 3 * i], ARGV[3 + 3 * i]
+  local owner = redis.call('GET', p .. 'account-name:' .. name)
+  if owner and owner ~= id and not in_batch[owner] then
+    return {'taken', name}
+  end
+end
+for i = 0, n - 1 do
+  local id = ARGV[2 + 3 * i]
+  local old = redis.call('GET', p .. 'account:' .. id)
+  if old then
+    local ok, rec = pcall(cjson.decode, old)
+    if ok and type(rec) == 'table' and type(rec.settings) == 'table'
+        and type(rec.settings.name) == 'string' then
+      local k = p .. 'account-name:' .. rec.settings.name
+      if redis.call('GET', k) == id then redis.call('DEL', k) end
+    end
+  end
+end
+for i = 0, n - 1 do
+  local id, name, json = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  redis.call('SET', p .. 'account:' .. id, json)
+  redis.call('SET', p .. 'account-name:' .. name, id)
+  redis.call('SADD', p .. 'accounts', id)
+end
+return {'ok'}
+",
+    )
+});
+
+/// Removes an account's record, name index entry and set member. ARGV: prefix, id. Returns 1 if
+/// the record existed.
+static DELETE_ACCOUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, id = ARGV[1], ARGV[2]
+local old = redis.call('GET', p .. 'account:' .. id)
+redis.call('SREM', p .. 'accounts', id)
+if not old then return 0 end
+local ok, rec = pcall(cjson.decode, old)
+if ok and type(rec) == 'table' and type(rec.settings) == 'table'
+    and type(rec.settings.name) == 'string' then
+  local k = p .. 'account-name:' .. rec.settings.name
+  if redis.call('GET', k) == id then redis.call('DEL', k) end
+end
+redis.call('DEL', p .. 'account:' .. id)
+return 1
+",
+    )
+});
+
+/// Reads every record of a set in one atomic step. ARGV: prefix, set key, record key infix.
+/// Returns a flat list of id, json pairs.
+static LIST_RECORDS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', p .. ARGV[2])) do
+  local v = redis.call('GET', p .. ARGV[3] .. id)
+  if v then
+    out[#out + 1] = id
+    out[#out + 1] = v
+  end
+end
+return out
+",
+    )
+});
+
+/// Resolves a name and reads the record in one atomic step. ARGV: prefix, name. Returns
+/// `{id, json}` or nil.
+static GET_ACCOUNT_BY_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local id = redis.call('GET', p .. 'account-name:' .. ARGV[2])
+if not id then return false end
+local v = redis.call('GET', p .. 'account:' .. id)
+if not v then return false end
+return {id, v}
+",
+    )
+});
+
+/// A [`Store`] over a Redis server.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    /// The URL with its password masked, for messages.
+    display_url: String,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.display_url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host[:port][/db]`, `rediss://…`) and checks the
+    /// store format under `prefix`, recording it if this is a fresh prefix. Errors never contain
+    /// the password.
+    pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+        let display_url = redact_url(url);
+        let info: ConnectionInfo = url.parse().map_err(|e: redis::RedisError| {
+            backend(format!(
+                "invalid Redis URL {display_url}: {}",
+                scrub(&e.to_string(), url)
+            ))
+        })?;
+        let password = info.redis.password.clone();
+        let client = redis::Client::open(info).map_err(|e| {
+            backend(format!(
+                "invalid Redis URL {display_url}: {}",
+                scrub(&e.to_string(), url)
+            ))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            // redis 0.32 feeds these to `backon`, whose delays start at one second and grow by
+            // `factor` per attempt (the crate's default factor of 100 means waiting 100 s before
+            // the second retry), so both the factor and each delay are bounded here. Startup then
+            // fails within about two seconds; later drops reconnect in the background.
+            .set_factor(2)
+            .set_max_delay(500)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| {
+                let mut detail = scrub(&e.to_string(), url);
+                if let Some(password) = password.as_deref().filter(|p| !p.is_empty()) {
+                    detail = detail.replace(password, "****");
+                }
+                backend(format!("cannot connect to {display_url}: {detail}"))
+            })?;
+        let store = Self {
+            conn,
+            prefix: prefix.to_owned(),
+            display_url,
+        };
+        store.check_format().await?;
+        Ok(store)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    async fn check_format(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let meta = self.key("meta");
+        // HSETNX claims a fresh prefix for this version without racing another instance doing
+        // the same; the HGET then checks whatever is there, ours or theirs.
+        let () = redis::cmd("HSETNX")
+            .arg(&meta)
+            .arg(FORMAT_VERSION_META)
+            .arg(FORMAT_VERSION)
+            .exec_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let found: Option<String> = redis::cmd("HGET")
+            .arg(&meta)
+            .arg(FORMAT_VERSION_META)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        match found {
+            Some(found) => check_format_version(&found),
+            None => Ok(()),
+        }
+    }
+
+    async fn get_string(&self, key: String) -> StoreResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)
+    }
+
+    async fn list_records(&self, set: &str, infix: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = LIST_RECORDS
+            .arg(&self.prefix)
+            .arg(set)
+            .arg(infix)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let mut pairs = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(json)) = (it.next(), it.next()) {
+            pairs.push((id, json));
+        }
+        Ok(pairs)
+    }
+}
+
+fn backend(detail: String) -> StoreError {
+    StoreError::Backend {
+        backend: "redis",
+        detail,
+    }
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(from_redis)`, which passes the error by value"
+)]
+fn from_redis(e: redis::RedisError) -> StoreError {
+    backend(e.to_string())
+}
+
+/// Removes the raw URL from a message, in case a parser echoed it with its password.
+fn scrub(message: &str, url: &str) -> String {
+    if url.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(url, "[url]")
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Redis
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(())
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>> {
+        let mut out = self
+            .list_records("accounts", "account:")
+            .await?
+            .into_iter()
+            .map(|(id, json)| decode_account(&id, &json))
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by(|a, b| {
+            (a.settings.name.as_str(), &a.id).cmp(&(b.settings.name.as_str(), &b.id))
+        });
+        Ok(out)
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<AccountRecord>> {
+        self.get_string(self.key(&format!("account:{id}")))
+            .await?
+            .map(|json| decode_account(id.as_str(), &json))
+            .transpose()
+    }
+
+    async fn get_account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>> {
+        let mut conn = self.conn.clone();
+        let found: Option<(String, String)> = GET_ACCOUNT_BY_NAME
+            .arg(&self.prefix)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let Some((id, json)) = found else {
+            return Ok(None);
+        };
+        let record = decode_account(&id, &json)?;
+        // A stale index entry (left by a damaged record) must not return another name's account.
+        Ok((record.settings.name == name).then_some(record))
+    }
+
+    async fn put_accounts(&self, records: &[AccountRecord]) -> StoreResult<()> {
+        let batch = plan_account_batch(records)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = PUT_ACCOUNTS.prepare_invoke();
+        invocation.arg(&self.prefix);
+        for record in batch {
+            invocation
+                .arg(record.id.as_str())
+                .arg(&record.settings.name)
+                .arg(encode_account(record)?);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        match reply.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            [taken, name] if taken == "taken" => Err(StoreError::NameTaken { name: name.clone() }),
+            other => Err(backend(format!(
+                "unexpected reply from the account write script: {other:?}"
+            ))),
+        }
+    }
+
+    async fn delete_account(&self, id: &AccountId) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = DELETE_ACCOUNT
+            .arg(&self.prefix)
+            .arg(id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(removed == 1)
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        let mut out = self
+            .list_records("keys", "key:")
+            .await?
+            .into_iter()
+            .map(|(id, json)| decode_key(&id, &json))
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by(|a, b| (a.key.created_at, &a.key.id).cmp(&(b.key.created_at, &b.key.id)));
+        Ok(out)
+    }
+
+    async fn get_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
+        self.get_string(self.key(&format!("key:{id}")))
+            .await?
+            .map(|json| decode_key(id.as_str(), &json))
+            .transpose()
+    }
+
+    async fn put_key(&self, record: &KeyRecord) -> StoreResult<()> {
+        let json = encode_key(record)?;
+        let mut conn = self.conn.clone();
+        let () = redis::pipe()
+            .atomic()
+            .set(self.key(&format!("key:{}", record.key.id)), json)
+            .ignore()
+            .sadd(self.key("keys"), record.key.id.as_str())
+            .ignore()
+            .exec_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(())
+    }
+
+    async fn get_meta(&self, name: &str) -> StoreResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(self.key("meta"))
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)
+    }
+
+    async fn set_meta(&self, name: &str, value: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(self.key("meta"))
+            .arg(name)
+            .arg(value)
+            .exec_async(&mut conn)
+            .await
+            .map_err(from_redis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_errors_hide_the_password() {
+        // A port that was free a moment ago: the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://user:hunter2-secret@127.0.0.1:{port}/0");
+        let err = RedisStore::connect(&url, "t:").await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("redis store: cannot connect"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn malformed_url_errors_hide_the_password() {
+        let err = RedisStore::connect("http://user:hunter2-secret@127.0.0.1/", "t:")
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("invalid Redis URL"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}
