@@ -579,3 +579,71 @@ async fn other_damage_is_reported_as_corrupt(f: Fixture) {
         .unwrap();
     assert_eq!(store.get_account(&rec.id).await.unwrap(), Some(rec));
 }
+
+/// Set in the child process of [`embedded_acknowledged_writes_survive_sigkill`] to the store path.
+const CRASH_CHILD_ENV: &str = "RELAYD_TEST_CRASH_CHILD_STORE";
+
+/// The product promise behind `Durability::Immediate`: a write acknowledged before `kill -9` is
+/// there afterwards, and the file opens cleanly. The test re-runs its own binary as a writer that
+/// prints `ack N` after each acknowledged put, SIGKILLs it mid-stream, and reopens the file.
+#[test]
+fn embedded_acknowledged_writes_survive_sigkill() {
+    use std::io::BufRead as _;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    if let Some(path) = std::env::var_os(CRASH_CHILD_ENV) {
+        // Writer: never returns; the parent kills it.
+        runtime.block_on(async {
+            let store = EmbeddedStore::open(PathBuf::from(path)).await.unwrap();
+            for n in 0.. {
+                store
+                    .put_accounts(&[account(n, &format!("crash-{n}"))])
+                    .await
+                    .unwrap();
+                println!("ack {n}");
+            }
+        });
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relayd.redb");
+    let test_name = concat!(
+        module_path!(),
+        "::embedded_acknowledged_writes_survive_sigkill"
+    );
+    let test_name = test_name
+        .split_once("::")
+        .map_or(test_name, |(_, rest)| rest);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD_ENV, &path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut acked = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.push(n.parse::<u64>().unwrap());
+            if acked.len() == 25 {
+                break;
+            }
+        }
+    }
+    // Kill while the writer is in the middle of its next writes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 25, "the writer stopped early");
+
+    runtime.block_on(async {
+        let store = EmbeddedStore::open(&path).await.unwrap();
+        for n in acked {
+            let want = account(n, &format!("crash-{n}"));
+            assert_eq!(store.get_account(&want.id).await.unwrap(), Some(want));
+        }
+        store.list_accounts().await.unwrap();
+    });
+}
