@@ -3,4 +3,6 @@
 
 mod admin_api;
 mod client_auth;
+mod secrets_at_rest;
 mod startup;
+mod store_conformance;

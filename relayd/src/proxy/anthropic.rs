@@ -15,8 +15,8 @@ use crate::error::{ApiError, ErrorKind, Surface};
 use crate::extract::read_body;
 use crate::state::AppState;
 use crate::translate::{
-    ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions,
-    anthropic_to_openai, count_tokens, openai_to_anthropic,
+    ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions, anthropic_to_openai,
+    count_tokens, openai_to_anthropic,
 };
 
 /// The two fields routing needs before translation; everything else is skipped unparsed.
@@ -24,7 +24,6 @@ use crate::translate::{
 struct Peek {
     model: Option<String>,
 }
-
 
 /// `POST /v1/messages`.
 pub(super) async fn messages(

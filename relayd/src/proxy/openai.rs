@@ -15,10 +15,8 @@ use crate::error::{ApiError, Surface};
 use crate::extract::read_body;
 use crate::state::AppState;
 use crate::translate::{
-    OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request,
-    rewrite_openai_response,
+    OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request, rewrite_openai_response,
 };
-
 
 /// `POST /v1/chat/completions`.
 pub(super) async fn chat_completions(

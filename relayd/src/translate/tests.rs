@@ -1,5 +1,8 @@
 //! Tests of the public translation API: golden files from real Claude Code requests, the
-#![expect(clippy::needless_pass_by_value, reason = "test helpers take owned JSON literals for readability")]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "test helpers take owned JSON literals for readability"
+)]
 //! append-only property, request edge cases, non-streaming responses, streams and the passthrough.
 
 use serde_json::{Value, json};
