@@ -7,3 +7,4 @@
 
 pub mod crypto;
 pub mod store;
+pub mod translate;

@@ -1,0 +1,91 @@
+//! Small JSON writing and parsing helpers shared by the translators.
+//!
+//! Output is written by hand into a `Vec<u8>` rather than through `serde_json::Value`: it fixes the
+//! key order (the upstream prefix cache needs byte-stable output), lets `RawValue` subtrees be copied
+//! without re-serializing, and avoids an allocation per node.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{TranslateError, describe_json_error};
+
+/// Appends `s` as a JSON string literal. Escapes exactly what serde_json escapes (`"`, `\`, and
+/// control characters), so output is identical to `serde_json::to_writer` for the same text.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    push_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Appends several pieces as one JSON string literal.
+pub(crate) fn push_str_parts(out: &mut Vec<u8>, parts: &[&str]) {
+    out.push(b'"');
+    for part in parts {
+        push_escaped(out, part);
+    }
+    out.push(b'"');
+}
+
+/// Appends the escaped body of a JSON string (no quotes).
+pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends a number.
+pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
+/// Parses a sub-document of a request, naming `path` on failure (a client error).
+pub(crate) fn parse_request<'a, T: Deserialize<'a>>(
+    raw: &'a RawValue,
+    path: &str,
+) -> Result<T, TranslateError> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| TranslateError::request(path, describe_json_error(&e)))
+}
+
+/// Parses an optional sub-document of a request.
+pub(crate) fn parse_opt<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    path: &str,
+) -> Result<Option<T>, TranslateError> {
+    raw.map(|r| parse_request(r, path)).transpose()
+}
+
+/// Whether a raw JSON value is a string literal.
+pub(crate) fn is_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
+}
+
+/// Whether a raw JSON value is an object.
+pub(crate) fn is_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
+}

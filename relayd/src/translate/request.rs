@@ -1,0 +1,968 @@
+//! Anthropic Messages request → OpenAI Chat Completions request.
+//!
+//! The body is parsed into borrowed views (`Cow<str>` and `RawValue`, so big strings without escapes,
+//! JSON schemas, tool descriptions and tool inputs are never copied into a tree), mapped into a list of
+//! OpenAI messages (where same-role neighbours are merged), and written by hand in a fixed key order.
+//! See the module docs of [`super`] for why the output must be byte-stable and append-only.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::json::{
+    is_object, is_string, parse_opt, parse_request, push_str, push_str_parts, push_u64,
+};
+use super::tools::{ToolNames, upstream_tool_id};
+use super::{TranslateError, describe_json_error, tokens};
+
+/// What the upstream account needs the request to look like.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamOptions<'a> {
+    /// Model name the upstream knows (the account's deployment).
+    pub deployment: &'a str,
+    /// The account's output limit: `max_tokens` is clamped to it.
+    pub max_output_tokens: Option<u32>,
+    /// Send `max_completion_tokens` instead of `max_tokens` (newer Azure/OpenAI models).
+    pub use_max_completion_tokens: bool,
+    /// What to do with the client's `thinking` setting.
+    pub reasoning: ReasoningMode,
+    /// Send assistant `thinking` blocks back as `reasoning_content` (upstreams that require it).
+    pub send_reasoning_content: bool,
+}
+
+/// How the client's `thinking` setting reaches the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningMode {
+    /// Dropped: the upstream decides by itself.
+    #[default]
+    Drop,
+    /// OpenAI's `reasoning_effort` (`low`/`medium`/`high`).
+    ReasoningEffort,
+    /// `chat_template_kwargs.enable_thinking` (Qwen3 and similar templates on vLLM/SGLang).
+    QwenEnableThinking,
+}
+
+/// What the response side needs to know about the request it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The model name the client asked for; echoed back in responses.
+    pub requested_model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Local estimate of the prompt size, used until the upstream reports real usage (never 0).
+    pub estimated_input_tokens: u64,
+    /// Shortened tool names and their originals.
+    pub tools: ToolNames,
+    /// The client's stop sequences, to tell `stop_sequence` from `end_turn`.
+    pub stop_sequences: Vec<String>,
+}
+
+/// OpenAI accepts at most this many stop sequences.
+const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Claude Code's first system block: changes on every request, so it would defeat prefix caching.
+const BILLING_HEADER_PREFIX: &str = "x-anthropic-billing-header:";
+
+/// Joins text blocks and merged messages; also used by the merge so the old text stays a prefix.
+const TEXT_JOINER: &str = "\n\n";
+
+/// Translates an Anthropic Messages request body into an OpenAI Chat Completions body.
+///
+/// Errors are [`TranslateError::InvalidRequest`] (HTTP 400) naming the offending field.
+pub fn anthropic_to_openai(
+    body: &[u8],
+    opts: &UpstreamOptions<'_>,
+) -> Result<(Vec<u8>, RequestContext), TranslateError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| TranslateError::request("body", format!("not UTF-8: {e}")))?;
+    let top: TopLevel<'_> = serde_json::from_str(text)
+        .map_err(|e| TranslateError::request("body", describe_json_error(&e)))?;
+
+    let requested_model: Cow<'_, str> = match top.model {
+        Some(raw) => parse_request(raw, "model")?,
+        None => return Err(TranslateError::request("model", "field required")),
+    };
+    let Some(messages_raw) = top.messages else {
+        return Err(TranslateError::request("messages", "field required"));
+    };
+    let messages: Vec<&RawValue> = parse_request(messages_raw, "messages")?;
+    let max_tokens: Option<u64> = parse_opt(top.max_tokens, "max_tokens")?;
+    let stream: Option<bool> = parse_opt(top.stream, "stream")?;
+    let stream = stream.unwrap_or(false);
+    let stop_sequences: Option<Vec<Cow<'_, str>>> =
+        parse_opt(top.stop_sequences, "stop_sequences")?;
+    let metadata: Option<Metadata<'_>> = parse_opt(top.metadata, "metadata")?;
+    let thinking: Option<Thinking<'_>> = parse_opt(top.thinking, "thinking")?;
+    let output_config: Option<OutputConfig<'_>> = parse_opt(top.output_config, "output_config")?;
+    let tool_choice: Option<ToolChoice<'_>> = parse_opt(top.tool_choice, "tool_choice")?;
+    let tools: Option<Vec<&RawValue>> = parse_opt(top.tools, "tools")?;
+    // Sampling numbers are validated, then copied as the client wrote them.
+    let temperature = number(top.temperature, "temperature")?;
+    let top_p = number(top.top_p, "top_p")?;
+    let _top_k: Option<u64> = parse_opt(top.top_k, "top_k")?;
+
+    let mut names = ToolNames::default();
+    let mut out = Vec::with_capacity(body.len() + body.len() / 8);
+    out.extend_from_slice(b"{\"model\":");
+    push_str(&mut out, opts.deployment);
+
+    // messages
+    out.extend_from_slice(b",\"messages\":[");
+    let mut converted = Vec::with_capacity(messages.len() + 1);
+    let system = match top.system {
+        Some(raw) => system_text(raw, "system", true)?,
+        None => String::new(),
+    };
+    if !system.is_empty() {
+        converted.push(OutMessage::System(system));
+    }
+    for (i, raw) in messages.iter().enumerate() {
+        convert_message(raw, i, opts, &mut names, &mut converted)?;
+    }
+    for (i, message) in converted.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_message(&mut out, message);
+    }
+    out.push(b']');
+
+    // tools
+    let mut wrote_tools = false;
+    if let Some(tools) = &tools {
+        let mut first = true;
+        for (i, raw) in tools.iter().enumerate() {
+            let path = format!("tools[{i}]");
+            let tool: Tool<'_> = parse_request(raw, &path)?;
+            if let Some(kind) = tool.kind.as_deref()
+                && kind != "custom"
+            {
+                tracing::debug!(tool = %tool.name, kind, "dropping server tool the upstream cannot run");
+                continue;
+            }
+            out.extend_from_slice(if first { b",\"tools\":[" } else { b"," });
+            first = false;
+            out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
+            push_str(&mut out, &names.shorten(&tool.name));
+            if let Some(description) = tool.description {
+                if !is_string(description) {
+                    return Err(TranslateError::request(
+                        format!("{path}.description"),
+                        "expected a string",
+                    ));
+                }
+                out.extend_from_slice(b",\"description\":");
+                out.extend_from_slice(description.get().as_bytes());
+            }
+            out.extend_from_slice(b",\"parameters\":");
+            match tool.input_schema {
+                Some(schema) if is_object(schema) => out.extend_from_slice(schema.get().as_bytes()),
+                Some(_) => {
+                    return Err(TranslateError::request(
+                        format!("{path}.input_schema"),
+                        "expected an object",
+                    ));
+                }
+                None => out.extend_from_slice(b"{\"type\":\"object\",\"properties\":{}}"),
+            }
+            out.extend_from_slice(b"}}");
+        }
+        if !first {
+            out.push(b']');
+            wrote_tools = true;
+        }
+    }
+
+    // tool_choice (meaningless, and rejected by some servers, without tools)
+    if wrote_tools && let Some(choice) = &tool_choice {
+        out.extend_from_slice(b",\"tool_choice\":");
+        match choice.kind.as_ref() {
+            "auto" => out.extend_from_slice(b"\"auto\""),
+            "any" => out.extend_from_slice(b"\"required\""),
+            "none" => out.extend_from_slice(b"\"none\""),
+            "tool" => {
+                let Some(name) = &choice.name else {
+                    return Err(TranslateError::request(
+                        "tool_choice.name",
+                        "field required for type \"tool\"",
+                    ));
+                };
+                out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
+                push_str(&mut out, &names.shorten(name));
+                out.extend_from_slice(b"}}");
+            }
+            other => {
+                return Err(TranslateError::request(
+                    "tool_choice.type",
+                    format!("unknown tool_choice type {other:?}"),
+                ));
+            }
+        }
+        if choice.disable_parallel_tool_use == Some(true) {
+            out.extend_from_slice(b",\"parallel_tool_calls\":false");
+        }
+    }
+
+    // the rest, in a fixed order
+    let limit = opts.max_output_tokens.map(u64::from);
+    let max_tokens = match (max_tokens, limit) {
+        (Some(asked), Some(limit)) => Some(asked.min(limit)),
+        (asked, limit) => asked.or(limit),
+    };
+    if let Some(max_tokens) = max_tokens {
+        out.extend_from_slice(if opts.use_max_completion_tokens {
+            b",\"max_completion_tokens\":"
+        } else {
+            b",\"max_tokens\":"
+        });
+        push_u64(&mut out, max_tokens);
+    }
+    let stop_sequences: Vec<String> = stop_sequences
+        .unwrap_or_default()
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect();
+    if !stop_sequences.is_empty() {
+        if stop_sequences.len() > MAX_STOP_SEQUENCES {
+            tracing::debug!(
+                count = stop_sequences.len(),
+                "sending only the first 4 stop sequences upstream"
+            );
+        }
+        out.extend_from_slice(b",\"stop\":[");
+        for (i, stop) in stop_sequences.iter().take(MAX_STOP_SEQUENCES).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_str(&mut out, stop);
+        }
+        out.push(b']');
+    }
+    if let Some(t) = temperature {
+        out.extend_from_slice(b",\"temperature\":");
+        out.extend_from_slice(t.as_bytes());
+    }
+    if let Some(p) = top_p {
+        out.extend_from_slice(b",\"top_p\":");
+        out.extend_from_slice(p.as_bytes());
+    }
+    if let Some(user_id) = metadata.as_ref().and_then(|m| m.user_id.as_deref()) {
+        // Hashed: the upstream only needs a stable per-user token, not Claude Code's device id.
+        let digest = Sha256::digest(user_id.as_bytes());
+        out.extend_from_slice(b",\"user\":");
+        push_str(&mut out, &hex::encode(&digest[..16]));
+    }
+    write_reasoning(
+        &mut out,
+        opts.reasoning,
+        thinking.as_ref(),
+        output_config.as_ref(),
+    )?;
+    if let Some(format) = output_config.as_ref().and_then(|c| c.format.as_ref()) {
+        match (format.kind.as_ref(), format.schema) {
+            ("json_schema", Some(schema)) if is_object(schema) => {
+                out.extend_from_slice(b",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"output\",\"schema\":");
+                out.extend_from_slice(schema.get().as_bytes());
+                out.extend_from_slice(b"}}");
+            }
+            ("json_schema", _) => {
+                return Err(TranslateError::request(
+                    "output_config.format.schema",
+                    "expected an object",
+                ));
+            }
+            (other, _) => {
+                return Err(TranslateError::request(
+                    "output_config.format.type",
+                    format!("unsupported output format {other:?}"),
+                ));
+            }
+        }
+    }
+    if stream {
+        out.extend_from_slice(b",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    }
+    out.push(b'}');
+
+    let context = RequestContext {
+        requested_model: requested_model.into_owned(),
+        stream,
+        estimated_input_tokens: tokens::count_tokens(body)?.max(1),
+        tools: names,
+        stop_sequences,
+    };
+    Ok((out, context))
+}
+
+/// Top-level keys we read. Everything else (`context_management`, `service_tier`, keys added by new
+/// Claude Code releases) is ignored. Each is kept raw so a type error can name its key.
+#[derive(Deserialize)]
+struct TopLevel<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stop_sequences: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(borrow)]
+    top_k: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_choice: Option<&'a RawValue>,
+    #[serde(borrow)]
+    thinking: Option<&'a RawValue>,
+    #[serde(borrow)]
+    output_config: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Thinking<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    budget_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OutputConfig<'a> {
+    #[serde(borrow)]
+    effort: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    format: Option<OutputFormat<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutputFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolChoice<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    disable_parallel_tool_use: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input_schema: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+/// Every field any content block type uses; which ones matter depends on `type`. One flat struct is
+/// cheaper than an enum with `#[serde(tag)]` (which buffers the whole block) and lets errors name
+/// the block precisely.
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_use_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    is_error: Option<bool>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    media_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+/// One OpenAI message before serialization.
+enum OutMessage<'a> {
+    System(String),
+    User(Vec<Part<'a>>),
+    Assistant(Assistant<'a>),
+    Tool { id: Cow<'a, str>, content: String },
+}
+
+enum Part<'a> {
+    Text(Cow<'a, str>),
+    /// `url` pieces, concatenated when written (saves copying base64 data into a `data:` URL).
+    Image([Cow<'a, str>; 4]),
+}
+
+#[derive(Default)]
+struct Assistant<'a> {
+    text: Vec<Cow<'a, str>>,
+    reasoning: Vec<Cow<'a, str>>,
+    calls: Vec<Call<'a>>,
+}
+
+struct Call<'a> {
+    id: Cow<'a, str>,
+    name: String,
+    arguments: Option<&'a RawValue>,
+}
+
+/// Validates an optional number and returns its text as written.
+fn number<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Option<&'a str>, TranslateError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let _: f64 = parse_request(raw, path)?;
+    Ok(Some(raw.get().trim()))
+}
+
+/// Text of a `system` value (string or array of text blocks), blocks joined with `"\n\n"`.
+/// With `strip_billing`, Claude Code's per-request billing line is removed.
+fn system_text(raw: &RawValue, path: &str, strip_billing: bool) -> Result<String, TranslateError> {
+    let mut texts: Vec<Cow<'_, str>> = Vec::new();
+    if is_string(raw) {
+        texts.push(parse_request(raw, path)?);
+    } else {
+        let blocks: Vec<&RawValue> = parse_request(raw, path)?;
+        for (i, block) in blocks.iter().enumerate() {
+            let block_path = format!("{path}[{i}]");
+            let block: Block<'_> = parse_request(block, &block_path)?;
+            match (block.kind.as_ref(), block.text) {
+                ("text", Some(text)) => texts.push(text),
+                ("text", None) => {
+                    return Err(TranslateError::request(
+                        format!("{block_path}.text"),
+                        "field required",
+                    ));
+                }
+                (other, _) => {
+                    return Err(TranslateError::request(
+                        format!("{block_path}.type"),
+                        format!("system blocks must be text, not {other:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut joined = String::new();
+    for text in &texts {
+        let mut text: &str = text;
+        if strip_billing {
+            while text.starts_with(BILLING_HEADER_PREFIX) {
+                text = text.split_once('\n').map_or("", |(_, rest)| rest);
+            }
+        }
+        if text.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.push_str(TEXT_JOINER);
+        }
+        joined.push_str(text);
+    }
+    Ok(joined)
+}
+
+fn convert_message<'a>(
+    raw: &'a RawValue,
+    i: usize,
+    opts: &UpstreamOptions<'_>,
+    names: &mut ToolNames,
+    out: &mut Vec<OutMessage<'a>>,
+) -> Result<(), TranslateError> {
+    let path = format!("messages[{i}]");
+    let message: Message<'a> = parse_request(raw, &path)?;
+    let content_path = format!("{path}.content");
+    match message.role.as_ref() {
+        "system" => {
+            let text = system_text(message.content, &content_path, false)?;
+            if !text.is_empty() {
+                out.push(OutMessage::System(text));
+            }
+        }
+        "user" => convert_user(message.content, &content_path, out)?,
+        "assistant" => convert_assistant(message.content, &content_path, opts, names, out)?,
+        other => {
+            return Err(TranslateError::request(
+                format!("{path}.role"),
+                format!("expected \"user\", \"assistant\" or \"system\", not {other:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Content blocks of a message: a string becomes one text block.
+fn blocks<'a>(
+    raw: &'a RawValue,
+    path: &str,
+) -> Result<Result<Vec<&'a RawValue>, Cow<'a, str>>, TranslateError> {
+    if is_string(raw) {
+        Ok(Err(parse_request(raw, path)?))
+    } else {
+        Ok(Ok(parse_request(raw, path)?))
+    }
+}
+
+fn convert_user<'a>(
+    raw: &'a RawValue,
+    path: &str,
+    out: &mut Vec<OutMessage<'a>>,
+) -> Result<(), TranslateError> {
+    let blocks = match blocks(raw, path)? {
+        Ok(blocks) => blocks,
+        Err(text) => {
+            push_user(out, vec![Part::Text(text)]);
+            return Ok(());
+        }
+    };
+    let mut parts = Vec::new();
+    let mut tool_images = Vec::new();
+    for (j, raw) in blocks.iter().enumerate() {
+        let block_path = format!("{path}[{j}]");
+        let block: Block<'a> = parse_request(raw, &block_path)?;
+        match block.kind.as_ref() {
+            "tool_result" => {
+                let Some(id) = block.tool_use_id else {
+                    return Err(TranslateError::request(
+                        format!("{block_path}.tool_use_id"),
+                        "field required",
+                    ));
+                };
+                let mut content = String::new();
+                if block.is_error == Some(true) {
+                    content.push_str("Error: ");
+                }
+                if let Some(inner) = block.content {
+                    tool_result_content(
+                        inner,
+                        &format!("{block_path}.content"),
+                        &mut content,
+                        &mut tool_images,
+                    )?;
+                }
+                let id = decode_id(id);
+                out.push(OutMessage::Tool { id, content });
+            }
+            _ => content_part(block, &block_path, &mut parts)?,
+        }
+    }
+    // Images returned by tools can only travel in a user message; it follows the tool messages and
+    // merges with the rest of this user message.
+    if !tool_images.is_empty() {
+        push_user(out, tool_images);
+    }
+    if !parts.is_empty() {
+        push_user(out, parts);
+    }
+    Ok(())
+}
+
+/// A user-side block that becomes a content part (text, image, document); others are dropped.
+fn content_part<'a>(
+    block: Block<'a>,
+    path: &str,
+    parts: &mut Vec<Part<'a>>,
+) -> Result<(), TranslateError> {
+    match block.kind.as_ref() {
+        "text" => match block.text {
+            Some(text) => parts.push(Part::Text(text)),
+            None => {
+                return Err(TranslateError::request(
+                    format!("{path}.text"),
+                    "field required",
+                ));
+            }
+        },
+        "image" => {
+            let source = source(block.source, path)?;
+            match source.kind.as_ref() {
+                "base64" => {
+                    let (Some(media), Some(data)) = (source.media_type, source.data) else {
+                        return Err(TranslateError::request(
+                            format!("{path}.source"),
+                            "base64 image needs media_type and data",
+                        ));
+                    };
+                    parts.push(Part::Image([
+                        Cow::Borrowed("data:"),
+                        media,
+                        Cow::Borrowed(";base64,"),
+                        data,
+                    ]));
+                }
+                "url" => match source.url {
+                    Some(url) => parts.push(Part::Image([
+                        url,
+                        Cow::Borrowed(""),
+                        Cow::Borrowed(""),
+                        Cow::Borrowed(""),
+                    ])),
+                    None => {
+                        return Err(TranslateError::request(
+                            format!("{path}.source.url"),
+                            "field required",
+                        ));
+                    }
+                },
+                other => {
+                    return Err(TranslateError::request(
+                        path,
+                        format!("unsupported image source {other:?}"),
+                    ));
+                }
+            }
+        }
+        "document" => {
+            let source = source(block.source, path)?;
+            match (source.kind.as_ref(), source.data, source.content) {
+                ("text", Some(data), _) => parts.push(Part::Text(data)),
+                ("content", _, Some(content)) => {
+                    let mut text = String::new();
+                    let mut images = Vec::new();
+                    tool_result_content(
+                        content,
+                        &format!("{path}.source.content"),
+                        &mut text,
+                        &mut images,
+                    )?;
+                    parts.push(Part::Text(Cow::Owned(text)));
+                    parts.extend(images);
+                }
+                (other, _, _) => {
+                    return Err(TranslateError::request(
+                        path,
+                        format!(
+                            "unsupported document source {other:?} (only text documents can be sent to this upstream)"
+                        ),
+                    ));
+                }
+            }
+        }
+        other => tracing::debug!(
+            kind = other,
+            "dropping user content block the upstream cannot take"
+        ),
+    }
+    Ok(())
+}
+
+fn source<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Source<'a>, TranslateError> {
+    match raw {
+        Some(raw) => parse_request(raw, &format!("{path}.source")),
+        None => Err(TranslateError::request(
+            format!("{path}.source"),
+            "field required",
+        )),
+    }
+}
+
+/// Text of a tool result (string or blocks); images are collected for a following user message.
+fn tool_result_content<'a>(
+    raw: &'a RawValue,
+    path: &str,
+    text: &mut String,
+    images: &mut Vec<Part<'a>>,
+) -> Result<(), TranslateError> {
+    let blocks = match blocks(raw, path)? {
+        Ok(blocks) => blocks,
+        Err(s) => {
+            text.push_str(&s);
+            return Ok(());
+        }
+    };
+    let mut first = true;
+    for (k, raw) in blocks.iter().enumerate() {
+        let block_path = format!("{path}[{k}]");
+        let block: Block<'a> = parse_request(raw, &block_path)?;
+        let mut parts = Vec::new();
+        content_part(block, &block_path, &mut parts)?;
+        for part in parts {
+            match part {
+                Part::Text(t) => {
+                    if !first {
+                        text.push_str(TEXT_JOINER);
+                    }
+                    first = false;
+                    text.push_str(&t);
+                }
+                image @ Part::Image(_) => images.push(image),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn convert_assistant<'a>(
+    raw: &'a RawValue,
+    path: &str,
+    opts: &UpstreamOptions<'_>,
+    names: &mut ToolNames,
+    out: &mut Vec<OutMessage<'a>>,
+) -> Result<(), TranslateError> {
+    let mut message = Assistant::default();
+    match blocks(raw, path)? {
+        Err(text) => message.text.push(text),
+        Ok(blocks) => {
+            for (j, raw) in blocks.iter().enumerate() {
+                let block_path = format!("{path}[{j}]");
+                let block: Block<'a> = parse_request(raw, &block_path)?;
+                match block.kind.as_ref() {
+                    "text" => match block.text {
+                        Some(text) => message.text.push(text),
+                        None => {
+                            return Err(TranslateError::request(
+                                format!("{block_path}.text"),
+                                "field required",
+                            ));
+                        }
+                    },
+                    "tool_use" => {
+                        let (Some(id), Some(name)) = (block.id, block.name) else {
+                            return Err(TranslateError::request(
+                                block_path,
+                                "tool_use needs id and name",
+                            ));
+                        };
+                        if let Some(input) = block.input
+                            && !is_object(input)
+                        {
+                            return Err(TranslateError::request(
+                                format!("{block_path}.input"),
+                                "expected an object",
+                            ));
+                        }
+                        let id = decode_id(id);
+                        let name = names.shorten(&name).into_owned();
+                        message.calls.push(Call {
+                            id,
+                            name,
+                            arguments: block.input,
+                        });
+                    }
+                    "thinking" if opts.send_reasoning_content => {
+                        if let Some(thinking) = block.thinking {
+                            message.reasoning.push(thinking);
+                        }
+                    }
+                    // Thinking is dropped unless asked for; redacted thinking is opaque to any upstream
+                    // but Anthropic's; server tool blocks belong to tools we never forwarded.
+                    other => tracing::debug!(kind = other, "dropping assistant content block"),
+                }
+            }
+        }
+    }
+    if let Some(OutMessage::Assistant(previous)) = out.last_mut() {
+        previous.text.extend(message.text);
+        previous.reasoning.extend(message.reasoning);
+        previous.calls.extend(message.calls);
+    } else {
+        out.push(OutMessage::Assistant(message));
+    }
+    Ok(())
+}
+
+/// The upstream's id for a tool-use id the client echoes back.
+fn decode_id(id: Cow<'_, str>) -> Cow<'_, str> {
+    let decoded = match upstream_tool_id(&id) {
+        Cow::Owned(decoded) => Some(decoded),
+        Cow::Borrowed(_) => None,
+    };
+    decoded.map_or(id, Cow::Owned)
+}
+
+fn push_user<'a>(out: &mut Vec<OutMessage<'a>>, parts: Vec<Part<'a>>) {
+    if let Some(OutMessage::User(previous)) = out.last_mut() {
+        previous.extend(parts);
+    } else {
+        out.push(OutMessage::User(parts));
+    }
+}
+
+fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
+    match message {
+        OutMessage::System(text) => {
+            out.extend_from_slice(b"{\"role\":\"system\",\"content\":");
+            push_str(out, text);
+        }
+        OutMessage::User(parts) => {
+            out.extend_from_slice(b"{\"role\":\"user\",\"content\":");
+            if parts.iter().all(|p| matches!(p, Part::Text(_))) {
+                // Plain string content: many chat templates reject content-part arrays.
+                let texts: Vec<&str> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t.as_ref()),
+                        Part::Image(_) => None,
+                    })
+                    .collect();
+                write_joined(out, &texts);
+            } else {
+                out.push(b'[');
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    match part {
+                        Part::Text(text) => {
+                            out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                            push_str(out, text);
+                            out.push(b'}');
+                        }
+                        Part::Image(url) => {
+                            out.extend_from_slice(
+                                b"{\"type\":\"image_url\",\"image_url\":{\"url\":",
+                            );
+                            push_str_parts(out, &[&url[0], &url[1], &url[2], &url[3]]);
+                            out.extend_from_slice(b"}}");
+                        }
+                    }
+                }
+                out.push(b']');
+            }
+        }
+        OutMessage::Assistant(message) => {
+            out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
+            let texts: Vec<&str> = message.text.iter().map(AsRef::as_ref).collect();
+            // Never null or missing: several OpenAI-compatible servers fail on that.
+            write_joined(out, &texts);
+            if !message.reasoning.is_empty() {
+                out.extend_from_slice(b",\"reasoning_content\":");
+                let texts: Vec<&str> = message.reasoning.iter().map(AsRef::as_ref).collect();
+                write_joined(out, &texts);
+            }
+            if !message.calls.is_empty() {
+                out.extend_from_slice(b",\"tool_calls\":[");
+                for (i, call) in message.calls.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"id\":");
+                    push_str(out, &call.id);
+                    out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+                    push_str(out, &call.name);
+                    out.extend_from_slice(b",\"arguments\":");
+                    push_str(out, call.arguments.map_or("{}", RawValue::get));
+                    out.extend_from_slice(b"}}");
+                }
+                out.push(b']');
+            }
+        }
+        OutMessage::Tool { id, content } => {
+            out.extend_from_slice(b"{\"role\":\"tool\",\"tool_call_id\":");
+            push_str(out, id);
+            out.extend_from_slice(b",\"content\":");
+            push_str(out, content);
+        }
+    }
+    out.push(b'}');
+}
+
+/// Writes texts as one JSON string joined with [`TEXT_JOINER`].
+fn write_joined(out: &mut Vec<u8>, texts: &[&str]) {
+    let mut pieces = Vec::with_capacity(texts.len() * 2);
+    for (i, text) in texts.iter().enumerate() {
+        if i > 0 {
+            pieces.push(TEXT_JOINER);
+        }
+        pieces.push(text);
+    }
+    push_str_parts(out, &pieces);
+}
+
+/// `reasoning_effort` or `chat_template_kwargs`, depending on the account.
+fn write_reasoning(
+    out: &mut Vec<u8>,
+    mode: ReasoningMode,
+    thinking: Option<&Thinking<'_>>,
+    output_config: Option<&OutputConfig<'_>>,
+) -> Result<(), TranslateError> {
+    let kind = thinking.map(|t| t.kind.as_ref());
+    match kind {
+        None | Some("enabled" | "adaptive" | "disabled") => {}
+        Some(other) => {
+            return Err(TranslateError::request(
+                "thinking.type",
+                format!("unknown thinking type {other:?}"),
+            ));
+        }
+    }
+    match mode {
+        ReasoningMode::Drop => {}
+        ReasoningMode::ReasoningEffort => {
+            let effort = match (kind, thinking.and_then(|t| t.budget_tokens)) {
+                (Some("enabled"), Some(budget)) if budget >= 16_000 => Some("high"),
+                (Some("enabled"), Some(budget)) if budget >= 4_000 => Some("medium"),
+                (Some("enabled"), _) => Some("low"),
+                // Adaptive thinking follows `output_config.effort`, whose default is high.
+                (Some("adaptive"), _) => match output_config.and_then(|c| c.effort.as_deref()) {
+                    Some("low") => Some("low"),
+                    Some("medium") => Some("medium"),
+                    _ => Some("high"),
+                },
+                _ => None,
+            };
+            if let Some(effort) = effort {
+                out.extend_from_slice(b",\"reasoning_effort\":");
+                push_str(out, effort);
+            }
+        }
+        ReasoningMode::QwenEnableThinking => {
+            let enabled = matches!(kind, Some("enabled" | "adaptive"));
+            out.extend_from_slice(b",\"chat_template_kwargs\":");
+            out.extend_from_slice(if enabled {
+                b"{\"enable_thinking\":true}"
+            } else {
+                b"{\"enable_thinking\":false}"
+            });
+        }
+    }
+    Ok(())
+}
