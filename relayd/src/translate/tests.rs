@@ -221,6 +221,15 @@ fn fixture_translation_is_fast() {
     for _ in 0..runs {
         assert!(anthropic_to_openai(&body, &opts()).is_ok());
     }
+    eprintln!("translate: {:?} per request", started.elapsed() / runs);
+    let count_started = std::time::Instant::now();
+    for _ in 0..runs {
+        assert!(count_tokens(&body).is_ok());
+    }
+    eprintln!(
+        "count_tokens: {:?} per request",
+        count_started.elapsed() / runs
+    );
     // Generous for debug builds on a loaded 2-core machine; release is far below 1 ms per request.
     assert!(
         started.elapsed() / runs < std::time::Duration::from_millis(50),
@@ -853,6 +862,38 @@ fn stream_two_tools_in_one_chunk_and_long_names_restored() {
 }
 
 #[test]
+fn stream_reused_index_with_new_id_is_a_new_call() {
+    let events = run_stream(
+        &[
+            tool_delta(
+                json!([{"index": 0, "id": "call_a", "function": {"name": "Read", "arguments": "{}"}}]),
+            ),
+            tool_delta(
+                json!([{"index": 0, "id": "call_b", "function": {"name": "Bash", "arguments": "{\"c\":"}}]),
+            ),
+            tool_delta(json!([{"index": 0, "function": {"arguments": "1}"}}])),
+            finish("tool_calls"),
+        ],
+        true,
+    );
+    assert_eq!(
+        events,
+        strings(&[
+            "start in=1234",
+            "open 0 tool_use \"call_a\" \"Read\"",
+            "delta 0 input_json_delta {}",
+            "close 0",
+            "open 1 tool_use \"call_b\" \"Bash\"",
+            "delta 1 input_json_delta {\"c\":",
+            "delta 1 input_json_delta 1}",
+            "close 1",
+            "end tool_use null in=1234 out=4 cached=0",
+            "message_stop"
+        ])
+    );
+}
+
+#[test]
 fn stream_tool_without_argument_fragments() {
     let events = run_stream(
         &[
@@ -989,6 +1030,11 @@ fn stream_holds_message_delta_until_usage() {
         (10, 10)
     );
     let before = out.len();
+    // A later cumulative usage report still updates what gets recorded, but writes nothing.
+    translator
+        .on_data(&usage_chunk(30, 2).to_string(), &mut out)
+        .expect("ok");
+    assert_eq!(translator.usage().tokens.input_tokens, 20);
     translator.on_data("[DONE]", &mut out).expect("ok");
     translator.finish(&mut out);
     assert_eq!(out.len(), before, "nothing after message_stop");
