@@ -42,8 +42,8 @@ pub struct StreamTranslator {
     next_block: u32,
     open: Open,
     saw_tool_calls: bool,
-    /// Highest upstream tool-call index opened so far (fragments for older ones come too late).
-    last_tool_index: Option<u32>,
+    /// Upstream tool-call indexes already opened (a fragment for a closed one comes too late).
+    seen_tool_indexes: Vec<u32>,
     tool_calls: usize,
     upstream_usage: Option<Usage>,
     output_estimate: u64,
@@ -57,6 +57,8 @@ enum Open {
     Thinking,
     Tool {
         upstream_index: u32,
+        /// The upstream's id of this call (some upstreams reuse `index` and only change the id).
+        upstream_id: Option<String>,
         /// Arguments received so far (needed to recognise cumulative snapshots).
         arguments: String,
         mode: ArgumentsMode,
@@ -89,7 +91,7 @@ impl StreamTranslator {
             next_block: 0,
             open: Open::None,
             saw_tool_calls: false,
-            last_tool_index: None,
+            seen_tool_indexes: Vec::new(),
             tool_calls: 0,
             upstream_usage: None,
             output_estimate: 0,
@@ -155,9 +157,6 @@ impl StreamTranslator {
     /// An unparseable chunk is a [`TranslateError::InvalidUpstream`]; the proxy should then call
     /// [`StreamTranslator::fail`]. An in-band `{"error":…}` chunk is turned into an `error` event here.
     pub fn on_data(&mut self, data: &str, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        if self.ended {
-            return Ok(());
-        }
         let data = data.trim();
         if data == "[DONE]" {
             self.finish(out);
@@ -166,8 +165,26 @@ impl StreamTranslator {
         if data.is_empty() {
             return Ok(());
         }
-        let chunk: Chunk<'_> = serde_json::from_str(data)
-            .map_err(|e| TranslateError::upstream("stream chunk", describe_json_error(&e)))?;
+        let chunk: Chunk<'_> = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(_) if self.ended => return Ok(()),
+            Err(e) => {
+                return Err(TranslateError::upstream(
+                    "stream chunk",
+                    describe_json_error(&e),
+                ));
+            }
+        };
+        if self.ended {
+            // Upstreams that report usage on every chunk may send a final count after the message
+            // ended; it is still the best number to record.
+            if let Some(usage) = chunk.usage
+                && self.upstream_usage.is_some()
+            {
+                self.upstream_usage = Some(usage.to_usage());
+            }
+            return Ok(());
+        }
         if let Some(error) = chunk.error {
             let message = error.message.as_deref().unwrap_or("upstream error");
             self.fail("api_error", message, out);
@@ -259,28 +276,40 @@ impl StreamTranslator {
     }
 
     fn on_tool_call(&mut self, call: DeltaToolCall<'_>, out: &mut Vec<u8>) {
-        let current = match &self.open {
-            Open::Tool { upstream_index, .. } => Some(*upstream_index),
-            _ => None,
+        let new_id = call.id.as_deref().filter(|id| !id.is_empty());
+        let (current_index, same_call) = match &self.open {
+            Open::Tool {
+                upstream_index,
+                upstream_id,
+                ..
+            } => {
+                // Upstreams that omit `index` start a new call by sending a new id.
+                let index = call.index.unwrap_or(match new_id {
+                    Some(_) => upstream_index + 1,
+                    None => *upstream_index,
+                });
+                let same_id = new_id
+                    .is_none_or(|id| upstream_id.as_deref().is_none_or(|current| current == id));
+                (index, index == *upstream_index && same_id)
+            }
+            _ => (
+                call.index
+                    .unwrap_or_else(|| self.seen_tool_indexes.last().map_or(0, |i| i + 1)),
+                false,
+            ),
         };
-        // Upstreams that omit `index` start a new call by sending a new id.
-        let index = call.index.unwrap_or(match (current, &call.id) {
-            (Some(current), None) => current,
-            (Some(current), Some(_)) => current + 1,
-            (None, _) => self.last_tool_index.map_or(0, |i| i + 1),
-        });
-        if current != Some(index) {
-            if self.last_tool_index.is_some_and(|last| index <= last) {
+        if !same_call {
+            if new_id.is_none() && self.seen_tool_indexes.contains(&current_index) {
                 tracing::debug!(
-                    index,
+                    index = current_index,
                     "dropping a fragment for a tool call that was already closed"
                 );
                 return;
             }
             self.close_block(out);
-            self.last_tool_index = Some(index);
+            self.seen_tool_indexes.push(current_index);
             self.saw_tool_calls = true;
-            let id = match call.id.as_deref().filter(|id| !id.is_empty()) {
+            let id = match new_id {
                 Some(id) => client_tool_id(id).into_owned(),
                 None => format!(
                     "toolu_{}_{}",
@@ -301,7 +330,8 @@ impl StreamTranslator {
             push_str(&mut start, self.ctx.tools.original(name));
             start.extend_from_slice(b",\"input\":{}}");
             let open = Open::Tool {
-                upstream_index: index,
+                upstream_index: current_index,
+                upstream_id: new_id.map(str::to_owned),
                 arguments: String::new(),
                 mode: ArgumentsMode::Unknown,
                 sent_any: false,

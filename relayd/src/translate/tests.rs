@@ -1,8 +1,4 @@
 //! Tests of the public translation API: golden files from real Claude Code requests, the
-#![expect(
-    clippy::needless_pass_by_value,
-    reason = "test helpers take owned JSON literals for readability"
-)]
 //! append-only property, request edge cases, non-streaming responses, streams and the passthrough.
 
 use serde_json::{Value, json};
@@ -59,7 +55,9 @@ fn err(body: &Value) -> String {
 }
 
 fn request(messages: Value) -> Value {
-    json!({"model": "claude-opus-4-8", "max_tokens": 1000, "messages": messages})
+    let mut body = json!({"model": "claude-opus-4-8", "max_tokens": 1000});
+    body["messages"] = messages;
+    body
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -223,6 +221,15 @@ fn fixture_translation_is_fast() {
     for _ in 0..runs {
         assert!(anthropic_to_openai(&body, &opts()).is_ok());
     }
+    eprintln!("translate: {:?} per request", started.elapsed() / runs);
+    let count_started = std::time::Instant::now();
+    for _ in 0..runs {
+        assert!(count_tokens(&body).is_ok());
+    }
+    eprintln!(
+        "count_tokens: {:?} per request",
+        count_started.elapsed() / runs
+    );
     // Generous for debug builds on a loaded 2-core machine; release is far below 1 ms per request.
     assert!(
         started.elapsed() / runs < std::time::Duration::from_millis(50),
@@ -533,8 +540,10 @@ fn ctx() -> RequestContext {
 }
 
 fn respond(message: Value, finish_reason: &str, usage: Value, ctx: &RequestContext) -> Value {
-    let body = json!({"id": "chatcmpl-123", "object": "chat.completion", "model": "qwen3-coder",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}], "usage": usage});
+    let mut body = json!({"id": "chatcmpl-123", "object": "chat.completion", "model": "qwen3-coder",
+        "choices": [{"index": 0, "finish_reason": finish_reason}]});
+    body["choices"][0]["message"] = message;
+    body["usage"] = usage;
     let (out, _) =
         openai_to_anthropic(&serde_json::to_vec(&body).expect("json"), ctx).expect("translates");
     serde_json::from_slice(&out).expect("output is JSON")
@@ -721,7 +730,9 @@ fn usage_chunk(prompt: u64, completion: u64) -> Value {
 }
 
 fn tool_delta(calls: Value) -> Value {
-    json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": null}]})
+    let mut chunk = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": null}]});
+    chunk["choices"][0]["delta"]["tool_calls"] = calls;
+    chunk
 }
 
 fn strings(events: &[&str]) -> Vec<String> {
@@ -847,6 +858,38 @@ fn stream_two_tools_in_one_chunk_and_long_names_restored() {
             "end tool_use null in=1234 out=3 cached=0".to_owned(),
             "message_stop".to_owned(),
         ]
+    );
+}
+
+#[test]
+fn stream_reused_index_with_new_id_is_a_new_call() {
+    let events = run_stream(
+        &[
+            tool_delta(
+                json!([{"index": 0, "id": "call_a", "function": {"name": "Read", "arguments": "{}"}}]),
+            ),
+            tool_delta(
+                json!([{"index": 0, "id": "call_b", "function": {"name": "Bash", "arguments": "{\"c\":"}}]),
+            ),
+            tool_delta(json!([{"index": 0, "function": {"arguments": "1}"}}])),
+            finish("tool_calls"),
+        ],
+        true,
+    );
+    assert_eq!(
+        events,
+        strings(&[
+            "start in=1234",
+            "open 0 tool_use \"call_a\" \"Read\"",
+            "delta 0 input_json_delta {}",
+            "close 0",
+            "open 1 tool_use \"call_b\" \"Bash\"",
+            "delta 1 input_json_delta {\"c\":",
+            "delta 1 input_json_delta 1}",
+            "close 1",
+            "end tool_use null in=1234 out=4 cached=0",
+            "message_stop"
+        ])
     );
 }
 
@@ -987,6 +1030,11 @@ fn stream_holds_message_delta_until_usage() {
         (10, 10)
     );
     let before = out.len();
+    // A later cumulative usage report still updates what gets recorded, but writes nothing.
+    translator
+        .on_data(&usage_chunk(30, 2).to_string(), &mut out)
+        .expect("ok");
+    assert_eq!(translator.usage().tokens.input_tokens, 20);
     translator.on_data("[DONE]", &mut out).expect("ok");
     translator.finish(&mut out);
     assert_eq!(out.len(), before, "nothing after message_stop");
