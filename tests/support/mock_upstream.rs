@@ -109,6 +109,7 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    finished: tokio::sync::Notify,
 }
 
 /// A running mock upstream. Stops when dropped.
@@ -152,6 +153,23 @@ impl MockUpstream {
         self.shared.requests.lock().expect("lock").clone()
     }
 
+    /// Requests in flight right now (a streamed answer counts until its body ends or the
+    /// connection is closed).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let finished = self.shared.finished.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            finished.await;
+        }
+    }
+
     /// The highest number of requests that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
@@ -170,6 +188,7 @@ struct InFlight(Arc<Shared>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.finished.notify_waiters();
     }
 }
 
@@ -239,10 +258,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                                 (pieces, false, guard),
                             ))
                         }
-                        None if abort => Some((
-                            Err(std::io::Error::other("mock upstream aborts the stream")),
-                            (pieces, false, guard),
-                        )),
+                        None if abort => {
+                            // Pause first so the pieces before reach the peer as sent.
+                            if !gap.is_zero() {
+                                tokio::time::sleep(gap).await;
+                            }
+                            Some((
+                                Err(std::io::Error::other("mock upstream aborts the stream")),
+                                (pieces, false, guard),
+                            ))
+                        }
                         None => None,
                     }
                 },
