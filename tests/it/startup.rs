@@ -189,3 +189,39 @@ async fn sigkill_mid_writes_loses_no_acknowledged_write() {
         .create_account(&json!({"name": "after-crash", "endpoint": "http://127.0.0.1:9/v1", "deploymentName": "d"}))
         .await;
 }
+
+#[tokio::test]
+async fn the_redis_store_keeps_accounts_and_keys_across_restarts() {
+    let redis = relayd_tests::redis_server::RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--store", url.as_str()];
+    let envs = [
+        ("RELAYD_ENCRYPTION_KEY", KEY_A),
+        ("RELAYD_REDIS_PREFIX", "e2e:"),
+    ];
+    let first = Daemon::start(dir.path(), &args, &envs);
+    first
+        .admin()
+        .create_account(&json!({
+            "name": "on-redis", "endpoint": "http://127.0.0.1:9/v1", "deploymentName": "d",
+            "apiKey": "sk-redis-e2e-abcd"
+        }))
+        .await;
+    let secret = first.admin().create_key(&json!({"name": "k"})).await;
+    let status = first.admin().get("/status").await;
+    assert_eq!(status.json["store"], "redis");
+    first.kill();
+
+    let second = Daemon::start(dir.path(), &args, &envs);
+    let account = second.admin().get("/accounts/on-redis").await;
+    assert_eq!(account.status, 200);
+    assert_eq!(account.json["apiKey"]["last4"], "abcd");
+    let models = reqwest::Client::new()
+        .get(second.url("/v1/models"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+}
