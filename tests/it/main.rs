@@ -2,6 +2,7 @@
 //! private redis-server instances. One test binary, modules by area.
 
 mod admin_api;
+mod claude_code;
 mod client_auth;
 mod sdk;
 mod secrets_at_rest;

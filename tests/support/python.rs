@@ -210,3 +210,43 @@ pub async fn run_script(
     }
     run_with_timeout(command, Duration::from_secs(60)).await
 }
+
+/// The Claude Code executable from an npm install of `@anthropic-ai/claude-code` under the target
+/// dir, as a command prefix: the package's `bin.claude` entry is a native binary in 2.x releases
+/// and was a `cli.js` script before, which needs `node` in front.
+pub fn claude_code() -> Vec<PathBuf> {
+    let dir = provision("claude-code", |dir| {
+        run_checked(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(dir)
+                .arg("@anthropic-ai/claude-code"),
+        )?;
+        Ok(())
+    });
+    let package = dir.join("node_modules/@anthropic-ai/claude-code");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(package.join("package.json")).expect("claude-code package.json"),
+    )
+    .expect("package.json is JSON");
+    let bin = manifest["bin"]["claude"]
+        .as_str()
+        .or_else(|| manifest["bin"].as_str())
+        .expect("package.json names a `claude` bin");
+    let bin = package.join(bin);
+    let is_script = matches!(
+        bin.extension().and_then(|e| e.to_str()),
+        Some("js" | "cjs" | "mjs")
+    );
+    if is_script {
+        vec![PathBuf::from("node"), bin]
+    } else {
+        vec![bin]
+    }
+}
