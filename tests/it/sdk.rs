@@ -286,3 +286,102 @@ async fn sdk_openai_models_list() {
     assert_eq!(out["ids"], json!([CLAUDE_MODEL, GPT_MODEL]), "{out}");
     assert!(s.chat_requests().is_empty());
 }
+
+#[tokio::test]
+async fn sdk_anthropic_stream_with_text_then_tool_call() {
+    let s = setup().await;
+    s.mock.push(MockReply::sse(&[
+        chunk(
+            &json!({"role": "assistant", "content": "Let me check."}),
+            None,
+        ),
+        chunk(
+            &json!({"tool_calls": [{"index": 0, "id": "call_w", "type": "function",
+                "function": {"name": "get_weather", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(
+            &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+            None,
+        ),
+        chunk(
+            &json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+            None,
+        ),
+        chunk(&json!({}), Some("tool_calls")),
+        usage_chunk(),
+    ]));
+    let out = s.anthropic("stream_tools", "api_key").await;
+    assert_eq!(out["blocks"], json!(["text", "tool_use"]), "{out}");
+    assert_eq!(out["text"], "Let me check.");
+    assert_eq!(out["tool_names"], json!(["get_weather"]));
+    assert_eq!(out["tool_inputs"], json!([{"city": "Paris"}]));
+    assert_eq!(out["stop_reason"], "tool_use");
+}
+
+#[tokio::test]
+async fn sdk_anthropic_stream_with_reasoning_gives_a_thinking_block() {
+    let s = setup().await;
+    s.mock.push(MockReply::sse(&[
+        chunk(
+            &json!({"role": "assistant", "reasoning_content": "First, "}),
+            None,
+        ),
+        chunk(&json!({"reasoning_content": "consider."}), None),
+        chunk(&json!({"content": "Answer."}), None),
+        chunk(&json!({}), Some("stop")),
+        usage_chunk(),
+    ]));
+    let out = s.anthropic("thinking", "api_key").await;
+    assert_eq!(out["blocks"], json!(["thinking", "text"]), "{out}");
+    assert_eq!(out["thinking"], "First, consider.");
+    assert_eq!(out["text"], "Answer.");
+    assert_eq!(out["stop_reason"], "end_turn");
+}
+
+#[tokio::test]
+async fn sdk_anthropic_count_tokens_and_models_stay_local() {
+    let s = setup().await;
+    let counted = s.anthropic("count_tokens", "api_key").await;
+    let tokens = counted["input_tokens"].as_u64().expect("input_tokens");
+    assert!(tokens > 100, "system + tools + 20 questions: {counted}");
+    let models = s.anthropic("models", "api_key").await;
+    assert_eq!(models["ids"], json!([CLAUDE_MODEL, GPT_MODEL]), "{models}");
+    assert_eq!(models["types"], json!(["model"]));
+    assert!(s.mock.requests().is_empty(), "nothing goes upstream");
+}
+
+#[tokio::test]
+async fn sdk_errors_arrive_as_the_sdks_typed_exceptions() {
+    let s = setup().await;
+    s.mock.push(MockReply::error(429, "slow down"));
+    let out = s.anthropic("error", "api_key").await;
+    assert_eq!(out["class"], "RateLimitError", "{out}");
+    assert_eq!(out["status"], 429);
+    assert_eq!(out["error_type"], "rate_limit_error");
+    assert!(out["retry_after"].is_string(), "{out}");
+
+    s.mock.push(MockReply::error(401, "bad upstream key"));
+    let out = s.anthropic("error", "api_key").await;
+    assert_eq!(
+        out["status"], 502,
+        "an upstream 401 is not the client's: {out}"
+    );
+
+    s.mock.push(MockReply::error(429, "slow down"));
+    let out = s.openai("error").await;
+    assert_eq!(out["class"], "RateLimitError", "{out}");
+    assert_eq!(out["status"], 429);
+    assert!(out["retry_after"].is_string(), "{out}");
+}
+
+#[tokio::test]
+async fn sdk_openai_stream_keeps_the_usage_chunk_it_asked_for() {
+    let s = setup().await;
+    s.mock.push(counting_stream());
+    let out = s.openai("stream_usage").await;
+    assert_eq!(out["text"], "One, two, three.", "{out}");
+    assert_eq!(out["empty_choice_chunks"], 1, "{out}");
+    assert_eq!(out["usage_chunks"], 1, "{out}");
+    assert_eq!(out["usage"]["completion_tokens"], 5, "{out}");
+}

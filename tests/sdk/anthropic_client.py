@@ -1,6 +1,6 @@
 """Drives relayd with the official `anthropic` SDK and prints a JSON summary on stdout.
 
-Usage: anthropic_client.py create|stream|tools
+Usage: anthropic_client.py create|stream|tools|stream_tools|thinking|count_tokens|models|error
 Env: RELAY_BASE_URL (http://127.0.0.1:PORT), RELAY_KEY, RELAY_MODEL,
      RELAY_AUTH (api_key: the `api_key=` argument; auth_token: the `auth_token=` argument).
 """
@@ -109,7 +109,84 @@ def tools():
     }
 
 
+def stream_tools():
+    events = []
+    with client().messages.stream(
+        model=MODEL,
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    ) as s:
+        for event in s:
+            events.append(event.type)
+        final = s.get_final_message()
+    return {
+        "events": events,
+        "blocks": [b.type for b in final.content],
+        "text": "".join(b.text for b in final.content if b.type == "text"),
+        "tool_inputs": [b.input for b in final.content if b.type == "tool_use"],
+        "tool_names": [b.name for b in final.content if b.type == "tool_use"],
+        "stop_reason": final.stop_reason,
+    }
+
+
+def thinking():
+    with client().messages.stream(
+        model=MODEL,
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "Think, then answer."}],
+    ) as s:
+        final = s.get_final_message()
+    return {
+        "blocks": [b.type for b in final.content],
+        "thinking": "".join(b.thinking for b in final.content if b.type == "thinking"),
+        "text": "".join(b.text for b in final.content if b.type == "text"),
+        "stop_reason": final.stop_reason,
+    }
+
+
+def count_tokens():
+    counted = client().messages.count_tokens(
+        model=MODEL,
+        system="Be brief.",
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "What is the weather in Paris? " * 20}],
+    )
+    return {"input_tokens": counted.input_tokens}
+
+
+def models():
+    page = client().models.list()
+    return {"ids": [m.id for m in page.data], "types": sorted({m.type for m in page.data})}
+
+
+def error():
+    try:
+        client().messages.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+    except anthropic.APIStatusError as e:
+        return {
+            "class": type(e).__name__,
+            "status": e.status_code,
+            "error_type": (e.body or {}).get("error", {}).get("type"),
+            "retry_after": e.response.headers.get("retry-after"),
+        }
+    return {"class": None}
+
+
 if __name__ == "__main__":
-    result = {"create": create, "stream": stream, "tools": tools}[sys.argv[1]]()
+    scenarios = {
+        "create": create,
+        "stream": stream,
+        "tools": tools,
+        "stream_tools": stream_tools,
+        "thinking": thinking,
+        "count_tokens": count_tokens,
+        "models": models,
+        "error": error,
+    }
+    result = scenarios[sys.argv[1]]()
     result["sdk"] = "anthropic " + anthropic.__version__
     print(json.dumps(result))

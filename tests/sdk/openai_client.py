@@ -1,6 +1,6 @@
 """Drives relayd with the official `openai` SDK and prints a JSON summary on stdout.
 
-Usage: openai_client.py create|stream|models
+Usage: openai_client.py create|stream|stream_usage|models|error
 Env: RELAY_BASE_URL (http://127.0.0.1:PORT/v1), RELAY_KEY, RELAY_MODEL.
 """
 
@@ -35,19 +35,24 @@ def create():
     }
 
 
-def stream():
+def stream(**extra):
     chunks = client().chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Count to three."}], stream=True
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count to three."}],
+        stream=True,
+        **extra,
     )
     text = []
     finish = None
     empty_choice_chunks = 0
+    usage = None
     usage_chunks = 0
     models = set()
     for chunk in chunks:
         models.add(chunk.model)
         if chunk.usage is not None:
             usage_chunks += 1
+            usage = chunk.usage.model_dump()
         if not chunk.choices:
             empty_choice_chunks += 1
             continue
@@ -61,8 +66,29 @@ def stream():
         "finish_reason": finish,
         "empty_choice_chunks": empty_choice_chunks,
         "usage_chunks": usage_chunks,
+        "usage": usage,
         "models": sorted(models),
     }
+
+
+def stream_usage():
+    result = stream(stream_options={"include_usage": True})
+    return result
+
+
+def error():
+    try:
+        client().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
+    except openai.APIStatusError as e:
+        return {
+            "class": type(e).__name__,
+            "status": e.status_code,
+            "body": e.body,
+            "retry_after": e.response.headers.get("retry-after"),
+        }
+    return {"class": None}
 
 
 def models():
@@ -70,6 +96,13 @@ def models():
 
 
 if __name__ == "__main__":
-    result = {"create": create, "stream": stream, "models": models}[sys.argv[1]]()
+    scenarios = {
+        "create": create,
+        "stream": stream,
+        "stream_usage": stream_usage,
+        "models": models,
+        "error": error,
+    }
+    result = scenarios[sys.argv[1]]()
     result["sdk"] = "openai " + openai.__version__
     print(json.dumps(result))
