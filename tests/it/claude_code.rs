@@ -233,6 +233,28 @@ async fn print_mode_session(key_var: &str) {
         "{}",
         context()
     );
+    for request in requests
+        .iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+    {
+        let leaked: Vec<&str> = ["anthropic-beta", "anthropic-version", "x-api-key"]
+            .into_iter()
+            .filter(|h| request.headers.contains_key(*h))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "client headers forwarded upstream: {leaked:?}"
+        );
+        let authorization = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            !authorization.contains(&key),
+            "the relay key was forwarded upstream"
+        );
+    }
     let tool_message = bodies
         .iter()
         .flat_map(|b| b["messages"].as_array().cloned().unwrap_or_default())

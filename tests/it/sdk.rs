@@ -47,7 +47,12 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn anthropic(&self, scenario: &str, auth: &str) -> Value {
-        let base = self.app.url("");
+        self.anthropic_at("", scenario, auth).await
+    }
+
+    /// Runs an anthropic scenario with the base URL `http://ADDR{prefix}`.
+    async fn anthropic_at(&self, prefix: &str, scenario: &str, auth: &str) -> Value {
+        let base = self.app.url(prefix);
         let finished = run_script(
             &self.python,
             "anthropic_client.py",
@@ -64,7 +69,12 @@ impl Setup {
     }
 
     async fn openai(&self, scenario: &str) -> Value {
-        let base = self.app.url("/v1");
+        self.openai_at("", scenario).await
+    }
+
+    /// Runs an openai scenario with the base URL `http://ADDR{prefix}/v1`.
+    async fn openai_at(&self, prefix: &str, scenario: &str) -> Value {
+        let base = self.app.url(&format!("{prefix}/v1"));
         let finished = run_script(
             &self.python,
             "openai_client.py",
@@ -141,8 +151,14 @@ async fn sdk_anthropic_messages_create_with_both_auth_forms() {
         assert_eq!(out["output_tokens"], 7);
         assert!(out["id"].as_str().is_some_and(|id| id.starts_with("msg_")));
     }
+    // The prefixes users of other relays already have in their base URLs.
+    for prefix in ["/api", "/claude"] {
+        s.mock.push(MockReply::text("Hello via a prefix."));
+        let out = s.anthropic_at(prefix, "create", "api_key").await;
+        assert_eq!(out["text"], "Hello via a prefix.", "{prefix}: {out}");
+    }
     let requests = s.chat_requests();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 4);
     for request in &requests {
         let body = request.json();
         assert_eq!(body["model"], DEPLOYMENT);
@@ -256,11 +272,18 @@ async fn sdk_openai_chat_completion() {
     );
     assert_eq!(out["finish_reason"], "stop");
     assert_eq!(out["prompt_tokens"], 11);
+    for prefix in ["/openai", "/api"] {
+        s.mock.push(MockReply::text("Hello via a prefix."));
+        let out = s.openai_at(prefix, "create").await;
+        assert_eq!(out["text"], "Hello via a prefix.", "{prefix}: {out}");
+    }
     let requests = s.chat_requests();
-    assert_eq!(requests.len(), 1);
-    let body = requests[0].json();
-    assert_eq!(body["model"], DEPLOYMENT);
-    assert!(body.get("stream_options").is_none(), "{body}");
+    assert_eq!(requests.len(), 3);
+    for request in &requests {
+        let body = request.json();
+        assert_eq!(body["model"], DEPLOYMENT);
+        assert!(body.get("stream_options").is_none(), "{body}");
+    }
 }
 
 #[tokio::test]
