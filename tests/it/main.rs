@@ -1,9 +1,12 @@
 //! End-to-end tests: relayd over real sockets (in-process or the real binary), mock upstreams,
-//! private redis-server instances. One test binary, modules by area.
+//! private redis-server instances, the official Python SDKs and Claude Code itself. One test
+//! binary, modules by area.
 
 mod admin_api;
+mod claude_code;
 mod client_auth;
 mod relay;
+mod sdk;
 mod secrets_at_rest;
 mod startup;
 mod store_conformance;

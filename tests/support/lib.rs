@@ -1,10 +1,11 @@
 //! Support code for the end-to-end tests in `it/`: an in-process relayd on a real socket
 //! ([`app`]), the real binaries ([`daemon`]), HTTP helpers ([`http`]), private redis-server
-//! instances ([`redis_server`]) and in-process mock upstreams ([`mock_upstream`]). The tests
-//! themselves live in `it/`.
+//! instances ([`redis_server`]), in-process mock upstreams ([`mock_upstream`]) and the official
+//! client SDKs and Claude Code ([`python`]). The tests themselves live in `it/`.
 
 pub mod app;
 pub mod daemon;
 pub mod http;
 pub mod mock_upstream;
+pub mod python;
 pub mod redis_server;

@@ -1,7 +1,8 @@
 //! An in-process mock of an OpenAI-compatible upstream (vLLM-like) on a real socket, port 0.
 //!
 //! Tests queue the replies it should give ([`MockReply`]); without a queued reply it answers a
-//! short text completion. It records every request it receives (path, headers, parsed body) and
+//! short text completion, or what the responder set with [`MockUpstream::set_responder`] makes of
+//! the request body. It records every request it receives (path, headers, parsed body) and
 //! counts requests in flight, so tests can assert what relayd sent and how many at once.
 
 use std::collections::VecDeque;
@@ -103,13 +104,28 @@ impl Recorded {
     }
 }
 
-#[derive(Debug, Default)]
+/// Computes a reply from the parsed request body (`Value::Null` when it is not JSON).
+pub type Responder = Arc<dyn Fn(&Value) -> MockReply + Send + Sync>;
+
+#[derive(Default)]
 struct Shared {
     replies: Mutex<VecDeque<MockReply>>,
+    responder: Mutex<Option<Responder>>,
     requests: Mutex<Vec<Recorded>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     finished: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("replies", &self.replies)
+            .field("requests", &self.requests)
+            .field("in_flight", &self.in_flight)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running mock upstream. Stops when dropped.
@@ -146,6 +162,12 @@ impl MockUpstream {
     /// Queues a reply for the next request.
     pub fn push(&self, reply: MockReply) {
         self.shared.replies.lock().expect("lock").push_back(reply);
+    }
+
+    /// Answers every request that finds no queued reply with `responder(body)`: for clients
+    /// (Claude Code) whose side requests make the order of requests unpredictable.
+    pub fn set_responder(&self, responder: impl Fn(&Value) -> MockReply + Send + Sync + 'static) {
+        *self.shared.responder.lock().expect("lock") = Some(Arc::new(responder));
     }
 
     /// Every request received so far.
@@ -216,12 +238,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         )
         .into_response();
     }
-    let reply = shared
-        .replies
-        .lock()
-        .expect("lock")
-        .pop_front()
-        .unwrap_or_else(|| MockReply::text("Hello from the mock upstream."));
+    let queued = shared.replies.lock().expect("lock").pop_front();
+    let responder = shared.responder.lock().expect("lock").clone();
+    let reply = match (queued, responder) {
+        (Some(reply), _) => reply,
+        (None, Some(responder)) => responder(&serde_json::from_slice(&body).unwrap_or(Value::Null)),
+        (None, None) => MockReply::text("Hello from the mock upstream."),
+    };
     match reply {
         MockReply::Json {
             status,
