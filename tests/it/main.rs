@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod client_auth;
+mod relayctl;
 mod secrets_at_rest;
 mod startup;
 mod store_conformance;
