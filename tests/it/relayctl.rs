@@ -559,3 +559,149 @@ fn completions_help_and_usage_errors() {
     let bad = relayctl_raw(&["completions", "tcsh"], &[]);
     assert_eq!(bad.code, Some(2), "{bad:#?}");
 }
+
+/// relayctl under a pseudo-terminal (util-linux `script`), driven like a person would: wait for a
+/// prompt to appear, then type. Waiting is on output, never on time; the timeout only bounds a hang.
+#[cfg(target_os = "linux")]
+struct Pty {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+#[cfg(target_os = "linux")]
+impl Pty {
+    fn spawn(app: &TestApp, args: &[&str]) -> Self {
+        use std::io::Read;
+        let mut line = format!(
+            "{} --server {} --token {}",
+            binary("relayctl").display(),
+            app.url(""),
+            app.admin_token
+        );
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        let mut child = Command::new("script")
+            .args(["-qfec", &line, "/dev/null"])
+            .env_remove("RELAYCTL_SERVER")
+            .env_remove("RELAYCTL_TOKEN")
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("util-linux `script` is needed for the pseudo-terminal test");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, chunks) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0_u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            chunks,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `needle` shows up in the output after everything consumed so far.
+    #[track_caller]
+    fn expect(&mut self, needle: &str) {
+        loop {
+            if let Some(at) = self.seen.find(needle) {
+                self.seen.drain(..at + needle.len());
+                return;
+            }
+            match self.chunks.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(e) => panic!(
+                    "waiting for {needle:?} ({e}); output so far:\n{}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn send(&mut self, keys: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(keys.as_bytes()).expect("type");
+        stdin.flush().expect("flush");
+    }
+
+    /// Everything still to come, and the exit status.
+    fn finish(mut self) -> (String, std::process::ExitStatus) {
+        let status = self.child.wait().expect("wait");
+        while let Ok(chunk) = self.chunks.recv() {
+            self.seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        drop(self.stdin.take());
+        (self.seen, status)
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_model_prompts_on_a_terminal_and_ctrl_c_saves_nothing() {
+    let app = TestApp::start().await;
+
+    let mut pty = Pty::spawn(&app, &["add-model", "--name", "pty-a"]);
+    pty.expect("Endpoint base URL");
+    pty.send("ftp://bad\r");
+    pty.expect("must start with http:// or https://");
+    pty.send("http://127.0.0.1:9/v1\r");
+    pty.expect("Deployment");
+    pty.send("qwen3-32b\r");
+    pty.expect("Upstream API key");
+    pty.send("sk-typed-hidden-9876\r");
+    pty.expect("Supported models");
+    pty.send("gpt-4o, claude-3-opus-20240229\r");
+    pty.expect("Priority");
+    pty.send("\r");
+    pty.expect("Concurrency");
+    pty.send("7\r");
+    pty.expect("Save this account?");
+    pty.send("y");
+    let (rest, status) = pty.finish();
+    assert!(status.success(), "{status}: {rest}");
+    assert!(!rest.contains("sk-typed-hidden"), "secret echoed: {rest}");
+    let account = relayctl(&app, &["accounts", "show", "pty-a", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(account["endpoint"], "http://127.0.0.1:9/v1");
+    assert_eq!(account["deploymentName"], "qwen3-32b");
+    assert_eq!(account["priority"], 50);
+    assert_eq!(account["concurrency"], 7);
+    assert_eq!(
+        account["supportedModels"],
+        serde_json::json!(["gpt-4o", "claude-3-opus-20240229"])
+    );
+    assert_eq!(account["apiKey"]["last4"], "9876");
+
+    // Ctrl-C in the middle of the questions: nothing is sent.
+    let mut pty = Pty::spawn(&app, &["add-model"]);
+    pty.expect("Account name");
+    pty.send("pty-b\r");
+    pty.expect("Endpoint base URL");
+    pty.send("\u{3}");
+    let (rest, status) = pty.finish();
+    assert!(!status.success(), "{status}: {rest}");
+    let list = relayctl(&app, &["accounts", "list", "--output", "json"])
+        .ok()
+        .json();
+    let names: Vec<&str> = list["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["pty-a"]);
+}
