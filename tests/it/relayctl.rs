@@ -705,3 +705,24 @@ async fn add_model_prompts_on_a_terminal_and_ctrl_c_saves_nothing() {
         .collect();
     assert_eq!(names, ["pty-a"]);
 }
+
+#[test]
+fn a_closed_stdout_is_a_quiet_exit() {
+    // The reader goes away at once, as `relayctl … | head -0` would. Whether relayctl writes
+    // before or after that, it must neither panic nor report an error.
+    let mut child = Command::new(binary("relayctl"))
+        .args(["completions", "zsh"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn relayctl");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
