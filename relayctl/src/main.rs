@@ -1,1 +1,8 @@
-fn main() {}
+//! The `relayctl` binary: everything lives in the library; this only turns its outcome into the
+//! process exit code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    relayctl::run()
+}

@@ -19,7 +19,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} not built; run the tests with `cargo nextest run --workspace` (or cargo test --workspace)",
+        "{} not built; run the tests with `cargo test --workspace` (it builds the binaries first)",
         path.display()
     );
     path

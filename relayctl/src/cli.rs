@@ -1,0 +1,316 @@
+//! The command line, declared with clap derive. Every interactive prompt has a flag here, so
+//! every command can run from scripts; global flags (`--server`, `--token`, `--output`) work
+//! before or after the subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  relayctl add-model                                   # asks for each value on a terminal
+  relayctl add-model --name qwen3-32b --endpoint http://10.0.0.5:8000/v1 \\
+      --deployment qwen3-32b --models claude-3-5-sonnet-20241022,gpt-4o --priority 10
+  relayctl import --batch custom-models.json --dry-run
+  relayctl models
+  relayctl accounts disable qwen3-32b
+  relayctl keys create --name alice --allowed-models 'claude-*' --rpm 60
+  relayctl --output json status
+
+The admin token comes from --token, else RELAYCTL_TOKEN, else the file relayd wrote:
+<RELAYD_DATA_DIR or ./relayd-data>/admin.token.
+Exit codes: 0 ok, 1 failure, 2 usage error.";
+
+/// relayctl: manage a relayd instance through its admin API.
+#[derive(Debug, Parser)]
+#[command(name = "relayctl", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Base URL of relayd.
+    #[arg(
+        long,
+        env = "RELAYCTL_SERVER",
+        default_value = "http://127.0.0.1:3000",
+        global = true
+    )]
+    pub server: String,
+    /// Admin token (default: the admin.token file in relayd's data directory).
+    #[arg(long, env = "RELAYCTL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    Text,
+    /// Pretty-printed JSON for scripts.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add one upstream account (asks for missing values on a terminal).
+    #[command(after_help = "Example:
+  relayctl add-model --name glm --endpoint http://10.0.0.7:8000/v1 --deployment glm-4.6 \\
+      --api-key sk-... --models claude-3-opus-20240229,gpt-4-turbo")]
+    AddModel(AddModelArgs),
+    /// Create or update accounts from a batch file (a JSON array), upserting by name.
+    #[command(after_help = "Example:
+  relayctl import --batch custom-models.json --dry-run")]
+    Import(ImportArgs),
+    /// Show the routing table: model name -> accounts in routing order.
+    #[command(after_help = "Examples:
+  relayctl models
+  relayctl models --check claude-sonnet-4-5-20250929")]
+    Models(ModelsArgs),
+    /// List, show, update, enable, disable or remove accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Create, list, update or revoke relay API keys (what clients present).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show daemon version, uptime, store, accounts and keys.
+    Status,
+    /// Print a shell completion script.
+    #[command(after_help = "Example:
+  relayctl completions bash > /etc/bash_completion.d/relayctl")]
+    Completions(CompletionsArgs),
+}
+
+/// Account settings as flags; all optional here, `add-model` asks for or demands the required ones.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AccountFlags {
+    /// Account name (unique).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Upstream base URL, e.g. http://10.0.0.5:8000/v1.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Model name sent upstream.
+    #[arg(long)]
+    pub deployment: Option<String>,
+    /// Upstream API key (an empty value clears it on update).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Client-facing model names served, comma-separated (default: the 14 standard names).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// 1-100, lower is tried first (default 50).
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// Max requests in flight on this account (default 50).
+    #[arg(long)]
+    pub concurrency: Option<i64>,
+    /// Outbound proxy URL (http, https, socks5).
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// URL shape (default: azure for *.openai.azure.com, else openai).
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Azure api-version.
+    #[arg(long)]
+    pub api_version: Option<String>,
+}
+
+/// `--kind` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Any OpenAI-compatible server.
+    Openai,
+    /// Azure OpenAI.
+    Azure,
+}
+
+impl From<KindArg> for shared::account::AccountKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Openai => Self::Openai,
+            KindArg::Azure => Self::Azure,
+        }
+    }
+}
+
+/// `add-model`.
+#[derive(Debug, Args)]
+pub struct AddModelArgs {
+    /// The account's settings.
+    #[command(flatten)]
+    pub account: AccountFlags,
+    /// Save without the final confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The batch file: a JSON array of accounts.
+    #[arg(long, value_name = "FILE")]
+    pub batch: PathBuf,
+    /// Validate and report what would change, writing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Show only the accounts a request for this model name would go to, in order.
+    #[arg(long, value_name = "MODEL")]
+    pub check: Option<String>,
+}
+
+/// `accounts …`.
+#[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only complicate the clap derive"
+)]
+pub enum AccountsCommand {
+    /// List all accounts.
+    List,
+    /// Show one account.
+    Show {
+        /// Account id or name.
+        account: String,
+    },
+    /// Change some settings of an account.
+    #[command(after_help = "Examples:
+  relayctl accounts update qwen3-32b --priority 5 --models gpt-4o,claude-3-5-sonnet-20241022
+  relayctl accounts update qwen3-32b --clear-api-key")]
+    Update(UpdateAccountArgs),
+    /// Put an account back into routing.
+    Enable {
+        /// Account id or name.
+        account: String,
+    },
+    /// Take an account out of routing (kept, not deleted).
+    Disable {
+        /// Account id or name.
+        account: String,
+    },
+    /// Delete an account.
+    Remove {
+        /// Account id or name.
+        account: String,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `accounts update`.
+#[derive(Debug, Args)]
+pub struct UpdateAccountArgs {
+    /// Account id or name.
+    pub account: String,
+    /// New values; `--name` renames.
+    #[command(flatten)]
+    pub account_flags: AccountFlags,
+    /// Remove the stored upstream API key.
+    #[arg(long, conflicts_with = "api_key")]
+    pub clear_api_key: bool,
+    /// Remove the outbound proxy.
+    #[arg(long, conflicts_with = "proxy")]
+    pub clear_proxy: bool,
+}
+
+/// `keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    #[command(after_help = "Example:
+  relayctl keys create --name alice --allowed-models claude-sonnet-4-5-20250929 --rpm 60")]
+    Create(CreateKeyArgs),
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key for good.
+    Revoke {
+        /// Key id.
+        key: String,
+    },
+    /// Change a key's name, state, scope or limits.
+    Update(UpdateKeyArgs),
+}
+
+/// Scope and limits of a key, shared by create and update.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeyScopeFlags {
+    /// Model names or `*` patterns the key may use, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_models: Option<Vec<String>>,
+    /// Account names the key may use, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub bound_accounts: Option<Vec<String>>,
+    /// Requests per minute.
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Input + output tokens per UTC day.
+    #[arg(long)]
+    pub tokens_per_day: Option<u64>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Expire the key this many days from now.
+    #[arg(long)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// `keys create`.
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// Label, shown in logs and usage.
+    #[arg(long)]
+    pub name: String,
+    /// Scope and limits.
+    #[command(flatten)]
+    pub scope: KeyScopeFlags,
+}
+
+/// `keys update`.
+#[derive(Debug, Args)]
+pub struct UpdateKeyArgs {
+    /// Key id.
+    pub key: String,
+    /// New label.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Enable the key.
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Disable the key (kept, refused with 401).
+    #[arg(long)]
+    pub disable: bool,
+    /// Remove the expiry.
+    #[arg(long, conflicts_with = "expires_in_days")]
+    pub no_expiry: bool,
+    /// Scope and limits; a limit flag keeps the other limits as they are.
+    #[command(flatten)]
+    pub scope: KeyScopeFlags,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate for.
+    #[arg(value_enum)]
+    pub shell: ShellArg,
+}
+
+/// Shells with completion scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    /// bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
+}

@@ -1,0 +1,80 @@
+//! `relayctl accounts list|show|update|enable|disable|remove`.
+
+use shared::account::AccountPatch;
+
+use super::Context;
+use crate::cli::{AccountsCommand, UpdateAccountArgs};
+use crate::{UsageError, output, prompt};
+
+/// Runs one `accounts` subcommand.
+pub(super) fn run(ctx: &Context<'_>, command: &AccountsCommand) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match command {
+        AccountsCommand::List => ctx.printer.account_list(&client.list_accounts()?)?,
+        AccountsCommand::Show { account } => ctx.printer.account(&client.get_account(account)?)?,
+        AccountsCommand::Update(args) => {
+            let patch = patch_from(args)?;
+            ctx.printer
+                .account(&client.update_account(&args.account, &patch)?)?;
+        }
+        AccountsCommand::Enable { account } => ctx
+            .printer
+            .account(&client.set_account_enabled(account, true)?)?,
+        AccountsCommand::Disable { account } => ctx
+            .printer
+            .account(&client.set_account_enabled(account, false)?)?,
+        AccountsCommand::Remove { account, yes } => {
+            if !yes {
+                if !prompt::interactive() {
+                    return Err(UsageError(format!(
+                        "refusing to remove account {account} without confirmation: no terminal to ask; pass --yes"
+                    ))
+                    .into());
+                }
+                if !prompt::confirm(
+                    &format!("Remove account {account}? This cannot be undone"),
+                    false,
+                )? {
+                    output::note("nothing removed");
+                    return Ok(());
+                }
+            }
+            client.delete_account(account)?;
+            ctx.printer.account_removed(account)?;
+        }
+    }
+    Ok(())
+}
+
+/// The flags given, as a partial update; an empty `--api-key`/`--proxy` or `--clear-*` removes.
+fn patch_from(args: &UpdateAccountArgs) -> Result<AccountPatch, UsageError> {
+    let f = args.account_flags.clone();
+    let clearable = |value: Option<String>, clear: bool| {
+        if clear {
+            Some(None)
+        } else {
+            value.map(|v| Some(v).filter(|v| !v.is_empty()))
+        }
+    };
+    let patch = AccountPatch {
+        name: f.name,
+        endpoint: f.endpoint,
+        deployment_name: f.deployment,
+        api_key: clearable(f.api_key, args.clear_api_key),
+        kind: f.kind.map(Into::into),
+        api_version: f.api_version,
+        supported_models: f.models,
+        priority: f.priority,
+        concurrency: f.concurrency,
+        proxy: clearable(f.proxy, args.clear_proxy),
+        enabled: None,
+        description: None,
+    };
+    if patch.is_empty() {
+        return Err(UsageError(
+            "nothing to change: give at least one flag (see `relayctl accounts update --help`)"
+                .to_owned(),
+        ));
+    }
+    Ok(patch)
+}

@@ -1,0 +1,191 @@
+//! `relayctl add-model`: create one account. Every value has a flag; on a terminal the missing
+//! ones are asked for (each answer validated as typed), a summary is shown and confirmed, and only
+//! then is anything sent — so Ctrl-C at any prompt saves nothing. Without a terminal, missing
+//! required flags are a usage error listing all of them.
+//!
+//! Not yet here: "test the endpoint before saving?" — relayd has no test-endpoint API yet.
+
+use shared::account::{
+    AccountInput, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, DEFAULT_SUPPORTED_MODELS, MAX_CONCURRENCY,
+    validate_endpoint, validate_models, validate_name,
+};
+use shared::error::FieldError;
+
+use super::Context;
+use crate::cli::{AccountFlags, AddModelArgs};
+use crate::{UsageError, output, prompt};
+
+/// Asks for or checks the values, confirms on a terminal, then creates the account.
+pub(super) fn run(ctx: &Context<'_>, args: &AddModelArgs) -> anyhow::Result<()> {
+    // Resolve the server and token first: finding out they are missing after ten answers is rude.
+    let client = ctx.client()?;
+    let interactive = prompt::interactive();
+    let input = if interactive {
+        ask_missing(args.account.clone())?
+    } else {
+        from_flags(args.account.clone())?
+    };
+    input.clone().validate().map_err(|e| usage_error(&e))?;
+    if interactive && !args.yes {
+        output::account_summary(&input)?;
+        if !prompt::confirm("Save this account?", true)? {
+            output::note("nothing saved");
+            return Ok(());
+        }
+    }
+    let account = client.create_account(&input)?;
+    ctx.printer.account(&account)?;
+    Ok(())
+}
+
+/// The account from flags alone; every missing required flag is named in one usage error.
+fn from_flags(flags: AccountFlags) -> Result<AccountInput, UsageError> {
+    let missing: Vec<&str> = [
+        ("--name", flags.name.is_none()),
+        ("--endpoint", flags.endpoint.is_none()),
+        ("--deployment", flags.deployment.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, absent)| absent.then_some(flag))
+    .collect();
+    if !missing.is_empty() {
+        return Err(UsageError(format!(
+            "missing required flags (no terminal to ask): {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(input_from(flags))
+}
+
+/// Fills the gaps in `flags` by asking, validating each answer as it is typed.
+fn ask_missing(mut flags: AccountFlags) -> std::io::Result<AccountInput> {
+    if flags.name.is_none() {
+        flags.name = Some(prompt::text("Account name", None, false, |v| {
+            validate_name(v.trim())
+        })?);
+    }
+    if flags.endpoint.is_none() {
+        flags.endpoint = Some(prompt::text(
+            "Endpoint base URL (e.g. http://10.0.0.5:8000/v1)",
+            None,
+            false,
+            |v| validate_endpoint(v).map(|_| ()),
+        )?);
+    }
+    if flags.deployment.is_none() {
+        flags.deployment = Some(prompt::text(
+            "Deployment (model name sent upstream)",
+            None,
+            false,
+            |v| {
+                if v.trim().is_empty() {
+                    Err("must not be empty".to_owned())
+                } else {
+                    Ok(())
+                }
+            },
+        )?);
+    }
+    if flags.api_key.is_none() {
+        flags.api_key = prompt::secret("Upstream API key (hidden; Enter for none)")?;
+    }
+    if flags.models.is_none() {
+        output::note(&format!(
+            "Default supported models: {}",
+            DEFAULT_SUPPORTED_MODELS.join(", ")
+        ));
+        let answer = prompt::text(
+            "Supported models (comma list; Enter for the defaults above)",
+            None,
+            true,
+            |v| {
+                if v.trim().is_empty() {
+                    Ok(())
+                } else {
+                    validate_models(split_list(v)).map(|_| ())
+                }
+            },
+        )?;
+        flags.models = Some(split_list(&answer)).filter(|m| !m.is_empty());
+    }
+    if flags.priority.is_none() {
+        let answer = prompt::text(
+            "Priority (1-100, lower is tried first)",
+            Some(DEFAULT_PRIORITY.to_string()),
+            false,
+            |v| in_range(v, 1, 100),
+        )?;
+        flags.priority = answer.trim().parse().ok();
+    }
+    if flags.concurrency.is_none() {
+        let answer = prompt::text(
+            "Concurrency (max requests in flight)",
+            Some(DEFAULT_CONCURRENCY.to_string()),
+            false,
+            |v| in_range(v, 1, i64::from(MAX_CONCURRENCY)),
+        )?;
+        flags.concurrency = answer.trim().parse().ok();
+    }
+    Ok(input_from(flags))
+}
+
+fn in_range(v: &str, min: i64, max: i64) -> Result<(), String> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        _ => Err(format!("enter a whole number from {min} to {max}")),
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn input_from(flags: AccountFlags) -> AccountInput {
+    AccountInput {
+        name: flags.name.unwrap_or_default().trim().to_owned(),
+        endpoint: flags.endpoint.unwrap_or_default(),
+        deployment_name: flags.deployment.unwrap_or_default(),
+        api_key: flags.api_key.filter(|k| !k.is_empty()),
+        kind: flags.kind.map(Into::into),
+        api_version: flags.api_version,
+        supported_models: flags.models,
+        priority: flags.priority,
+        concurrency: flags.concurrency,
+        proxy: flags.proxy.filter(|p| !p.is_empty()),
+        enabled: None,
+        description: None,
+    }
+}
+
+/// Local validation errors, phrased in terms of the flags the user typed.
+pub(super) fn usage_error(errors: &[FieldError]) -> UsageError {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let flag = e.field.as_deref().map_or("", flag_for);
+            format!("{flag}: {}", e.message)
+        })
+        .collect();
+    UsageError(format!("invalid value: {}", parts.join("; ")))
+}
+
+/// The flag that sets an account field.
+fn flag_for(field: &str) -> &str {
+    match field {
+        "name" => "--name",
+        "endpoint" => "--endpoint",
+        "deploymentName" => "--deployment",
+        "apiKey" => "--api-key",
+        "supportedModels" => "--models",
+        "priority" => "--priority",
+        "concurrency" => "--concurrency",
+        "proxy" => "--proxy",
+        "kind" => "--kind",
+        "apiVersion" => "--api-version",
+        other => other,
+    }
+}
