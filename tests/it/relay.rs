@@ -457,3 +457,55 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
     assert!(left.elapsed() < Duration::from_secs(1));
     assert!(mock.requests().len() == 1);
 }
+
+async fn via_proxy(proxy_url: &str, mock: &MockUpstream) -> (Setup, Reply) {
+    let app = TestApp::start().await;
+    let created = app
+        .admin()
+        .create_account(&json!({
+            "name": "proxied", "endpoint": mock.endpoint(), "deploymentName": "d",
+            "proxy": proxy_url, "supportedModels": [MODEL]
+        }))
+        .await;
+    // The proxy password is a secret: shown redacted, never in clear.
+    assert!(!created.to_string().contains("pw-secret"), "{created}");
+    let key = app.admin().create_key(&json!({"name": "k"})).await;
+    let s = Setup { app, key };
+    let reply = s
+        .anthropic(&json!({"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    (s, reply)
+}
+
+#[tokio::test]
+async fn an_accounts_http_proxy_is_really_used() {
+    let mock = MockUpstream::start().await;
+    let proxy = relayd_tests::forward_proxy::ForwardProxy::http().await;
+    let (_s, reply) = via_proxy(&format!("http://user:pw-secret@{}", proxy.addr), &mock).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(proxy.connections() >= 1);
+    assert_eq!(proxy.credentials(), ["user:pw-secret"]);
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_accounts_socks5_proxy_is_really_used() {
+    let mock = MockUpstream::start().await;
+    let proxy =
+        relayd_tests::forward_proxy::ForwardProxy::socks5(Some(("user", "pw-secret"))).await;
+    let (_s, reply) = via_proxy(&format!("socks5://user:pw-secret@{}", proxy.addr), &mock).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(proxy.credentials(), ["user:pw-secret"]);
+    assert_eq!(mock.requests().len(), 1);
+
+    // A proxy that refuses the credentials fails the request (502), it is never bypassed.
+    let strict = relayd_tests::forward_proxy::ForwardProxy::socks5(Some(("user", "other"))).await;
+    let (_s, reply) = via_proxy(&format!("socks5://user:pw-secret@{}", strict.addr), &mock).await;
+    assert_eq!(reply.status, 502, "{}", reply.text);
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "the request went around the proxy"
+    );
+}
