@@ -407,6 +407,19 @@ fn changed_fields(
     check(old.concurrency != settings.concurrency, "concurrency");
     check(old.enabled != settings.enabled, "enabled");
     check(old.description != settings.description, "description");
+    check(
+        old.max_output_tokens != settings.max_output_tokens,
+        "maxOutputTokens",
+    );
+    check(old.thinking != settings.thinking, "thinking");
+    check(
+        old.use_max_completion_tokens != settings.use_max_completion_tokens,
+        "useMaxCompletionTokens",
+    );
+    check(
+        old.send_reasoning_content != settings.send_reasoning_content,
+        "sendReasoningContent",
+    );
     check(current.secrets.api_key != secrets.api_key, "apiKey");
     check(current.secrets.proxy != secrets.proxy, "proxy");
     changed

@@ -123,6 +123,26 @@ impl std::fmt::Display for AccountKind {
     }
 }
 
+/// What happens to a client's `thinking` setting on the way to an OpenAI-compatible upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ThinkingMapping {
+    /// Dropped: the upstream decides (the default; safest for unknown servers).
+    #[default]
+    Drop,
+    /// OpenAI's `reasoning_effort` (`low`/`medium`/`high`, from the budget or effort).
+    ReasoningEffort,
+    /// `chat_template_kwargs.enable_thinking` (Qwen3 and similar chat templates on vLLM/SGLang).
+    EnableThinking,
+}
+
+impl ThinkingMapping {
+    /// Whether this is the default, for `skip_serializing_if`.
+    pub fn is_drop(&self) -> bool {
+        *self == Self::Drop
+    }
+}
+
 /// One account as a user writes it: the admin API's create body, and one row of a batch-import
 /// file. Accepts exactly the keys of the format users already have (`name`, `azureEndpoint` or
 /// `endpoint`, `deploymentName`, `apiKey`, `supportedModels`) plus relayd's own; anything else is an
@@ -164,6 +184,18 @@ pub struct AccountInput {
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Upper bound for the client's `max_tokens` (servers reject requests above their limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<i64>,
+    /// How a client's `thinking` setting reaches the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingMapping>,
+    /// Send `max_completion_tokens` instead of `max_tokens` (newer OpenAI/Azure models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_max_completion_tokens: Option<bool>,
+    /// Send earlier `thinking` blocks back as `reasoning_content` (upstreams that require it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_reasoning_content: Option<bool>,
 }
 
 /// Validated, defaults-applied, non-secret settings of an account.
@@ -191,6 +223,18 @@ pub struct AccountSettings {
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Upper bound for the client's `max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// How a client's `thinking` setting reaches the upstream.
+    #[serde(default, skip_serializing_if = "ThinkingMapping::is_drop")]
+    pub thinking: ThinkingMapping,
+    /// Send `max_completion_tokens` instead of `max_tokens`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_max_completion_tokens: bool,
+    /// Send earlier `thinking` blocks back as `reasoning_content`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub send_reasoning_content: bool,
 }
 
 /// The secret parts of an account, in clear. Only ever held in memory; the stores see ciphertext.
@@ -290,6 +334,18 @@ impl AccountInput {
             fail("apiVersion", "must not be empty".to_owned());
         }
 
+        let max_output_tokens = match self.max_output_tokens {
+            None => None,
+            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => u32::try_from(n).ok(),
+            Some(n) => {
+                fail(
+                    "maxOutputTokens",
+                    format!("must be a positive number of tokens, got {n}"),
+                );
+                None
+            }
+        };
+
         let Some(endpoint) = endpoint.filter(|_| errors.is_empty()) else {
             return Err(errors);
         };
@@ -305,6 +361,10 @@ impl AccountInput {
             concurrency,
             enabled: self.enabled.unwrap_or(true),
             description: self.description.filter(|d| !d.is_empty()),
+            max_output_tokens,
+            thinking: self.thinking.unwrap_or_default(),
+            use_max_completion_tokens: self.use_max_completion_tokens.unwrap_or(false),
+            send_reasoning_content: self.send_reasoning_content.unwrap_or(false),
         };
         Ok((settings, AccountSecrets { api_key, proxy }))
     }
@@ -548,6 +608,22 @@ pub struct AccountPatch {
         skip_serializing_if = "Option::is_none"
     )]
     pub description: Option<Option<String>>,
+    /// New output-token clamp (`null` removes it).
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_output_tokens: Option<Option<i64>>,
+    /// New thinking mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingMapping>,
+    /// Send `max_completion_tokens` instead of `max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_max_completion_tokens: Option<bool>,
+    /// Send earlier `thinking` blocks back as `reasoning_content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_reasoning_content: Option<bool>,
 }
 
 impl AccountPatch {
@@ -589,6 +665,18 @@ impl AccountPatch {
             description: self
                 .description
                 .unwrap_or_else(|| settings.description.clone()),
+            max_output_tokens: self
+                .max_output_tokens
+                .unwrap_or(settings.max_output_tokens.map(i64::from)),
+            thinking: Some(self.thinking.unwrap_or(settings.thinking)),
+            use_max_completion_tokens: Some(
+                self.use_max_completion_tokens
+                    .unwrap_or(settings.use_max_completion_tokens),
+            ),
+            send_reasoning_content: Some(
+                self.send_reasoning_content
+                    .unwrap_or(settings.send_reasoning_content),
+            ),
         };
         input.validate()
     }

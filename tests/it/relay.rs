@@ -509,3 +509,44 @@ async fn an_accounts_socks5_proxy_is_really_used() {
         "the request went around the proxy"
     );
 }
+
+#[tokio::test]
+async fn per_account_knobs_shape_the_upstream_request() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start().await;
+    app.admin()
+        .create_account(&json!({
+            "name": "qwen", "endpoint": mock.endpoint(), "deploymentName": "qwen3",
+            "supportedModels": [MODEL], "maxOutputTokens": 8192, "thinking": "enableThinking",
+            "useMaxCompletionTokens": true
+        }))
+        .await;
+    let key = app.admin().create_key(&json!({"name": "k"})).await;
+    let s = Setup { app, key };
+    let body = fixture("sonnet45_request.json");
+    assert_eq!(body["thinking"]["type"], "enabled");
+    let reply = s.anthropic(&body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let upstream = mock.requests()[0].json();
+    assert_eq!(upstream["max_completion_tokens"], 8192);
+    assert!(upstream.get("max_tokens").is_none());
+    assert_eq!(upstream["chat_template_kwargs"]["enable_thinking"], true);
+
+    let patched = s
+        .app
+        .admin()
+        .patch(
+            "/accounts/qwen",
+            &json!({"maxOutputTokens": null, "thinking": "drop"}),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert!(patched.json.get("maxOutputTokens").is_none());
+    let bad = s
+        .app
+        .admin()
+        .patch("/accounts/qwen", &json!({"thinking": "sometimes"}))
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text.contains("thinking"), "{}", bad.text);
+}

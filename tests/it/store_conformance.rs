@@ -16,7 +16,9 @@ use relayd::store::{
     StoreResult,
 };
 use relayd_tests::redis_server::RedisServer;
-use shared::account::{AccountId, AccountKind, AccountSettings, fallback_supported_models};
+use shared::account::{
+    AccountId, AccountKind, AccountSettings, ThinkingMapping, fallback_supported_models,
+};
 use shared::key::{KeyId, KeyLimits, RelayKey};
 
 /// Where a test's store lives; opening it again reaches the same data.
@@ -174,6 +176,10 @@ pub(crate) fn account(n: u64, name: &str) -> AccountRecord {
             concurrency: 10,
             enabled: true,
             description: None,
+            max_output_tokens: None,
+            thinking: ThinkingMapping::Drop,
+            use_max_completion_tokens: false,
+            send_reasoning_content: false,
         },
         api_key: None,
         proxy: None,

@@ -69,6 +69,7 @@ fn patch_from(args: &UpdateAccountArgs) -> Result<AccountPatch, UsageError> {
         proxy: clearable(f.proxy, args.clear_proxy),
         enabled: None,
         description: None,
+        ..AccountPatch::default()
     };
     if patch.is_empty() {
         return Err(UsageError(

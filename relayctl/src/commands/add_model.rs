@@ -158,6 +158,7 @@ fn input_from(flags: AccountFlags) -> AccountInput {
         proxy: flags.proxy.filter(|p| !p.is_empty()),
         enabled: None,
         description: None,
+        ..AccountInput::default()
     }
 }
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use shared::account::ThinkingMapping;
 
 use super::dispatch::dispatch;
 use super::stream::anthropic_sse;
@@ -53,12 +54,17 @@ async fn messages_inner(
         .ok_or_else(|| ApiError::invalid("model: field required"))?;
     let guard = in_flight_guard(state);
     let dispatched = dispatch(state, caller, &model, |account| {
+        let settings = &account.settings;
         let options = UpstreamOptions {
-            deployment: &account.settings.deployment_name,
-            max_output_tokens: None,
-            use_max_completion_tokens: false,
-            reasoning: ReasoningMode::Drop,
-            send_reasoning_content: false,
+            deployment: &settings.deployment_name,
+            max_output_tokens: settings.max_output_tokens,
+            use_max_completion_tokens: settings.use_max_completion_tokens,
+            reasoning: match settings.thinking {
+                ThinkingMapping::Drop => ReasoningMode::Drop,
+                ThinkingMapping::ReasoningEffort => ReasoningMode::ReasoningEffort,
+                ThinkingMapping::EnableThinking => ReasoningMode::QwenEnableThinking,
+            },
+            send_reasoning_content: settings.send_reasoning_content,
         };
         let (upstream_body, ctx) = anthropic_to_openai(&body, &options).map_err(translate_error)?;
         Ok((Bytes::from(upstream_body), ctx))

@@ -120,7 +120,7 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use shared::account::{AccountId, AccountKind, AccountSettings};
+    use shared::account::{AccountId, AccountKind, AccountSettings, ThinkingMapping};
     use shared::key::{KeyId, KeyLimits, RelayKey};
 
     use super::*;
@@ -140,6 +140,10 @@ mod tests {
                 concurrency: 5,
                 enabled: true,
                 description: None,
+                max_output_tokens: None,
+                thinking: ThinkingMapping::Drop,
+                use_max_completion_tokens: false,
+                send_reasoning_content: false,
             },
             api_key: Some(Sealed {
                 nonce: "bm9uY2U=".into(),
