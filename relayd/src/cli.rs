@@ -156,6 +156,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.timeouts.clone(),
     ));
     Ok(AppState {
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         upstreams,
         config: Arc::new(config),
         store,

@@ -43,6 +43,16 @@ pub struct Config {
     pub log: String,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Who may read `/metrics`. Deny by default: without a `token` the admin token is required.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Bearer token for scrapers, so they need not hold the admin token.
+    pub token: Option<String>,
 }
 
 /// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
@@ -105,6 +115,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log: "info".to_owned(),
             timeouts: Timeouts::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`extract`]: JSON body extraction with errors in the caller's shape.
 //! - [`auth`]: admin token and relay-key secrets.
 //! - [`accounts`], [`keys`]: registries with lock-free snapshots over the store.
+//! - [`metrics`]: Prometheus counters and histograms, rendered on `/metrics`.
 //! - [`routing`]: which accounts serve a model, in which order.
 //! - [`admin`]: the admin API.
 //! - [`proxy`]: the client-facing API.
@@ -26,6 +27,7 @@ pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;

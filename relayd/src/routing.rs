@@ -134,3 +134,25 @@ pub fn table(snapshot: &AccountSnapshot) -> RoutingTable {
             .collect(),
     }
 }
+
+/// Current-state gauges for `/metrics`: accounts enabled and requests in flight.
+pub fn gauges(state: &crate::state::AppState) -> Vec<crate::metrics::Gauge> {
+    let snapshot = state.accounts.snapshot();
+    let mut gauges: Vec<crate::metrics::Gauge> = snapshot
+        .accounts
+        .iter()
+        .map(|a| crate::metrics::Gauge {
+            name: "relayd_account_enabled",
+            help: "1 when the account takes traffic, 0 when disabled.",
+            labels: vec![("account", a.settings.name.clone())],
+            value: if a.settings.enabled { 1.0 } else { 0.0 },
+        })
+        .collect();
+    gauges.push(crate::metrics::Gauge {
+        name: "relayd_requests_in_flight",
+        help: "Client requests being served by this instance.",
+        labels: Vec::new(),
+        value: state.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    });
+    gauges
+}

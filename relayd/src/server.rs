@@ -5,7 +5,7 @@ use std::future::Future;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root).head(root))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(crate::admin::router(state.clone()))
         .merge(crate::proxy::router(state.clone()))
         .fallback(not_found)
@@ -55,6 +56,32 @@ async fn readyz(State(state): State<AppState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
         }
     }
+}
+
+/// `GET /metrics`: Prometheus text. Requires `metrics.token` when configured, else the admin
+/// token (the counters name accounts and models, which are not public).
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let presented = crate::auth::presented_credential(&headers);
+    let allowed = match (&state.config.metrics.token, presented) {
+        (_, None) => false,
+        (Some(token), Some(p)) => crate::auth::AdminToken::new(token).verify(p),
+        (None, Some(p)) => state.admin_token.verify(p),
+    };
+    if !allowed {
+        return ApiError::unauthenticated(
+            "metrics need `Authorization: Bearer <metrics token or admin token>`",
+        )
+        .into_response_for(Surface::Admin);
+    }
+    let gauges = crate::routing::gauges(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&gauges),
+    )
+        .into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

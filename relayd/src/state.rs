@@ -25,6 +25,8 @@ pub struct AppState {
     pub admin_token: Arc<AdminToken>,
     /// Process start, for uptime.
     pub started: Instant,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Pooled upstream HTTP clients.
     pub upstreams: Arc<crate::proxy::upstream::Upstreams>,
     /// Client requests being served right now.

@@ -81,11 +81,13 @@ pub fn run_checked(command: &mut Command) -> Result<String, String> {
     }
 }
 
-/// The venv's interpreter, with the official `anthropic` and `openai` SDKs installed.
+/// The venv's interpreter, with the official `anthropic` and `openai` SDKs and the Prometheus
+/// client (whose text-format parser checks `/metrics`) installed.
 /// Blocking (the first call in the target dir takes a while): call it before starting servers on
 /// the test's runtime, or from `spawn_blocking`.
 pub fn sdk_python() -> PathBuf {
-    let venv = provision("sdk-venv", |dir| {
+    // The name carries the package set: a venv cached by an older checkout is not reused.
+    let venv = provision("sdk-venv-2", |dir| {
         run_checked(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
         run_checked(
             Command::new(dir.join("bin/python"))
@@ -96,7 +98,7 @@ pub fn sdk_python() -> PathBuf {
                     "--quiet",
                     "--disable-pip-version-check",
                 ])
-                .args(["anthropic", "openai"]),
+                .args(["anthropic", "openai", "prometheus_client"]),
         )?;
         Ok(())
     });
