@@ -5,6 +5,7 @@
 mod admin_api;
 mod claude_code;
 mod client_auth;
+mod operations;
 mod relay;
 mod relayctl;
 mod sdk;
