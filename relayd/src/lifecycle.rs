@@ -274,6 +274,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads_and_spells_out_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/relayd.toml");
+        let example = Config::load(Some(std::path::Path::new(path)), Vec::new()).unwrap();
+        assert!(config_changes(&Config::default(), &example).is_empty());
+    }
+
+    #[test]
     fn an_invalid_filter_is_refused() {
         assert!(LogControl::none().set_filter("relayd=debug").is_ok());
         assert!(LogControl::none().set_filter("relayd=[").is_err());
