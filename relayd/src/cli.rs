@@ -1,32 +1,38 @@
 //! Command line of the `relayd` binary and its start-up sequence: configuration, logging,
-//! listener, secrets, store, registries, then serving until SIGTERM or Ctrl-C.
+//! listener, store, secrets, registries, then serving until SIGTERM or Ctrl-C, with a drain
+//! bounded by `shutdown_grace_secs` (signals and reload: [`crate::lifecycle`]).
 //!
 //! This is the binary's edge, so errors are `anyhow` with context; `main` prints the chain.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use clap::Parser;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::accounts::AccountRegistry;
 use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::{Config, LogFormat, StoreSpec};
 use crate::crypto::{KeyOrigin, load_or_create_key};
 use crate::keys::KeyRegistry;
+use crate::lifecycle::{LogControl, SignalContext, Signals};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
+use crate::systemd::Notifier;
 
 /// relayd: serve Claude Code and OpenAI clients from OpenAI-compatible and Azure upstreams.
 ///
 /// With no arguments: listens on 127.0.0.1:3000, keeps its data in ./relayd-data (or
 /// $RELAYD_DATA_DIR), and writes a generated admin token to <data>/admin.token.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about)]
 pub struct Args {
     /// TOML configuration file (every key can also be set as a RELAYD_* environment variable).
@@ -69,39 +75,127 @@ pub fn load_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Installs the global `tracing` subscriber.
-pub fn init_logging(config: &Config) {
+/// Installs the global `tracing` subscriber and returns the control that swaps its filter on
+/// SIGHUP.
+pub fn init_logging(config: &Config) -> LogControl {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let output = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    LogControl::new(handle)
 }
 
-/// Runs relayd until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs relayd until SIGTERM or Ctrl-C and the drain that follows; `args` are kept to re-read
+/// the configuration on SIGHUP.
+pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result<()> {
     // Bind first: a port in use is the most common start-up mistake, and it should be the one
     // and only line printed, before anything is created on disk.
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let signals = Signals::register().context("cannot install signal handlers")?;
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = state.store.kind().as_str(), "listening on {addr}");
-    crate::server::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("stopped");
+    let store_kind = state.store.kind().as_str();
+    tracing::info!(%addr, store = store_kind, "listening on {addr}");
+    let notifier = Notifier::from_env();
+    notifier.ready(&format!("serving on {addr}, store {store_kind}"));
+
+    let tasks = TaskTracker::new();
+    let done = CancellationToken::new();
+    let drain = CancellationToken::new();
+    let force = CancellationToken::new();
+    if notifier.enabled()
+        && let Some(interval) = crate::systemd::watchdog_interval()
+    {
+        tracing::info!(
+            interval_ms = interval.as_millis(),
+            "pinging the systemd watchdog every {} ms",
+            interval.as_millis()
+        );
+        tasks.spawn(notifier.clone().watchdog(interval, done.clone()));
+    }
+    tasks.spawn(crate::lifecycle::handle_signals(
+        signals,
+        SignalContext {
+            args: args.clone(),
+            state: state.clone(),
+            log,
+            notifier: notifier.clone(),
+            drain: drain.clone(),
+            force: force.clone(),
+            done: done.clone(),
+        },
+    ));
+
+    let serving = crate::server::serve(listener, state.clone(), drain.clone().cancelled_owned());
+    let deadline = async {
+        drain.cancelled().await;
+        let grace = state.live_config.load().shutdown_grace();
+        tokio::select! {
+            () = tokio::time::sleep(grace) => grace,
+            () = force.cancelled() => std::time::Duration::ZERO,
+        }
+    };
+    let outcome = tokio::select! {
+        served = serving => served.map(|()| None),
+        waited = deadline => Ok(Some(waited)),
+    };
+    done.cancel();
+    tasks.close();
+    tasks.wait().await;
+    match outcome? {
+        None => tracing::info!("stopped"),
+        Some(waited) => {
+            let open = state.in_flight.load(Ordering::Relaxed);
+            tracing::warn!(
+                cut_off = open,
+                "stopped after {} s with {open} client request(s) still open; they were cut off",
+                waited.as_secs()
+            );
+        }
+    }
     Ok(())
 }
 
-/// Creates the data directory, secrets, store and registries.
+/// Creates the data directory, store, secrets and registries.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+
+    // The store first: a store this build must not open (written by a newer relayd, locked by
+    // another process) is refused before any secret is generated next to it.
+    let store: Arc<dyn Store> =
+        match config.store_spec()? {
+            StoreSpec::Embedded => {
+                let path = data_dir.join("relayd.redb");
+                Arc::new(EmbeddedStore::open(&path).await.with_context(|| {
+                    format!("cannot open the embedded store {}", path.display())
+                })?)
+            }
+            StoreSpec::Redis(url) => Arc::new(
+                RedisStore::connect(&url, &config.redis_prefix)
+                    .await
+                    .context("cannot open the Redis store")?,
+            ),
+        };
 
     let env_key = std::env::var("RELAYD_ENCRYPTION_KEY").ok();
     let (cipher, key_origin) = load_or_create_key(
@@ -134,21 +228,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         TokenOrigin::Environment => tracing::info!("admin token taken from RELAYD_ADMIN_TOKEN"),
     }
 
-    let store: Arc<dyn Store> =
-        match config.store_spec()? {
-            StoreSpec::Embedded => {
-                let path = data_dir.join("relayd.redb");
-                Arc::new(EmbeddedStore::open(&path).await.with_context(|| {
-                    format!("cannot open the embedded store {}", path.display())
-                })?)
-            }
-            StoreSpec::Redis(url) => Arc::new(
-                RedisStore::connect(&url, &config.redis_prefix)
-                    .await
-                    .context("cannot open the Redis store")?,
-            ),
-        };
-
     let cipher = Arc::new(cipher);
     let accounts = AccountRegistry::load(Arc::clone(&store), cipher).await?;
     let keys = KeyRegistry::load(Arc::clone(&store)).await?;
@@ -158,6 +237,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         upstreams,
+        live_config: Arc::new(ArcSwap::from_pointee(config.clone())),
         config: Arc::new(config),
         store,
         accounts: Arc::new(accounts),
@@ -166,33 +246,4 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),
     })
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: no new connections, finishing open requests");
 }

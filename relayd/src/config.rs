@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `RELAYD_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &[
@@ -19,8 +19,9 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RELAYD_ADMIN_TOKEN",
 ];
 
-/// The whole configuration of one relayd process.
-#[derive(Debug, Clone, Deserialize)]
+/// The whole configuration of one relayd process. `Serialize` is for comparing two of them key
+/// by key on reload (`SIGHUP`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address of the client and admin listener.
@@ -43,12 +44,15 @@ pub struct Config {
     pub log: String,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// On SIGTERM or Ctrl-C, how long open requests and streams may run on before they are cut
+    /// off and relayd exits anyway. Keep systemd's `TimeoutStopSec` above it.
+    pub shutdown_grace_secs: u64,
     /// The `/metrics` endpoint.
     pub metrics: MetricsConfig,
 }
 
 /// Who may read `/metrics`. Deny by default: without a `token` the admin token is required.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Bearer token for scrapers, so they need not hold the admin token.
@@ -56,7 +60,7 @@ pub struct MetricsConfig {
 }
 
 /// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP + TLS connect.
@@ -93,7 +97,7 @@ impl Default for Timeouts {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -115,6 +119,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log: "info".to_owned(),
             timeouts: Timeouts::default(),
+            shutdown_grace_secs: 30,
             metrics: MetricsConfig::default(),
         }
     }
@@ -247,6 +252,11 @@ impl Config {
                 message: "expected `embedded` or a redis:// URL".to_owned(),
             })
         }
+    }
+
+    /// How long a shutdown waits for open requests ([`Config::shutdown_grace_secs`]).
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     /// Where the admin token lives.

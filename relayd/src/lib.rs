@@ -5,6 +5,8 @@
 //! - [`cli`]: the binary's flags and start-up sequence.
 //! - [`config`]: configuration from defaults, TOML file and `RELAYD_*` variables.
 //! - [`server`]: the router and `serve(listener, state, shutdown)`.
+//! - [`lifecycle`]: signals (drain on SIGTERM, reload on SIGHUP) and the reloadable log filter.
+//! - [`systemd`]: `sd_notify` (READY, STOPPING, STATUS, WATCHDOG).
 //! - [`state`]: the shared [`state::AppState`].
 //! - [`error`]: one error type, rendered in the admin, Anthropic or OpenAI shape.
 //! - [`extract`]: JSON body extraction with errors in the caller's shape.
@@ -27,10 +29,12 @@ pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod systemd;
 pub mod translate;

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use crate::accounts::AccountRegistry;
 use crate::auth::AdminToken;
 use crate::config::Config;
@@ -13,8 +15,11 @@ use crate::store::Store;
 /// Shared state of one relayd process.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// Effective configuration.
+    /// Effective configuration as it was at start-up.
     pub config: Arc<Config>,
+    /// The configuration in effect now: the start-up one with the live-reloadable keys replaced
+    /// on each `SIGHUP` (see `crate::lifecycle`). Read it with `live_config.load()`.
+    pub live_config: Arc<ArcSwap<Config>>,
     /// Persistence.
     pub store: Arc<dyn Store>,
     /// Accounts and their live snapshot.

@@ -6,6 +6,7 @@ mod admin_api;
 mod claude_code;
 mod client_auth;
 mod metrics;
+mod operations;
 mod relay;
 mod relayctl;
 mod sdk;

@@ -58,6 +58,17 @@ impl Daemon {
 
     /// Starts relayd and reports whether it came up or exited.
     pub fn try_start(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Started {
+        Self::try_start_without(data_dir, args, envs, &[])
+    }
+
+    /// Like [`Daemon::try_start`], and removes the variables in `removed` from relayd's
+    /// environment (including the `RELAYD_LOG=info` set by default).
+    pub fn try_start_without(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        removed: &[&str],
+    ) -> Started {
         let mut command = Command::new(binary("relayd"));
         if !args.contains(&"--listen") {
             command.arg("--listen").arg("127.0.0.1:0");
@@ -75,6 +86,9 @@ impl Daemon {
             .stderr(Stdio::piped());
         for (k, v) in envs {
             command.env(k, v);
+        }
+        for k in removed {
+            command.env_remove(k);
         }
         let mut child = command.spawn().expect("spawn relayd");
         let stderr = child.stderr.take().expect("stderr");
@@ -138,6 +152,45 @@ impl Daemon {
     /// Everything relayd logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, `INT`…) with kill(1); this workspace forbids the unsafe
+    /// code a direct `kill(2)` would need.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `timeout` until the log contains `needle`; returns whether it did.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGKILL and reap.
