@@ -92,7 +92,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = state.store.kind().as_str(), "listening on {addr}");
-    crate::server::serve(listener, state, shutdown_signal()).await?;
+    crate::server::serve(listener, state.clone(), shutdown_signal()).await?;
+    state.usage.flush_and_stop().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -155,6 +156,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
     ));
+    let usage = Arc::new(crate::usage::UsageRecorder::start(
+        Arc::clone(&store),
+        &config.usage,
+    ));
     Ok(AppState {
         upstreams,
         config: Arc::new(config),
@@ -164,6 +169,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         admin_token: Arc::new(admin_token),
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),
+        usage,
     })
 }
 
