@@ -436,6 +436,13 @@ mod tests {
     }
 
     #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/relayd.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.usage, UsageConfig::default());
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = Config::load(None, env(&[("RELAYD_LISTEN", "nonsense")]))
             .unwrap_err()
