@@ -15,6 +15,7 @@ Examples:
   relayctl models
   relayctl accounts disable qwen3-32b
   relayctl keys create --name alice --allowed-models 'claude-*' --rpm 60
+  relayctl usage --since 7d --by model
   relayctl --output json status
 
 The admin token comes from --token, else RELAYCTL_TOKEN, else the file relayd wrote:
@@ -76,6 +77,16 @@ pub enum Command {
     /// Create, list, update or revoke relay API keys (what clients present).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Show request and token totals by key, account, model, hour or day.
+    #[command(after_help = "Examples:
+  relayctl usage                                # by key, everything recorded
+  relayctl usage --since 24h --by model
+  relayctl usage --since 2025-01-01 --until 2025-02-01 --by day --key alice
+  relayctl --output json usage --since 7d --by account
+
+Times are Unix milliseconds, RFC 3339 (2025-01-31T12:00:00Z, or a date for its UTC midnight),
+or an age before now (30m, 24h, 7d, 2w). Totals have one-hour resolution.")]
+    Usage(UsageArgs),
     /// Show daemon version, uptime, store, accounts and keys.
     Status,
     /// Print a shell completion script.
@@ -294,6 +305,64 @@ pub struct UpdateKeyArgs {
     /// Scope and limits; a limit flag keeps the other limits as they are.
     #[command(flatten)]
     pub scope: KeyScopeFlags,
+}
+
+/// `usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// From this time on (default: everything recorded).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<String>,
+    /// Before this time (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<String>,
+    /// What each row is.
+    #[arg(long, value_enum, default_value_t = GroupByArg::Key)]
+    pub by: GroupByArg,
+    /// Only this relay key (by name).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only this account (by name).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only this requested model.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+/// `--by` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupByArg {
+    /// Relay key name.
+    Key,
+    /// Account name.
+    Account,
+    /// Requested model.
+    Model,
+    /// UTC hour.
+    Hour,
+    /// UTC day.
+    Day,
+}
+
+impl From<GroupByArg> for shared::usage::UsageGroupBy {
+    fn from(arg: GroupByArg) -> Self {
+        match arg {
+            GroupByArg::Key => Self::Key,
+            GroupByArg::Account => Self::Account,
+            GroupByArg::Model => Self::Model,
+            GroupByArg::Hour => Self::Hour,
+            GroupByArg::Day => Self::Day,
+        }
+    }
+}
+
+/// Checks a time argument locally (so a typo is a usage error) but passes it on as typed: relayd
+/// resolves ages against its own clock.
+fn parse_time(value: &str) -> Result<String, String> {
+    shared::time::parse_time_spec(value, shared::time::now_millis())
+        .map(|_| value.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `completions`.

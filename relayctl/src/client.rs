@@ -13,6 +13,7 @@ use shared::admin::{AccountList, KeyList, RoutingTable, Status};
 use shared::error::{AdminErrorBody, FieldError};
 use shared::import::ImportReport;
 use shared::key::{CreateKeyRequest, CreatedKey, RelayKey, UpdateKeyRequest};
+use shared::usage::UsageReport;
 
 /// What can go wrong talking to relayd.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +207,13 @@ impl AdminClient {
     /// `GET /admin/v1/status`.
     pub fn status(&self) -> Result<Status, ClientError> {
         self.call(Method::GET, &["status"], None::<&()>)
+    }
+
+    /// `GET /admin/v1/usage?…` with the given query parameters (`since`, `until`, `key`,
+    /// `account`, `model`, `group_by`).
+    pub fn usage(&self, params: &[(&str, &str)]) -> Result<UsageReport, ClientError> {
+        let request = self.request(Method::GET, &["usage"]).query(params);
+        parse(self.send(request)?)
     }
 
     fn call<T: DeserializeOwned, B: Serialize>(

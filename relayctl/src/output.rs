@@ -17,6 +17,7 @@ use shared::error::FieldError;
 use shared::import::ImportReport;
 use shared::key::{CreatedKey, RelayKey};
 use shared::time::{UnixMillis, now_millis};
+use shared::usage::{UsageGroupBy, UsageReport, UsageTotals};
 
 use crate::cli::OutputFormat;
 
@@ -289,6 +290,71 @@ impl Printer {
             ("requests in flight", status.in_flight.to_string()),
         ];
         print_table(&key_value(&rows))
+    }
+
+    /// A usage report: one row per group, then the total.
+    pub fn usage_report(self, report: &UsageReport) -> io::Result<()> {
+        if self.is_json() {
+            return self.json(report);
+        }
+        let q = &report.query;
+        let period = match (q.since, q.until) {
+            (None, None) => "all recorded usage".to_owned(),
+            (Some(s), None) => format!("since {}", format_time(s)),
+            (None, Some(u)) => format!("until {}", format_time(u)),
+            (Some(s), Some(u)) => format!("{} to {}", format_time(s), format_time(u)),
+        };
+        let filters: Vec<String> = [
+            ("key", &q.key),
+            ("account", &q.account),
+            ("model", &q.model),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name} {v}")))
+        .collect();
+        let filters = if filters.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", filters.join(", "))
+        };
+        stdout(&format!("usage: {period}{filters}\n"))?;
+        let group = match q.group_by {
+            Some(UsageGroupBy::Key) | None => "KEY",
+            Some(UsageGroupBy::Account) => "ACCOUNT",
+            Some(UsageGroupBy::Model) => "MODEL",
+            Some(UsageGroupBy::Hour) => "HOUR (UTC)",
+            Some(UsageGroupBy::Day) => "DAY (UTC)",
+        };
+        let mut table = table(&[
+            group,
+            "REQUESTS",
+            "ERRORS",
+            "INPUT",
+            "OUTPUT",
+            "CACHE READ",
+            "ESTIMATED",
+        ]);
+        let row = |t: &UsageTotals, name: &str| {
+            vec![
+                name.to_owned(),
+                t.requests.to_string(),
+                t.errors.to_string(),
+                t.tokens.input_tokens.to_string(),
+                t.tokens.output_tokens.to_string(),
+                t.tokens.cache_read_tokens.to_string(),
+                t.estimated.to_string(),
+            ]
+        };
+        for t in &report.groups {
+            table.add_row(row(t, &t.group));
+        }
+        table.add_row(row(&report.total, "TOTAL"));
+        for column in 1..7 {
+            if let Some(c) = table.column_mut(column) {
+                c.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
+        }
+        print_table(&table)
     }
 
     /// A completion script or other raw text, as is.

@@ -160,6 +160,8 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     done.cancel();
     tasks.close();
     tasks.wait().await;
+    // Requests are finished (or cut off): write the usage they produced before exiting.
+    state.usage.flush_and_stop().await;
     match outcome? {
         None => tracing::info!("stopped"),
         Some(waited) => {
@@ -234,6 +236,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
     ));
+    let usage = Arc::new(crate::usage::UsageRecorder::start(
+        Arc::clone(&store),
+        &config.usage,
+    ));
     Ok(AppState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         upstreams,
@@ -245,5 +251,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         admin_token: Arc::new(admin_token),
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),
+        usage,
     })
 }

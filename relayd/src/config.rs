@@ -49,6 +49,50 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// The `/metrics` endpoint.
     pub metrics: MetricsConfig,
+    /// Usage accounting.
+    pub usage: UsageConfig,
+}
+
+/// Usage accounting: how records are batched on their way to the store and how long raw records
+/// are kept (hourly and daily aggregates are kept for good).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Longest time a finished request waits before it is written; a crash loses at most this.
+    pub flush_interval_ms: u64,
+    /// Records per store write; a full batch is written without waiting for the interval.
+    pub batch_size: usize,
+    /// Records waiting for the writer; beyond this, new records are dropped (and counted) rather
+    /// than slowing requests down.
+    pub queue_capacity: usize,
+    /// Records kept in memory while the store is failing; the oldest are dropped beyond this.
+    pub max_pending: usize,
+    /// Days raw per-request records are kept.
+    pub retention_days: u32,
+}
+
+impl UsageConfig {
+    /// The flush interval.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The raw-record retention.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 1000,
+            batch_size: 500,
+            queue_capacity: 10_000,
+            max_pending: 100_000,
+            retention_days: 30,
+        }
+    }
 }
 
 /// Who may read `/metrics`. Deny by default: without a `token` the admin token is required.
@@ -121,6 +165,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             shutdown_grace_secs: 30,
             metrics: MetricsConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -235,6 +280,36 @@ impl Config {
                 key: "timeouts",
                 message: "timeouts must be at least 1 second".to_owned(),
             });
+        }
+        self.check_usage()?;
+        Ok(())
+    }
+
+    fn check_usage(&self) -> Result<(), ConfigError> {
+        let u = &self.usage;
+        let bad = |key, message: &str| {
+            Err(ConfigError::Value {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !(10..=3_600_000).contains(&u.flush_interval_ms) {
+            return bad(
+                "usage.flush_interval_ms",
+                "must be between 10 and 3600000 (one hour)",
+            );
+        }
+        if u.batch_size == 0 || u.queue_capacity == 0 {
+            return bad(
+                "usage.batch_size / usage.queue_capacity",
+                "must be at least 1",
+            );
+        }
+        if u.max_pending < u.batch_size {
+            return bad("usage.max_pending", "must be at least usage.batch_size");
+        }
+        if u.retention_days == 0 {
+            return bad("usage.retention_days", "must be at least 1");
         }
         Ok(())
     }
@@ -362,6 +437,30 @@ mod tests {
             .to_string();
         assert!(err.contains("RELAYD_LISTN"), "{err}");
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn usage_section_has_defaults_and_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.usage.flush_interval_ms, 1000);
+        assert_eq!(c.usage.retention_days, 30);
+        let c = Config::load(None, env(&[("RELAYD_USAGE__RETENTION_DAYS", "90")])).unwrap();
+        assert_eq!(c.usage.retention(), Duration::from_secs(90 * 86_400));
+        let err = Config::load(None, env(&[("RELAYD_USAGE__FLUSH_INTERVAL_MS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("usage.flush_interval_ms"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_USAGE__FLUSH_EVERY", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flush_every"), "{err}");
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/relayd.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.usage, UsageConfig::default());
     }
 
     #[test]

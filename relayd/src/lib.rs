@@ -19,6 +19,7 @@
 //! - [`crypto`]: encryption of upstream secrets at rest.
 //! - [`store`]: persistence trait and its embedded (redb) and Redis backends.
 //! - [`translate`]: pure Anthropic ⇄ OpenAI translation, SSE decoding, token counting.
+//! - [`usage`]: the usage recorder, batching per-request records into the store off the request path.
 
 pub mod accounts;
 pub mod admin;
@@ -38,3 +39,4 @@ pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod translate;
+pub mod usage;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub upstreams: Arc<crate::proxy::upstream::Upstreams>,
     /// Client requests being served right now.
     pub in_flight: Arc<AtomicU64>,
+    /// Usage accounting: `state.usage.record(record)` once per finished request.
+    pub usage: Arc<crate::usage::UsageRecorder>,
 }
 
 impl std::fmt::Debug for dyn Store {

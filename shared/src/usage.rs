@@ -75,4 +75,123 @@ pub struct UsageTotals {
     pub errors: u64,
     /// Tokens.
     pub tokens: TokenCounts,
+    /// Requests whose token counts are relayd's estimate (the upstream reported none).
+    #[serde(default)]
+    pub estimated: u64,
+}
+
+impl UsageTotals {
+    /// Empty totals for `group`.
+    pub fn named(group: impl Into<String>) -> Self {
+        Self {
+            group: group.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds `other`'s counts (not its group name) into `self`.
+    pub fn add(&mut self, other: &Self) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.tokens.add(&other.tokens);
+        self.estimated += other.estimated;
+    }
+}
+
+impl UsageRecord {
+    /// Whether the client was not answered with a 2xx (failed, refused or cancelled).
+    pub fn is_error(&self) -> bool {
+        !(200..300).contains(&self.status)
+    }
+}
+
+/// What usage totals are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroupBy {
+    /// Relay key name.
+    Key,
+    /// Account name (`(none)` for requests refused before an account was chosen).
+    Account,
+    /// The model the client asked for.
+    Model,
+    /// UTC hour (`2025-01-31T13:00:00Z`).
+    Hour,
+    /// UTC day (`2025-01-31`).
+    Day,
+}
+
+impl UsageGroupBy {
+    /// Every grouping, in the order help texts list them.
+    pub const ALL: [Self; 5] = [Self::Key, Self::Account, Self::Model, Self::Hour, Self::Day];
+
+    /// The lower-case name used in query strings and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Account => "account",
+            Self::Model => "model",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+}
+
+impl std::fmt::Display for UsageGroupBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for UsageGroupBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|g| g.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not one of key, account, model, hour, day"))
+    }
+}
+
+/// The group name of requests that never reached an account.
+pub const NO_ACCOUNT: &str = "(none)";
+
+/// The group name of the grand total.
+pub const TOTAL_GROUP: &str = "total";
+
+/// Which usage to add up: every filter is optional; times are resolved to Unix milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageQuery {
+    /// Only this relay key name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Only this account name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Only this requested model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// From this time on (rounded down to the hour, the aggregates' resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<UnixMillis>,
+    /// Before this time (rounded up to the hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<UnixMillis>,
+    /// How to group; `None` gives only the grand total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<UsageGroupBy>,
+}
+
+/// `GET /admin/v1/usage`: totals per group and overall.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    /// The query as resolved (relative times turned into milliseconds).
+    pub query: UsageQuery,
+    /// One entry per group: names in order, hours and days in time order. Empty without `groupBy`.
+    pub groups: Vec<UsageTotals>,
+    /// Everything matched by the filters, group `total`.
+    pub total: UsageTotals,
 }

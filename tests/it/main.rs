@@ -13,3 +13,5 @@ mod sdk;
 mod secrets_at_rest;
 mod startup;
 mod store_conformance;
+mod usage;
+mod usage_store;

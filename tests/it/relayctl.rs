@@ -19,26 +19,26 @@ const EXAMPLE_FILE: &str = concat!(
 
 /// The outcome of one relayctl run.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self:?}"))
     }
 
     #[track_caller]
-    fn ok(self) -> Self {
+    pub(crate) fn ok(self) -> Self {
         assert_eq!(self.code, Some(0), "{self:#?}");
         self
     }
 
     #[track_caller]
-    fn failed(self, code: i32) -> Self {
+    pub(crate) fn failed(self, code: i32) -> Self {
         assert_eq!(self.code, Some(code), "{self:#?}");
         let lines: Vec<&str> = self.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "error should be one line: {self:#?}");
@@ -68,7 +68,7 @@ fn relayctl_raw(args: &[&str], envs: &[(&str, &Path)]) -> Run {
 }
 
 /// relayctl pointed at `app` with its admin token.
-fn relayctl(app: &TestApp, args: &[&str]) -> Run {
+pub(crate) fn relayctl(app: &TestApp, args: &[&str]) -> Run {
     let server = app.url("");
     let mut all = vec!["--server", &server, "--token", &app.admin_token];
     all.extend_from_slice(args);

@@ -234,6 +234,9 @@ macro_rules! conformance {
     };
 }
 
+// Lets other suites (`usage_store`) generate their cases the same way.
+pub(crate) use conformance;
+
 conformance!(
     ping_and_kind,
     accounts_create_list_get,

@@ -8,6 +8,7 @@ mod import;
 mod keys;
 mod models;
 mod status;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -63,6 +64,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Models(args) => models::run(&ctx, args),
         Command::Accounts(command) => accounts::run(&ctx, command),
         Command::Keys(command) => keys::run(&ctx, command),
+        Command::Usage(args) => usage::run(&ctx, args),
         Command::Status => status::run(&ctx),
         Command::Completions(args) => completions::run(&ctx, args),
     }

@@ -21,8 +21,14 @@ use redb::{
 };
 use shared::account::AccountId;
 use shared::key::KeyId;
+use shared::time::UnixMillis;
+use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
 use super::codec::{decode_account, decode_key, encode_account, encode_key};
+use super::usage::{
+    CellDims, Granularity, UsageCell, UsageCounters, UsagePlan, UsageWrite, cell_key,
+    parse_cell_key, period_prefix, summarise,
+};
 use super::{
     AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
     StoreResult, check_format_version, plan_account_batch,
@@ -36,11 +42,32 @@ pub const ACCOUNT_NAMES_TABLE: &str = "account_names";
 pub const KEYS_TABLE: &str = "keys";
 /// Name of the metadata table: name → value.
 pub const META_TABLE: &str = "meta";
+/// Name of the raw usage table: request id → record JSON.
+pub const USAGE_RECORDS_TABLE: &str = "usage_records";
+/// Name of the raw usage time index: `{at:020}|{request id}` → empty, for pruning by age.
+pub const USAGE_RECORD_TIMES_TABLE: &str = "usage_record_times";
+/// Name of the hourly aggregates: `{hour start:020}|[key,account,model]` → counters JSON.
+pub const USAGE_HOURLY_TABLE: &str = "usage_hourly";
+/// Name of the daily aggregates: `{day start:020}|[key,account,model]` → counters JSON.
+pub const USAGE_DAILY_TABLE: &str = "usage_daily";
 
 const ACCOUNTS: TableDefinition<'_, &str, &str> = TableDefinition::new(ACCOUNTS_TABLE);
 const ACCOUNT_NAMES: TableDefinition<'_, &str, &str> = TableDefinition::new(ACCOUNT_NAMES_TABLE);
 const KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new(KEYS_TABLE);
 const META: TableDefinition<'_, &str, &str> = TableDefinition::new(META_TABLE);
+const USAGE_RECORDS: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_RECORDS_TABLE);
+const USAGE_RECORD_TIMES: TableDefinition<'_, &str, &str> =
+    TableDefinition::new(USAGE_RECORD_TIMES_TABLE);
+const USAGE_HOURLY: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_HOURLY_TABLE);
+const USAGE_DAILY: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_DAILY_TABLE);
+
+/// The aggregate table of a granularity.
+fn usage_table(granularity: Granularity) -> TableDefinition<'static, &'static str, &'static str> {
+    match granularity {
+        Granularity::Hour => USAGE_HOURLY,
+        Granularity::Day => USAGE_DAILY,
+    }
+}
 
 /// A [`Store`] over one redb file.
 #[derive(Clone)]
@@ -105,6 +132,12 @@ fn open_blocking(path: &Path) -> StoreResult<Database> {
         txn.open_table(ACCOUNTS).map_err(from_redb)?;
         txn.open_table(ACCOUNT_NAMES).map_err(from_redb)?;
         txn.open_table(KEYS).map_err(from_redb)?;
+        // Usage tables arrived after format 1; creating them here is what lets a newer relayd
+        // open an older store without a migration.
+        txn.open_table(USAGE_RECORDS).map_err(from_redb)?;
+        txn.open_table(USAGE_RECORD_TIMES).map_err(from_redb)?;
+        txn.open_table(USAGE_HOURLY).map_err(from_redb)?;
+        txn.open_table(USAGE_DAILY).map_err(from_redb)?;
         let mut meta = txn.open_table(META).map_err(from_redb)?;
         let found = meta
             .get(FORMAT_VERSION_META)
@@ -383,6 +416,164 @@ impl Store for EmbeddedStore {
             txn.commit().map_err(from_redb)
         })
         .await
+    }
+
+    async fn record_usage(
+        &self,
+        records: &[UsageRecord],
+        _keep_raw: std::time::Duration,
+    ) -> StoreResult<UsageWrite> {
+        if records.is_empty() {
+            return Ok(UsageWrite::default());
+        }
+        // Encoded before the transaction so the blocking section only writes.
+        let batch = records
+            .iter()
+            .map(|r| {
+                let json = serde_json::to_string(r)
+                    .map_err(|e| backend(format!("encoding usage record: {e}")))?;
+                Ok((r.clone(), json))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.run(move |db| Self::record_usage_blocking(db, &batch))
+            .await
+    }
+
+    async fn usage_totals(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
+        let plan = UsagePlan::for_query(query);
+        let cells = self
+            .run(move |db| Self::usage_cells_blocking(db, plan))
+            .await?;
+        Ok(summarise(query, cells))
+    }
+
+    async fn prune_usage(&self, before: UnixMillis) -> StoreResult<u64> {
+        self.run(move |db| Self::prune_usage_blocking(db, before))
+            .await
+    }
+}
+
+/// The time index key of a raw usage record.
+fn record_time_key(at: UnixMillis, request_id: &str) -> String {
+    format!("{}{request_id}", period_prefix(at))
+}
+
+fn encode_counters(counters: &UsageCounters) -> StoreResult<String> {
+    serde_json::to_string(counters).map_err(|e| backend(format!("encoding usage counters: {e}")))
+}
+
+fn decode_counters(key: &str, json: &str) -> StoreResult<UsageCounters> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: format!("usage cell {key}"),
+        detail: e.to_string(),
+    })
+}
+
+/// Adds `counters` into the cell at `key` of `table`.
+fn add_to_cell(
+    table: &mut Table<'_, &str, &str>,
+    key: &str,
+    counters: &UsageCounters,
+) -> StoreResult<()> {
+    let mut cell = match table.get(key).map_err(from_redb)? {
+        Some(json) => decode_counters(key, json.value())?,
+        None => UsageCounters::default(),
+    };
+    cell.add(counters);
+    table
+        .insert(key, encode_counters(&cell)?.as_str())
+        .map_err(from_redb)?;
+    Ok(())
+}
+
+impl EmbeddedStore {
+    fn record_usage_blocking(
+        db: &Database,
+        batch: &[(UsageRecord, String)],
+    ) -> StoreResult<UsageWrite> {
+        let txn = begin_write(db)?;
+        let mut write = UsageWrite::default();
+        {
+            let mut records = txn.open_table(USAGE_RECORDS).map_err(from_redb)?;
+            let mut times = txn.open_table(USAGE_RECORD_TIMES).map_err(from_redb)?;
+            let mut hourly = txn.open_table(USAGE_HOURLY).map_err(from_redb)?;
+            let mut daily = txn.open_table(USAGE_DAILY).map_err(from_redb)?;
+            for (record, json) in batch {
+                let id = record.request_id.as_str();
+                // Checked inside the transaction, so a duplicate within the batch is caught too.
+                if records.get(id).map_err(from_redb)?.is_some() {
+                    write.duplicates += 1;
+                    continue;
+                }
+                records.insert(id, json.as_str()).map_err(from_redb)?;
+                times
+                    .insert(record_time_key(record.at, id).as_str(), "")
+                    .map_err(from_redb)?;
+                let counters = UsageCounters::of(record);
+                let dims = CellDims::of(record);
+                for (table, granularity) in [
+                    (&mut hourly, Granularity::Hour),
+                    (&mut daily, Granularity::Day),
+                ] {
+                    let key = cell_key(granularity.start(record.at), &dims);
+                    add_to_cell(table, &key, &counters)?;
+                }
+                write.recorded += 1;
+            }
+        }
+        if write.recorded > 0 {
+            txn.commit().map_err(from_redb)?;
+        }
+        Ok(write)
+    }
+
+    fn usage_cells_blocking(db: &Database, plan: UsagePlan) -> StoreResult<Vec<UsageCell>> {
+        let txn = db.begin_read().map_err(from_redb)?;
+        let table = txn
+            .open_table(usage_table(plan.granularity))
+            .map_err(from_redb)?;
+        let from = period_prefix(plan.from.unwrap_or(0));
+        let range = match plan.to {
+            Some(to) => table.range(from.as_str()..period_prefix(to).as_str()),
+            None => table.range(from.as_str()..),
+        }
+        .map_err(from_redb)?;
+        let mut cells = Vec::new();
+        for entry in range {
+            let (key, json) = entry.map_err(from_redb)?;
+            let (period, dims) = parse_cell_key(key.value())?;
+            cells.push(UsageCell {
+                period,
+                dims,
+                counters: decode_counters(key.value(), json.value())?,
+            });
+        }
+        Ok(cells)
+    }
+
+    fn prune_usage_blocking(db: &Database, before: UnixMillis) -> StoreResult<u64> {
+        let txn = begin_write(db)?;
+        let pruned = {
+            let mut records = txn.open_table(USAGE_RECORDS).map_err(from_redb)?;
+            let mut times = txn.open_table(USAGE_RECORD_TIMES).map_err(from_redb)?;
+            let end = period_prefix(before);
+            let mut old = Vec::new();
+            for entry in times.range(..end.as_str()).map_err(from_redb)? {
+                let (key, _) = entry.map_err(from_redb)?;
+                old.push(key.value().to_owned());
+            }
+            for key in &old {
+                times.remove(key.as_str()).map_err(from_redb)?;
+                if let Some((_, id)) = key.split_once('|') {
+                    records.remove(id).map_err(from_redb)?;
+                }
+            }
+            old.len()
+        };
+        if pruned > 0 {
+            txn.commit().map_err(from_redb)?;
+        }
+        Ok(u64::try_from(pruned).unwrap_or(u64::MAX))
     }
 }
 

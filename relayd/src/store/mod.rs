@@ -9,12 +9,14 @@
 pub mod codec;
 pub mod embedded;
 pub mod redis;
+pub mod usage;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shared::account::{AccountId, AccountSettings};
 use shared::key::{KeyId, RelayKey};
 use shared::time::UnixMillis;
+use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
 use crate::crypto::Sealed;
 
@@ -199,4 +201,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a small metadata value.
     async fn set_meta(&self, name: &str, value: &str) -> StoreResult<()>;
+
+    /// Records a batch of finished requests in one atomic step: each raw record is stored under
+    /// its request id and added into the hourly and daily aggregates. A record whose request id
+    /// is already stored is skipped, so re-sending a batch whose acknowledgement was lost never
+    /// counts twice. `keep_raw` is how long raw records must be kept at least (backends with
+    /// expiring keys use it as their time to live; [`Store::prune_usage`] removes older ones).
+    async fn record_usage(
+        &self,
+        records: &[UsageRecord],
+        keep_raw: std::time::Duration,
+    ) -> StoreResult<usage::UsageWrite>;
+
+    /// Usage totals from the aggregates, filtered and grouped as `query` asks (see
+    /// [`usage::UsagePlan`] for how `since`/`until` are rounded).
+    async fn usage_totals(&self, query: &UsageQuery) -> StoreResult<UsageReport>;
+
+    /// Deletes raw usage records of requests that arrived before `before`; aggregates are kept.
+    /// Returns how many were deleted.
+    async fn prune_usage(&self, before: UnixMillis) -> StoreResult<u64>;
 }

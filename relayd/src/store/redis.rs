@@ -10,6 +10,14 @@
 //! | `{p}key:{id}`             | string | relay-key record JSON         |
 //! | `{p}keys`                 | set    | every relay-key id            |
 //! | `{p}meta`                 | hash   | metadata (format version, …)  |
+//! | `{p}usage:rec:{request id}` | string | raw usage record JSON (with a time to live) |
+//! | `{p}usage:recs`           | zset   | request ids scored by arrival, for pruning |
+//! | `{p}usage:hour:{start}`   | hash   | that hour's counters: field `{c}:[key,account,model]` |
+//! | `{p}usage:day:{start}`    | hash   | that day's counters, fields as above |
+//! | `{p}usage:hours`, `{p}usage:days` | zset | the periods that have a hash, scored by start |
+//!
+//! Counter names `c` in usage fields: `r` requests, `e` errors, `i`/`o`/`c` input, output and
+//! cache-read tokens, `x` requests with estimated tokens.
 //!
 //! Everything that touches more than one key is one Lua script (or a MULTI/EXEC block), which
 //! Redis runs atomically, so other instances never see half of a write. The scripts build key names
@@ -28,8 +36,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionInfo, Script};
 use shared::account::{AccountId, redact_url};
 use shared::key::KeyId;
+use shared::time::UnixMillis;
+use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
 use super::codec::{decode_account, decode_key, encode_account, encode_key};
+use super::usage::{
+    CellDims, Granularity, UsageCell, UsageCounters, UsagePlan, UsageWrite, summarise,
+};
 use super::{
     AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
     StoreResult, check_format_version, plan_account_batch,
@@ -133,6 +146,78 @@ return {id, v}
 ",
     )
 });
+
+/// Stores raw records (`SET NX`, so a request id seen before is skipped) and adds the new ones
+/// into the hourly and daily hashes. ARGV: prefix, time to live in ms, then per record: request
+/// id, JSON, arrival, hour start, day start, encoded cell, errors, input, output, cache-read,
+/// estimated. Returns the number of records newly counted.
+static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, ttl = ARGV[1], ARGV[2]
+local per = 11 -- values per record, as pushed by `record_usage`
+local recorded = 0
+for b = 3, #ARGV, per do
+  local id = ARGV[b]
+  if redis.call('SET', p .. 'usage:rec:' .. id, ARGV[b + 1], 'NX', 'PX', ttl) then
+    recorded = recorded + 1
+    redis.call('ZADD', p .. 'usage:recs', ARGV[b + 2], id)
+    local cell = ARGV[b + 5]
+    for g, period in pairs({hour = ARGV[b + 3], day = ARGV[b + 4]}) do
+      local h = p .. 'usage:' .. g .. ':' .. period
+      redis.call('ZADD', p .. 'usage:' .. g .. 's', period, period)
+      redis.call('HINCRBY', h, 'r:' .. cell, 1)
+      local names = {'e', 'i', 'o', 'c', 'x'}
+      for k = 1, 5 do
+        local v = ARGV[b + 5 + k]
+        if v ~= '0' then redis.call('HINCRBY', h, names[k] .. ':' .. cell, v) end
+      end
+    end
+  end
+end
+return recorded
+",
+    )
+});
+
+/// Reads every counter of the periods in a score range, atomically. ARGV: prefix, `hour` or
+/// `day`, min score, max score (Redis range syntax). Returns flat (period, field, value) triples.
+static USAGE_CELLS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, g = ARGV[1], ARGV[2]
+local out = {}
+for _, period in ipairs(redis.call('ZRANGEBYSCORE', p .. 'usage:' .. g .. 's', ARGV[3], ARGV[4])) do
+  local flat = redis.call('HGETALL', p .. 'usage:' .. g .. ':' .. period)
+  for j = 1, #flat, 2 do
+    out[#out + 1] = period
+    out[#out + 1] = flat[j]
+    out[#out + 1] = flat[j + 1]
+  end
+end
+return out
+",
+    )
+});
+
+/// Deletes up to a limit of raw records that arrived before a time. ARGV: prefix, time
+/// (exclusive), limit. Returns how many were deleted; callers repeat until it is below the limit.
+static PRUNE_USAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', p .. 'usage:recs', '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do
+  redis.call('DEL', p .. 'usage:rec:' .. id)
+  redis.call('ZREM', p .. 'usage:recs', id)
+end
+return #ids
+",
+    )
+});
+
+/// Raw records deleted per [`PRUNE_USAGE`] call: small enough that Redis stays responsive.
+const PRUNE_CHUNK: u64 = 1000;
 
 /// A [`Store`] over a Redis server.
 #[derive(Clone)]
@@ -424,6 +509,112 @@ impl Store for RedisStore {
             .exec_async(&mut conn)
             .await
             .map_err(from_redis)
+    }
+
+    async fn record_usage(
+        &self,
+        records: &[UsageRecord],
+        keep_raw: Duration,
+    ) -> StoreResult<UsageWrite> {
+        if records.is_empty() {
+            return Ok(UsageWrite::default());
+        }
+        let ttl_ms = u64::try_from(keep_raw.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut invocation = RECORD_USAGE.prepare_invoke();
+        invocation.arg(&self.prefix).arg(ttl_ms);
+        for r in records {
+            let json = serde_json::to_string(r)
+                .map_err(|e| backend(format!("encoding usage record: {e}")))?;
+            let c = UsageCounters::of(r);
+            invocation
+                .arg(&r.request_id)
+                .arg(json)
+                .arg(r.at)
+                .arg(Granularity::Hour.start(r.at))
+                .arg(Granularity::Day.start(r.at))
+                .arg(CellDims::of(r).encode())
+                .arg(c.errors)
+                .arg(c.input_tokens)
+                .arg(c.output_tokens)
+                .arg(c.cache_read_tokens)
+                .arg(c.estimated);
+        }
+        let mut conn = self.conn.clone();
+        let recorded: u64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let total = u64::try_from(records.len()).unwrap_or(u64::MAX);
+        Ok(UsageWrite {
+            recorded,
+            duplicates: total.saturating_sub(recorded),
+        })
+    }
+
+    async fn usage_totals(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
+        let plan = UsagePlan::for_query(query);
+        let min = plan
+            .from
+            .map_or_else(|| "-inf".to_owned(), |t| t.to_string());
+        let max = plan
+            .to
+            .map_or_else(|| "+inf".to_owned(), |t| format!("({t}"));
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = USAGE_CELLS
+            .arg(&self.prefix)
+            .arg(plan.granularity.as_str())
+            .arg(min)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        let mut cells: std::collections::HashMap<(UnixMillis, String), UsageCounters> =
+            std::collections::HashMap::new();
+        let mut it = flat.into_iter();
+        while let (Some(period), Some(field), Some(value)) = (it.next(), it.next(), it.next()) {
+            let corrupt = |detail: &str| StoreError::Corrupt {
+                what: format!("usage {}:{period} field {field}", plan.granularity.as_str()),
+                detail: detail.to_owned(),
+            };
+            let period: UnixMillis = period.parse().map_err(|_| corrupt("bad period"))?;
+            let (name, cell) = field.split_once(':').ok_or_else(|| corrupt("bad field"))?;
+            let value: u64 = value.parse().map_err(|_| corrupt("bad count"))?;
+            let counters = cells.entry((period, cell.to_owned())).or_default();
+            if !counters.set_field(name, value) {
+                return Err(corrupt("unknown counter"));
+            }
+        }
+        let cells = cells
+            .into_iter()
+            .map(|((period, cell), counters)| {
+                Ok(UsageCell {
+                    period,
+                    dims: CellDims::decode(&cell)?,
+                    counters,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(summarise(query, cells))
+    }
+
+    async fn prune_usage(&self, before: UnixMillis) -> StoreResult<u64> {
+        let mut pruned = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let n: u64 = PRUNE_USAGE
+                .arg(&self.prefix)
+                .arg(before)
+                .arg(PRUNE_CHUNK)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(from_redis)?;
+            pruned += n;
+            if n < PRUNE_CHUNK {
+                return Ok(pruned);
+            }
+        }
     }
 }
 

@@ -1,0 +1,591 @@
+//! The usage recorder: takes one [`UsageRecord`] per finished request off the request path and
+//! writes them to the store in batches.
+//!
+//! [`UsageRecorder::record`] never waits: it puts the record into a bounded queue, and when the
+//! queue is full the record is dropped, counted, and a warning is logged at most once per
+//! [`DROP_WARN_EVERY`]. A tracked background task (`usage_writer`) moves queued records into a
+//! pending batch and writes it every `usage.flush_interval_ms`, or as soon as it holds
+//! `usage.batch_size` records. A failed write keeps the batch in memory (bounded by
+//! `usage.max_pending`, the oldest dropped beyond it) and is retried on the next tick; the
+//! store skips request ids it already holds, so a retry after a lost acknowledgement never
+//! counts twice. A crash therefore loses at most what arrived since the last successful flush.
+//! [`UsageRecorder::flush_and_stop`] writes everything still queued before shutdown. The task
+//! also prunes raw records older than `usage.retention_days`, at start and every hour.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use shared::time::{UnixMillis, now_millis};
+use shared::usage::UsageRecord;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::config::UsageConfig;
+use crate::store::usage::UsageWrite;
+use crate::store::{Store, StoreResult};
+
+/// Longest silence between two warnings about dropped records.
+pub const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often raw records past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Attempts of the final flush at shutdown before giving up on a failing store.
+const FINAL_FLUSH_ATTEMPTS: u32 = 5;
+/// Pause between final flush attempts.
+const FINAL_FLUSH_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Where batches of usage records go: the store, or a fake in tests.
+#[async_trait]
+pub trait UsageSink: Send + Sync + 'static {
+    /// Writes a batch in one atomic, idempotent (by request id) step.
+    async fn write(&self, records: &[UsageRecord]) -> StoreResult<UsageWrite>;
+    /// Deletes raw records that arrived before `before`.
+    async fn prune(&self, before: UnixMillis) -> StoreResult<u64>;
+}
+
+/// The store as a [`UsageSink`].
+struct StoreSink {
+    store: Arc<dyn Store>,
+    keep_raw: Duration,
+}
+
+#[async_trait]
+impl UsageSink for StoreSink {
+    async fn write(&self, records: &[UsageRecord]) -> StoreResult<UsageWrite> {
+        self.store.record_usage(records, self.keep_raw).await
+    }
+
+    async fn prune(&self, before: UnixMillis) -> StoreResult<u64> {
+        self.store.prune_usage(before).await
+    }
+}
+
+/// Counters of the recorder since start, for tests, logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageStats {
+    /// Records accepted into the queue.
+    pub accepted: u64,
+    /// Records dropped: queue full, recorder stopped, or pending batch over `max_pending`.
+    pub dropped: u64,
+    /// Records the store counted.
+    pub written: u64,
+    /// Records the store had already (retried flushes).
+    pub duplicates: u64,
+    /// Records taken from the queue but not yet written.
+    pub pending: u64,
+    /// Failed store writes.
+    pub failed_flushes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    duplicates: AtomicU64,
+    pending: AtomicU64,
+    failed_flushes: AtomicU64,
+    /// Milliseconds after `epoch` of the last drop warning, plus one (0 = never warned).
+    last_drop_warn: AtomicU64,
+    /// When warnings about failed writes were last logged, likewise.
+    last_failure_warn: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a dropped record and warns if the last warning is old enough.
+    fn drop_record(&self, epoch: Instant, why: &str) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if rate_limit(&self.last_drop_warn, epoch) {
+            tracing::warn!(
+                dropped_total = dropped,
+                "usage record dropped ({why}); {dropped} dropped since start"
+            );
+        }
+    }
+}
+
+/// True at most once per [`DROP_WARN_EVERY`] for one `slot`.
+fn rate_limit(slot: &AtomicU64, epoch: Instant) -> bool {
+    let now = u64::try_from(epoch.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let last = slot.load(Ordering::Relaxed);
+    let every = u64::try_from(DROP_WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+    (last == 0 || now.saturating_sub(last) >= every)
+        && slot
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Records usage without blocking requests; see the module documentation.
+#[derive(Debug)]
+pub struct UsageRecorder {
+    queue: mpsc::Sender<UsageRecord>,
+    flushes: mpsc::Sender<oneshot::Sender<bool>>,
+    counters: Arc<Counters>,
+    epoch: Instant,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl UsageRecorder {
+    /// Starts the writer task over `store`. Must be called inside a tokio runtime.
+    pub fn start(store: Arc<dyn Store>, config: &UsageConfig) -> Self {
+        let sink = StoreSink {
+            store,
+            keep_raw: config.retention(),
+        };
+        Self::start_with_sink(Arc::new(sink), config)
+    }
+
+    /// Starts the writer task over any sink (tests use fakes).
+    pub fn start_with_sink(sink: Arc<dyn UsageSink>, config: &UsageConfig) -> Self {
+        let (queue, queue_rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (flushes, flush_rx) = mpsc::channel(16);
+        let counters = Arc::new(Counters::default());
+        let epoch = Instant::now();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let writer = Writer {
+            queue: queue_rx,
+            flushes: flush_rx,
+            sink,
+            config: config.clone(),
+            counters: Arc::clone(&counters),
+            epoch,
+            pending: VecDeque::new(),
+            healthy: true,
+            cancel: cancel.clone(),
+        };
+        tracker.spawn(writer.run().instrument(tracing::info_span!("usage_writer")));
+        tracker.close();
+        Self {
+            queue,
+            flushes,
+            counters,
+            epoch,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// Queues one finished request's usage. Never blocks: a full queue or a stopped recorder
+    /// drops the record (counted in [`UsageStats::dropped`], warned about at most every
+    /// [`DROP_WARN_EVERY`]).
+    pub fn record(&self, record: UsageRecord) {
+        match self.queue.try_send(record) {
+            Ok(()) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters
+                    .drop_record(self.epoch, "the usage queue is full");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.counters
+                    .drop_record(self.epoch, "the usage recorder has stopped");
+            }
+        }
+    }
+
+    /// Writes everything queued so far now. True when nothing is left unwritten (false when the
+    /// store failed or the recorder has stopped).
+    pub async fn flush_now(&self) -> bool {
+        let (reply, done) = oneshot::channel();
+        if self.flushes.send(reply).await.is_err() {
+            return false;
+        }
+        done.await.unwrap_or(false)
+    }
+
+    /// Stops the writer after writing everything queued (retrying a failing store a few times).
+    /// Records recorded afterwards are dropped. Safe to call more than once.
+    pub async fn flush_and_stop(&self) {
+        self.cancel.cancel();
+        self.tracker.wait().await;
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> UsageStats {
+        let c = &self.counters;
+        UsageStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            written: c.written.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            pending: c.pending.load(Ordering::Relaxed),
+            failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The background task's state.
+struct Writer {
+    queue: mpsc::Receiver<UsageRecord>,
+    flushes: mpsc::Receiver<oneshot::Sender<bool>>,
+    sink: Arc<dyn UsageSink>,
+    config: UsageConfig,
+    counters: Arc<Counters>,
+    epoch: Instant,
+    /// Taken from the queue, not yet written; oldest first.
+    pending: VecDeque<UsageRecord>,
+    /// Whether the last write succeeded; while it did not, only the timer retries, so a failing
+    /// store is not hammered once per incoming record.
+    healthy: bool,
+    cancel: CancellationToken,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let batch = self.config.batch_size.max(1);
+        let mut flush_tick = tokio::time::interval(self.config.flush_interval());
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune_tick = tokio::time::interval(PRUNE_EVERY);
+        prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut received = Vec::with_capacity(batch);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break,
+                reply = self.flushes.recv() => {
+                    if let Some(reply) = reply {
+                        self.drain_queue();
+                        let done = self.flush().await;
+                        // The caller may have given up waiting; nothing to do then.
+                        let _ = reply.send(done);
+                    }
+                }
+                n = self.queue.recv_many(&mut received, batch) => {
+                    if n == 0 {
+                        // Every sender is gone: the recorder was dropped without a stop.
+                        break;
+                    }
+                    self.push(received.drain(..));
+                    if self.healthy && self.pending.len() >= batch {
+                        self.flush().await;
+                    }
+                }
+                _ = flush_tick.tick() => {
+                    self.flush().await;
+                }
+                _ = prune_tick.tick() => self.prune().await,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Final flush: everything still queued, retried a few times.
+    async fn shutdown(mut self) {
+        self.queue.close();
+        self.drain_queue();
+        for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
+            if self.flush().await {
+                break;
+            }
+            if attempt < FINAL_FLUSH_ATTEMPTS {
+                tokio::time::sleep(FINAL_FLUSH_BACKOFF).await;
+            }
+        }
+        if self.pending.is_empty() {
+            tracing::debug!("usage recorder stopped; everything written");
+        } else {
+            tracing::error!(
+                lost = self.pending.len(),
+                "usage recorder stopped with {} records the store would not take; they are lost",
+                self.pending.len()
+            );
+        }
+    }
+
+    fn drain_queue(&mut self) {
+        let mut drained = Vec::new();
+        while let Ok(record) = self.queue.try_recv() {
+            drained.push(record);
+        }
+        self.push(drained.into_iter());
+    }
+
+    /// Adds records to the pending batch, dropping the oldest beyond `max_pending`.
+    fn push(&mut self, records: impl Iterator<Item = UsageRecord>) {
+        for record in records {
+            if self.pending.len() >= self.config.max_pending.max(1) {
+                self.pending.pop_front();
+                self.counters.drop_record(
+                    self.epoch,
+                    "the store keeps failing and the pending batch is full",
+                );
+            }
+            self.pending.push_back(record);
+        }
+        self.publish_pending();
+    }
+
+    fn publish_pending(&self) {
+        let n = u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
+        self.counters.pending.store(n, Ordering::Relaxed);
+    }
+
+    /// Writes the pending records in batches. True when all were written.
+    async fn flush(&mut self) -> bool {
+        let batch = self.config.batch_size.max(1);
+        while !self.pending.is_empty() {
+            let n = batch.min(self.pending.len());
+            let chunk = &self.pending.make_contiguous()[..n];
+            match self.sink.write(chunk).await {
+                Ok(write) => {
+                    self.pending.drain(..n);
+                    self.publish_pending();
+                    self.counters
+                        .written
+                        .fetch_add(write.recorded, Ordering::Relaxed);
+                    self.counters
+                        .duplicates
+                        .fetch_add(write.duplicates, Ordering::Relaxed);
+                    if !self.healthy {
+                        tracing::info!("usage writes succeed again");
+                    }
+                    self.healthy = true;
+                }
+                Err(e) => {
+                    self.healthy = false;
+                    self.counters.failed_flushes.fetch_add(1, Ordering::Relaxed);
+                    if rate_limit(&self.counters.last_failure_warn, self.epoch) {
+                        tracing::warn!(
+                            error = %e,
+                            pending = self.pending.len(),
+                            "writing usage failed; keeping {} records in memory and retrying",
+                            self.pending.len()
+                        );
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn prune(&self) {
+        let keep = i64::try_from(self.config.retention().as_millis()).unwrap_or(i64::MAX);
+        let before = now_millis().saturating_sub(keep);
+        match self.sink.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned {n} usage records past their retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning old usage records failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU32;
+
+    use shared::usage::{TokenCounts, UsageQuery};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::store::StoreError;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn record(n: u64) -> UsageRecord {
+        UsageRecord {
+            request_id: format!("req-{n}"),
+            at: now_millis(),
+            key: "ci".into(),
+            account: Some("acc".into()),
+            model: "gpt-4o".into(),
+            upstream_model: None,
+            tokens: TokenCounts {
+                input_tokens: 10,
+                output_tokens: 2,
+                cache_read_tokens: 0,
+            },
+            estimated: false,
+            status: 200,
+            streamed: false,
+            latency_ms: 5,
+            ttfb_ms: None,
+        }
+    }
+
+    fn config(flush_interval_ms: u64, batch_size: usize, queue_capacity: usize) -> UsageConfig {
+        UsageConfig {
+            flush_interval_ms,
+            batch_size,
+            queue_capacity,
+            ..UsageConfig::default()
+        }
+    }
+
+    /// Remembers what it was given; can fail the next few writes, or hold writes at a gate.
+    #[derive(Default)]
+    struct FakeSink {
+        written: Mutex<Vec<String>>,
+        writes: AtomicU32,
+        fail_next: AtomicU32,
+        gate: Option<Semaphore>,
+    }
+
+    impl FakeSink {
+        fn ids(&self) -> Vec<String> {
+            self.written.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl UsageSink for FakeSink {
+        async fn write(&self, records: &[UsageRecord]) -> StoreResult<UsageWrite> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            if self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::Backend {
+                    backend: "fake",
+                    detail: "down".into(),
+                });
+            }
+            let mut written = self.written.lock().unwrap();
+            written.extend(records.iter().map(|r| r.request_id.clone()));
+            Ok(UsageWrite {
+                recorded: records.len() as u64,
+                duplicates: 0,
+            })
+        }
+
+        async fn prune(&self, _before: UnixMillis) -> StoreResult<u64> {
+            Ok(0)
+        }
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_flushed_within_the_interval() {
+        let sink = Arc::new(FakeSink::default());
+        let recorder = UsageRecorder::start_with_sink(sink.clone(), &config(50, 1000, 100));
+        let start = Instant::now();
+        for n in 0..3 {
+            recorder.record(record(n));
+        }
+        wait_for("the interval flush", || sink.ids().len() == 3).await;
+        // One interval plus scheduling slack; far below the 10 s deadline of `wait_for`.
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(sink.ids(), ["req-0", "req-1", "req-2"]);
+        assert_eq!(recorder.stats().written, 3);
+        recorder.flush_and_stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_written_without_waiting_for_the_interval() {
+        let sink = Arc::new(FakeSink::default());
+        let recorder = UsageRecorder::start_with_sink(sink.clone(), &config(3_600_000, 4, 100));
+        for n in 0..4 {
+            recorder.record(record(n));
+        }
+        wait_for("the batch flush", || sink.ids().len() == 4).await;
+        recorder.flush_and_stop().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_everything_pending() {
+        let sink = Arc::new(FakeSink::default());
+        let recorder = UsageRecorder::start_with_sink(sink.clone(), &config(3_600_000, 1000, 100));
+        for n in 0..7 {
+            recorder.record(record(n));
+        }
+        assert!(sink.ids().is_empty());
+        recorder.flush_and_stop().await;
+        assert_eq!(sink.ids().len(), 7);
+        // After stop, records are refused without blocking and counted.
+        recorder.record(record(99));
+        assert_eq!(recorder.stats().dropped, 1);
+        recorder.flush_and_stop().await;
+        assert_eq!(sink.ids().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_without_blocking() {
+        // Writes wait at a closed gate, so the writer is stuck and the queue (2) fills up.
+        let sink = Arc::new(FakeSink {
+            gate: Some(Semaphore::new(0)),
+            ..FakeSink::default()
+        });
+        let recorder = UsageRecorder::start_with_sink(sink.clone(), &config(3_600_000, 1, 2));
+        recorder.record(record(0));
+        wait_for("the first write to start", || {
+            sink.writes.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let start = Instant::now();
+        for n in 1..=10 {
+            recorder.record(record(n));
+        }
+        assert!(start.elapsed() < Duration::from_secs(1));
+        let stats = recorder.stats();
+        assert_eq!(stats.accepted, 3, "{stats:?}");
+        assert_eq!(stats.dropped, 8, "{stats:?}");
+        sink.gate.as_ref().unwrap().add_permits(100);
+        recorder.flush_and_stop().await;
+        assert_eq!(sink.ids(), ["req-0", "req-1", "req-2"]);
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_retried_with_the_batch_kept() {
+        let sink = Arc::new(FakeSink {
+            fail_next: AtomicU32::new(3),
+            ..FakeSink::default()
+        });
+        let recorder = UsageRecorder::start_with_sink(sink.clone(), &config(20, 1000, 100));
+        for n in 0..5 {
+            recorder.record(record(n));
+        }
+        wait_for("the retried write", || sink.ids().len() == 5).await;
+        let stats = recorder.stats();
+        assert_eq!(stats.failed_flushes, 3, "{stats:?}");
+        assert_eq!((stats.written, stats.pending), (5, 0), "{stats:?}");
+        recorder.flush_and_stop().await;
+        assert_eq!(sink.ids().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn flush_now_and_totals_through_the_embedded_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(dir.path().join("s.redb"))
+                .await
+                .unwrap(),
+        );
+        let recorder = UsageRecorder::start(Arc::clone(&store), &config(3_600_000, 1000, 100));
+        for n in 0..4 {
+            recorder.record(record(n));
+        }
+        // The same request twice (a proxy bug or a retry) is counted once.
+        recorder.record(record(0));
+        assert!(recorder.flush_now().await);
+        let report = store.usage_totals(&UsageQuery::default()).await.unwrap();
+        assert_eq!(report.total.requests, 4);
+        assert_eq!(report.total.tokens.input_tokens, 40);
+        assert_eq!(recorder.stats().duplicates, 1);
+        recorder.flush_and_stop().await;
+        assert!(!recorder.flush_now().await);
+    }
+}
