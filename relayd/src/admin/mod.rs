@@ -1,10 +1,12 @@
-//! The admin API under `/admin/v1`: accounts, batch import, the routing table, relay keys and
-//! status. Every route requires the admin bearer token; every answer is JSON, errors included.
+//! The admin API under `/admin/v1`: accounts, batch import, the routing table, relay keys,
+//! status and endpoint tests. Every route requires the admin bearer token; every answer is JSON,
+//! errors included.
 
 mod accounts;
 mod keys;
 mod models;
 mod status;
+mod test_endpoint;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -39,6 +41,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/admin/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/v1/status", get(status::status))
+        .route(
+            "/admin/v1/test-endpoint",
+            post(test_endpoint::test_endpoint),
+        )
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
