@@ -11,3 +11,4 @@ mod sdk;
 mod secrets_at_rest;
 mod startup;
 mod store_conformance;
+mod test_endpoint;

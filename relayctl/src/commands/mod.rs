@@ -8,6 +8,7 @@ mod import;
 mod keys;
 mod models;
 mod status;
+mod test_endpoint;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Accounts(command) => accounts::run(&ctx, command),
         Command::Keys(command) => keys::run(&ctx, command),
         Command::Status => status::run(&ctx),
+        Command::TestEndpoint(args) => test_endpoint::run(&ctx, args),
         Command::Completions(args) => completions::run(&ctx, args),
     }
 }
