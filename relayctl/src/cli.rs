@@ -16,6 +16,7 @@ Examples:
   relayctl accounts disable qwen3-32b
   relayctl keys create --name alice --allowed-models 'claude-*' --rpm 60
   relayctl usage --since 7d --by model
+  relayctl test-endpoint qwen3-32b
   relayctl --output json status
 
 The admin token comes from --token, else RELAYCTL_TOKEN, else the file relayd wrote:
@@ -89,6 +90,13 @@ or an age before now (30m, 24h, 7d, 2w). Totals have one-hour resolution.")]
     Usage(UsageArgs),
     /// Show daemon version, uptime, store, accounts and keys.
     Status,
+    /// Check an upstream the way relay traffic uses it: reachable, model listed, chat, streaming,
+    /// tool calls, latency. Exits 1 when a check fails.
+    #[command(after_help = "Examples:
+  relayctl test-endpoint qwen3-32b
+  relayctl test-endpoint --endpoint http://10.0.0.5:8000/v1 --deployment qwen3-32b --api-key sk-...
+  relayctl --output json test-endpoint qwen3-32b    # for monitoring scripts")]
+    TestEndpoint(TestEndpointArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:
   relayctl completions bash > /etc/bash_completion.d/relayctl")]
@@ -157,6 +165,42 @@ pub struct AddModelArgs {
     /// Save without the final confirmation on a terminal.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Test the endpoint before saving (on a terminal you are asked); a failed check saves nothing
+    /// unless you confirm on a terminal.
+    #[arg(long)]
+    pub test: bool,
+}
+
+/// `test-endpoint`: a saved account, or unsaved settings.
+#[derive(Debug, Args)]
+pub struct TestEndpointArgs {
+    /// Saved account id or name.
+    #[arg(
+        required_unless_present = "endpoint",
+        conflicts_with_all = ["endpoint", "deployment", "api_key", "kind", "api_version", "proxy"]
+    )]
+    pub account: Option<String>,
+    /// Upstream base URL of unsaved settings, e.g. http://10.0.0.5:8000/v1.
+    #[arg(long, requires = "deployment")]
+    pub endpoint: Option<String>,
+    /// Model name sent upstream (with --endpoint).
+    #[arg(long, requires = "endpoint")]
+    pub deployment: Option<String>,
+    /// Upstream API key (with --endpoint).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// URL shape (default: azure for *.openai.azure.com, else openai).
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Azure api-version (with --endpoint).
+    #[arg(long)]
+    pub api_version: Option<String>,
+    /// Outbound proxy URL (with --endpoint).
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Seconds each chat check may take (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 }
 
 /// `import`.

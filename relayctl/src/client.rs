@@ -9,7 +9,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::account::{Account, AccountInput, AccountPatch};
-use shared::admin::{AccountList, KeyList, RoutingTable, Status};
+use shared::admin::{
+    AccountList, KeyList, RoutingTable, Status, TestEndpointReport, TestEndpointRequest,
+};
 use shared::error::{AdminErrorBody, FieldError};
 use shared::import::ImportReport;
 use shared::key::{CreateKeyRequest, CreatedKey, RelayKey, UpdateKeyRequest};
@@ -214,6 +216,22 @@ impl AdminClient {
     pub fn usage(&self, params: &[(&str, &str)]) -> Result<UsageReport, ClientError> {
         let request = self.request(Method::GET, &["usage"]).query(params);
         parse(self.send(request)?)
+    }
+
+    /// `POST /admin/v1/test-endpoint`. relayd runs the checks one after another, each bounded by
+    /// its own timeout, so the request may take minutes; it is bounded by their sum plus a margin.
+    pub fn test_endpoint(
+        &self,
+        request: &TestEndpointRequest,
+    ) -> Result<TestEndpointReport, ClientError> {
+        let chat = request.timeout_secs.unwrap_or(60);
+        let reach = request.reachability_timeout_secs.unwrap_or(10);
+        let limit = std::time::Duration::from_secs(reach + 3 * chat + 30);
+        let builder = self
+            .request(Method::POST, &["test-endpoint"])
+            .json(request)
+            .timeout(limit);
+        parse(self.send(builder)?)
     }
 
     fn call<T: DeserializeOwned, B: Serialize>(

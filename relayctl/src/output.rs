@@ -12,7 +12,9 @@ use comfy_table::{Cell, Table};
 use serde::Serialize;
 use serde_json::json;
 use shared::account::{Account, AccountInput, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY};
-use shared::admin::{AccountList, AccountState, KeyList, ModelRoute, RoutingTable, Status};
+use shared::admin::{
+    AccountList, AccountState, KeyList, ModelRoute, RoutingTable, Status, TestEndpointReport,
+};
 use shared::error::FieldError;
 use shared::import::ImportReport;
 use shared::key::{CreatedKey, RelayKey};
@@ -357,6 +359,15 @@ impl Printer {
         print_table(&table)
     }
 
+    /// The checks of `test-endpoint`: one line per check with ✓/✗, detail and time, the hint
+    /// under a failed check, then a summary line.
+    pub fn test_report(self, report: &TestEndpointReport) -> io::Result<()> {
+        if self.is_json() {
+            return self.json(report);
+        }
+        stdout(&test_report_text(report))
+    }
+
     /// A completion script or other raw text, as is.
     pub fn raw(self, bytes: &[u8]) -> io::Result<()> {
         let mut out = io::stdout().lock();
@@ -410,6 +421,53 @@ pub fn account_summary(input: &AccountInput) -> io::Result<()> {
     let mut err = io::stderr().lock();
     writeln!(err, "{}", key_value(&rows))?;
     err.flush()
+}
+
+/// The text form of a `test-endpoint` report.
+pub fn test_report_text(report: &TestEndpointReport) -> String {
+    let t = &report.target;
+    let mut text = format!(
+        "{}: {} {}, deployment {}{}\n",
+        t.name.as_deref().unwrap_or("unsaved settings"),
+        t.kind,
+        t.endpoint,
+        t.deployment_name,
+        t.proxy
+            .as_deref()
+            .map(|p| format!(", via {p}"))
+            .unwrap_or_default()
+    );
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    for c in &report.checks {
+        let mark = if c.ok { '✓' } else { '✗' };
+        let timing = if c.skipped {
+            String::new()
+        } else {
+            format!(" ({} ms)", c.millis)
+        };
+        text.push_str(&format!(
+            "{mark} {:<width$}  {}{timing}\n",
+            c.name, c.detail
+        ));
+        if let Some(hint) = &c.hint {
+            text.push_str(&format!("  {:<width$}  hint: {hint}\n", ""));
+        }
+    }
+    let failed = report.checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        text.push_str(&format!("all {} checks passed\n", report.checks.len()));
+    } else {
+        text.push_str(&format!(
+            "{failed} of {} checks failed\n",
+            report.checks.len()
+        ));
+    }
+    text
 }
 
 /// A note for the person at the terminal, on stderr.

@@ -110,3 +110,121 @@ pub struct AccountCounts {
     /// Disabled.
     pub disabled: usize,
 }
+
+/// `POST /admin/v1/test-endpoint`: which upstream to check — a saved account (`account`) or
+/// unsaved settings (`endpoint` + `deploymentName`, optionally the rest) — and how long to wait.
+///
+/// The two forms are exclusive; relayd answers 400 naming the field when they are mixed or
+/// neither is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestEndpointRequest {
+    /// A saved account's id or name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Name for unsaved settings (only shown in the report; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Base URL of unsaved settings.
+    #[serde(
+        default,
+        alias = "azureEndpoint",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endpoint: Option<String>,
+    /// Model name sent upstream (unsaved settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+    /// Upstream key (unsaved settings); never echoed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// URL shape (unsaved settings); inferred from the endpoint when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::account::AccountKind>,
+    /// Azure `api-version` (unsaved settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Outbound proxy (unsaved settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Bound on each chat check (chat, stream, tool call), 1–600 s; default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Bound on the reachability check, 1–600 s; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability_timeout_secs: Option<u64>,
+}
+
+/// What was tested: never the key or proxy credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestTarget {
+    /// The saved account's id (absent for unsaved settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<AccountId>,
+    /// The account name (absent for unsaved settings without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// URL shape.
+    pub kind: crate::account::AccountKind,
+    /// Base URL.
+    pub endpoint: String,
+    /// Model name sent upstream.
+    pub deployment_name: String,
+    /// Whether an upstream key was used.
+    pub api_key_set: bool,
+    /// The proxy, password replaced by `****`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    /// `reachable`, `model_listed`, `chat`, `stream`, `tool_call` or `latency`.
+    pub name: String,
+    /// Whether it passed (a check that does not apply passes, with `skipped`).
+    pub ok: bool,
+    /// What was seen, in one line.
+    pub detail: String,
+    /// The likely fix, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Not run: it does not apply (Azure `model_listed`) or an earlier check made it pointless.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// How long it took.
+    pub millis: u64,
+}
+
+/// Latency figures measured on the streaming chat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyFigures {
+    /// From sending the request to the first streamed body byte.
+    pub first_byte_millis: u64,
+    /// From sending the request to the end of the stream.
+    pub total_millis: u64,
+    /// Output tokens of the answer.
+    pub output_tokens: u64,
+    /// Whether `output_tokens` is an estimate (the upstream sent no usage).
+    pub tokens_estimated: bool,
+    /// Output tokens per second between the first byte and the end.
+    pub tokens_per_second: f64,
+}
+
+/// `POST /admin/v1/test-endpoint` answer: one result per check, in the order they ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestEndpointReport {
+    /// What was tested.
+    pub target: TestTarget,
+    /// Results in order: reachable, model_listed, chat, stream, tool_call, latency.
+    pub checks: Vec<CheckResult>,
+    /// Latency figures, when the streaming chat completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyFigures>,
+    /// Whether every check passed.
+    pub ok: bool,
+}

@@ -13,5 +13,6 @@ mod sdk;
 mod secrets_at_rest;
 mod startup;
 mod store_conformance;
+mod test_endpoint;
 mod usage;
 mod usage_store;

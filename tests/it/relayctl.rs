@@ -630,6 +630,29 @@ impl Pty {
         }
     }
 
+    /// Reads until one of `needles` shows up; returns its index.
+    #[track_caller]
+    fn expect_any(&mut self, needles: &[&str]) -> usize {
+        loop {
+            let found = needles
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| self.seen.find(n).map(|at| (at, i, n.len())))
+                .min();
+            if let Some((at, i, len)) = found {
+                self.seen.drain(..at + len);
+                return i;
+            }
+            match self.chunks.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(e) => panic!(
+                    "waiting for one of {needles:?} ({e}); output so far:\n{}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
     fn send(&mut self, keys: &str) {
         use std::io::Write;
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -661,13 +684,21 @@ async fn add_model_prompts_on_a_terminal_and_ctrl_c_saves_nothing() {
     pty.expect("Deployment");
     pty.send("qwen3-32b\r");
     pty.expect("Upstream API key");
-    pty.send("sk-typed-hidden-9876\r");
-    pty.expect("Supported models");
+    // The hidden prompt turns echo off with TCSAFLUSH, discarding keys typed a moment too early;
+    // such keys were echoed (echo was still on), so seeing them means: type again.
+    loop {
+        pty.send("sk-typed-hidden-9876\r");
+        if pty.expect_any(&["Supported models", "sk-typed-hidden-9876"]) == 0 {
+            break;
+        }
+    }
     pty.send("gpt-4o, claude-3-opus-20240229\r");
     pty.expect("Priority");
     pty.send("\r");
     pty.expect("Concurrency");
     pty.send("7\r");
+    pty.expect("Test the endpoint before saving?");
+    pty.send("n");
     pty.expect("Save this account?");
     pty.send("y");
     let (rest, status) = pty.finish();
@@ -685,6 +716,43 @@ async fn add_model_prompts_on_a_terminal_and_ctrl_c_saves_nothing() {
         serde_json::json!(["gpt-4o", "claude-3-opus-20240229"])
     );
     assert_eq!(account["apiKey"]["last4"], "9876");
+
+    // Testing first against a closed port: the failure and its hint are shown, and declining
+    // to save anyway saves nothing.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}/v1", listener.local_addr().expect("addr"))
+    };
+    let mut pty = Pty::spawn(
+        &app,
+        &[
+            "add-model",
+            "--name",
+            "pty-t",
+            "--endpoint",
+            &closed,
+            "--deployment",
+            "d",
+            "--api-key",
+            "sk-unused-000",
+            "--models",
+            "gpt-4o",
+            "--priority",
+            "5",
+            "--concurrency",
+            "2",
+        ],
+    );
+    pty.expect("Test the endpoint before saving?");
+    pty.send("y");
+    pty.expect("✗ reachable");
+    pty.expect("hint: is the server running and listening on");
+    pty.expect("Some checks failed. Save anyway?");
+    pty.send("n");
+    let (rest, status) = pty.finish();
+    assert!(status.success(), "{status}: {rest}");
+    assert!(rest.contains("nothing saved"), "{rest}");
+    assert!(app.state.accounts.snapshot().find("pty-t").is_none());
 
     // Ctrl-C in the middle of the questions: nothing is sent.
     let mut pty = Pty::spawn(&app, &["add-model"]);

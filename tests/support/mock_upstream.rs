@@ -112,6 +112,8 @@ struct Shared {
     replies: Mutex<VecDeque<MockReply>>,
     responder: Mutex<Option<Responder>>,
     requests: Mutex<Vec<Recorded>>,
+    models: Mutex<Option<Vec<String>>>,
+    api_key: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     finished: tokio::sync::Notify,
@@ -170,6 +172,18 @@ impl MockUpstream {
         *self.shared.responder.lock().expect("lock") = Some(Arc::new(responder));
     }
 
+    /// The model ids `GET …/models` lists (default: `mock-model`).
+    pub fn set_models(&self, ids: &[&str]) {
+        *self.shared.models.lock().expect("lock") =
+            Some(ids.iter().map(|id| (*id).to_owned()).collect());
+    }
+
+    /// Answers 401, as vLLM's `--api-key` does, to every request without
+    /// `Authorization: Bearer KEY` (the request is still recorded).
+    pub fn require_api_key(&self, key: &str) {
+        *self.shared.api_key.lock().expect("lock") = Some(key.to_owned());
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().expect("lock").clone()
@@ -224,6 +238,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .map(ToString::to_string)
         .unwrap_or_default();
     let headers = request.headers().clone();
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = axum::body::to_bytes(request.into_body(), usize::MAX)
         .await
         .unwrap_or_default();
@@ -232,11 +250,31 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         headers,
         body: body.clone(),
     });
+    let required_key = shared.api_key.lock().expect("lock").clone();
+    if let Some(key) = required_key {
+        let expected = format!("Bearer {key}");
+        if authorization.as_deref() != Some(expected.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(
+                    json!({"error": {"message": "Unauthorized", "type": "error", "code": 401}}),
+                ),
+            )
+                .into_response();
+        }
+    }
     if path.ends_with("/models") {
-        return axum::Json(
-            json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}),
-        )
-        .into_response();
+        let ids = shared
+            .models
+            .lock()
+            .expect("lock")
+            .clone()
+            .unwrap_or_else(|| vec!["mock-model".to_owned()]);
+        let data: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "object": "model"}))
+            .collect();
+        return axum::Json(json!({"object": "list", "data": data})).into_response();
     }
     let queued = shared.replies.lock().expect("lock").pop_front();
     let responder = shared.responder.lock().expect("lock").clone();

@@ -3,7 +3,10 @@
 //! then is anything sent — so Ctrl-C at any prompt saves nothing. Without a terminal, missing
 //! required flags are a usage error listing all of them.
 //!
-//! Not yet here: "test the endpoint before saving?" — relayd has no test-endpoint API yet.
+//! After the summary, a terminal user is asked whether to test the endpoint first (`--test` does it
+//! without asking). The results go to stderr (part of the dialogue; stdout keeps the saved account).
+//! When a check fails, a terminal user is asked whether to save anyway (default no); without a
+//! terminal (or with `--yes`) nothing is saved and the exit code is 1.
 
 use shared::account::{
     AccountInput, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, DEFAULT_SUPPORTED_MODELS, MAX_CONCURRENCY,
@@ -11,7 +14,7 @@ use shared::account::{
 };
 use shared::error::FieldError;
 
-use super::Context;
+use super::{Context, test_endpoint};
 use crate::cli::{AccountFlags, AddModelArgs};
 use crate::{UsageError, output, prompt};
 
@@ -26,12 +29,30 @@ pub(super) fn run(ctx: &Context<'_>, args: &AddModelArgs) -> anyhow::Result<()> 
         from_flags(args.account.clone())?
     };
     input.clone().validate().map_err(|e| usage_error(&e))?;
-    if interactive && !args.yes {
+    let ask = interactive && !args.yes;
+    if ask {
         output::account_summary(&input)?;
-        if !prompt::confirm("Save this account?", true)? {
-            output::note("nothing saved");
-            return Ok(());
+    }
+    let test = args.test || (ask && prompt::confirm("Test the endpoint before saving?", true)?);
+    let mut confirmed = false;
+    if test {
+        output::note("testing the endpoint (each chat check may take up to a minute)…");
+        let report = client.test_endpoint(&test_endpoint::request_for(&input))?;
+        output::note(output::test_report_text(&report).trim_end());
+        if let Some(failed) = test_endpoint::ChecksFailed::of(&report) {
+            if !ask {
+                return Err(anyhow::Error::new(failed).context("nothing saved"));
+            }
+            if !prompt::confirm("Some checks failed. Save anyway?", false)? {
+                output::note("nothing saved");
+                return Ok(());
+            }
+            confirmed = true;
         }
+    }
+    if ask && !confirmed && !prompt::confirm("Save this account?", true)? {
+        output::note("nothing saved");
+        return Ok(());
     }
     let account = client.create_account(&input)?;
     ctx.printer.account(&account)?;

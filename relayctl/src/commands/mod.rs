@@ -8,6 +8,7 @@ mod import;
 mod keys;
 mod models;
 mod status;
+mod test_endpoint;
 mod usage;
 
 use std::path::PathBuf;
@@ -66,6 +67,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(&ctx, command),
         Command::Usage(args) => usage::run(&ctx, args),
         Command::Status => status::run(&ctx),
+        Command::TestEndpoint(args) => test_endpoint::run(&ctx, args),
         Command::Completions(args) => completions::run(&ctx, args),
     }
 }

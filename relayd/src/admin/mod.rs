@@ -1,10 +1,12 @@
-//! The admin API under `/admin/v1`: accounts, batch import, the routing table, relay keys, usage
-//! and status. Every route requires the admin bearer token; every answer is JSON, errors included.
+//! The admin API under `/admin/v1`: accounts, batch import, the routing table, relay keys, usage,
+//! status and endpoint tests. Every route requires the admin bearer token; every answer is JSON,
+//! errors included.
 
 mod accounts;
 mod keys;
 mod models;
 mod status;
+mod test_endpoint;
 mod usage;
 
 use axum::Router;
@@ -41,6 +43,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/v1/status", get(status::status))
         .route("/admin/v1/usage", get(usage::report))
+        .route(
+            "/admin/v1/test-endpoint",
+            post(test_endpoint::test_endpoint),
+        )
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
