@@ -155,7 +155,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
     ));
+    let coordinator: Arc<dyn crate::routing::coordinator::Coordinator> =
+        Arc::new(crate::routing::coordinator::LocalCoordinator::new());
+    let routing = Arc::new(crate::routing::Router::new(
+        config.routing.clone(),
+        coordinator,
+        accounts.snapshot(),
+    ));
     Ok(AppState {
+        routing,
         upstreams,
         config: Arc::new(config),
         store,

@@ -43,6 +43,58 @@ pub struct Config {
     pub log: String,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// Account selection, queueing, failover and cooldowns.
+    pub routing: Routing,
+}
+
+/// `[routing]`: how requests are spread over accounts and what happens when they fail or are full.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Most accounts tried for one request (failover stops after this many attempts).
+    pub max_attempts: u32,
+    /// Requests allowed to wait for a free slot when every candidate is at its cap.
+    pub queue_size: usize,
+    /// Longest wait in that queue before answering 529 (Anthropic) / 429 (OpenAI).
+    pub queue_timeout_secs: u64,
+    /// Account names that serve any model no account lists, exactly or by pattern.
+    pub default_route: Vec<String>,
+    /// How long a session stays bound to the account that served it.
+    pub sticky_ttl_secs: u64,
+    /// Most sessions remembered (the oldest are forgotten first).
+    pub sticky_max_sessions: usize,
+    /// Cooldown after a connect error (or an unusable proxy).
+    pub cooldown_connect_secs: u64,
+    /// Cooldown after no response within the first-byte timeout, or a broken transport.
+    pub cooldown_timeout_secs: u64,
+    /// Cooldown after an HTTP 5xx.
+    pub cooldown_server_error_secs: u64,
+    /// Cooldown after an HTTP 429 without `retry-after` (with one, its value is used).
+    pub cooldown_rate_limit_secs: u64,
+    /// Cooldown after an HTTP 401 or 403 (relayd's credentials are wrong: a human must act).
+    pub cooldown_auth_secs: u64,
+    /// Redis mode: how long a concurrency slot survives without renewal (a crashed instance's
+    /// slots come back after this).
+    pub lease_secs: u64,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            queue_size: 100,
+            queue_timeout_secs: 30,
+            default_route: Vec::new(),
+            sticky_ttl_secs: 3600,
+            sticky_max_sessions: 10_000,
+            cooldown_connect_secs: 30,
+            cooldown_timeout_secs: 60,
+            cooldown_server_error_secs: 10,
+            cooldown_rate_limit_secs: 30,
+            cooldown_auth_secs: 300,
+            lease_secs: 30,
+        }
+    }
 }
 
 /// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
@@ -105,6 +157,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log: "info".to_owned(),
             timeouts: Timeouts::default(),
+            routing: Routing::default(),
         }
     }
 }
@@ -218,6 +271,18 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "timeouts",
                 message: "timeouts must be at least 1 second".to_owned(),
+            });
+        }
+        if self.routing.max_attempts == 0 {
+            return Err(ConfigError::Value {
+                key: "routing.max_attempts",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if self.routing.lease_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "routing.lease_secs",
+                message: "must be at least 1 second".to_owned(),
             });
         }
         Ok(())

@@ -10,7 +10,8 @@
 //! - [`extract`]: JSON body extraction with errors in the caller's shape.
 //! - [`auth`]: admin token and relay-key secrets.
 //! - [`accounts`], [`keys`]: registries with lock-free snapshots over the store.
-//! - [`routing`]: which accounts serve a model, in which order.
+//! - [`routing`]: which accounts serve a model, which one a request goes to, slots and cooldowns.
+//! - [`limits`]: relay-key limits (requests per minute, tokens per day, concurrency).
 //! - [`admin`]: the admin API.
 //! - [`proxy`]: the client-facing API.
 //! - [`crypto`]: encryption of upstream secrets at rest.
@@ -26,6 +27,7 @@ pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod limits;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -29,6 +29,8 @@ pub struct AppState {
     pub upstreams: Arc<crate::proxy::upstream::Upstreams>,
     /// Client requests being served right now.
     pub in_flight: Arc<AtomicU64>,
+    /// Route tables, account selection, slots and cooldowns.
+    pub routing: Arc<crate::routing::Router>,
 }
 
 impl std::fmt::Debug for dyn Store {

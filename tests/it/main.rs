@@ -7,6 +7,7 @@ mod claude_code;
 mod client_auth;
 mod relay;
 mod relayctl;
+mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod startup;

@@ -23,6 +23,13 @@ use crate::translate::{
 #[derive(Deserialize)]
 struct Peek {
     model: Option<String>,
+    metadata: Option<PeekMetadata>,
+}
+
+/// `metadata.user_id`: Claude Code puts its session there, the fallback for sticky routing.
+#[derive(Deserialize)]
+struct PeekMetadata {
+    user_id: Option<serde_json::Value>,
 }
 
 /// `POST /v1/messages`.
@@ -44,6 +51,7 @@ async fn messages_inner(
     request_id: &RequestId,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let session_header = super::session_header(req.headers());
     let body = read_body(req, state).await?;
     let peek: Peek = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
@@ -51,8 +59,15 @@ async fn messages_inner(
         .model
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::invalid("model: field required"))?;
+    let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
-    let dispatched = dispatch(state, caller, &model, |account| {
+    let session = session_header.or_else(|| {
+        peek.metadata
+            .and_then(|m| m.user_id)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|s| !s.is_empty())
+    });
+    let dispatched = dispatch(state, caller, &model, session.as_deref(), |account| {
         let options = UpstreamOptions {
             deployment: &account.settings.deployment_name,
             max_output_tokens: None,
@@ -81,7 +96,8 @@ async fn messages_inner(
             dispatched.response,
             translator,
             state.upstreams.idle_timeout(),
-            Box::new(guard),
+            admission,
+            Box::new((guard, dispatched.slot)),
         );
         let mut response = axum::body::Body::from_stream(body).into_response();
         let headers = response.headers_mut();
@@ -93,8 +109,9 @@ async fn messages_inner(
         response
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;
-        let (answer, _usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
-        drop(guard);
+        let (answer, usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
+        admission.record(&usage);
+        drop((guard, dispatched.slot));
         let mut response = answer.into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
