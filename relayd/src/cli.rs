@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -92,7 +92,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = state.store.kind().as_str(), "listening on {addr}");
+    let coordinator = Arc::clone(state.routing.coordinator());
     crate::server::serve(listener, state, shutdown_signal()).await?;
+    coordinator.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -150,13 +152,26 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         };
 
     let cipher = Arc::new(cipher);
-    let accounts = AccountRegistry::load(Arc::clone(&store), cipher).await?;
-    let keys = KeyRegistry::load(Arc::clone(&store)).await?;
+    let accounts = Arc::new(AccountRegistry::load(Arc::clone(&store), cipher).await?);
+    let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
     ));
     let coordinator: Arc<dyn crate::routing::coordinator::Coordinator> =
-        Arc::new(crate::routing::coordinator::LocalCoordinator::new());
+        match config.store_spec()? {
+            StoreSpec::Embedded => Arc::new(crate::routing::coordinator::LocalCoordinator::new()),
+            StoreSpec::Redis(url) => Arc::new(
+                crate::routing::redis::RedisCoordinator::start(
+                    &url,
+                    &config.redis_prefix,
+                    Duration::from_secs(config.routing.lease_secs),
+                    Arc::clone(&accounts),
+                    Arc::clone(&keys),
+                )
+                .await
+                .context("cannot share routing state through Redis")?,
+            ),
+        };
     let routing = Arc::new(crate::routing::Router::new(
         config.routing.clone(),
         coordinator,
@@ -167,8 +182,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         upstreams,
         config: Arc::new(config),
         store,
-        accounts: Arc::new(accounts),
-        keys: Arc::new(keys),
+        accounts,
+        keys,
         admin_token: Arc::new(admin_token),
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),

@@ -2,6 +2,7 @@
 //! concurrency caps and the wait queue, failover with cooldowns, sticky sessions, relay-key
 //! limits, and several relayd instances sharing one Redis.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -499,4 +500,232 @@ async fn concurrency_limit_of_a_key_is_429_with_retry_after() {
     assert_eq!(third.json["error"]["type"], "rate_limit_exceeded");
     // The place is given back at the end of the answer.
     assert_eq!(s.anthropic().await.status, 200);
+}
+
+/// A relayd on the Redis at `redis_url`, sharing the encryption key at `key_file` (if any).
+async fn redis_app(
+    redis_url: &str,
+    key_file: Option<std::path::PathBuf>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let url = redis_url.to_owned();
+    TestApp::start_with(move |c| {
+        c.store = url;
+        c.redis_prefix = "routing-test:".to_owned();
+        c.encryption_key_file = key_file;
+        configure(c);
+    })
+    .await
+}
+
+async fn anthropic_at(base: &str, key: &str) -> Reply {
+    send(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", key)
+            .json(&anthropic_body()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_share_the_concurrency_cap_and_admin_changes() {
+    let redis = relayd_tests::redis_server::RedisServer::start();
+    let mock = MockUpstream::start().await;
+    mock.set_responder(|_| slow_completion(Duration::from_millis(400)));
+    let one = redis_app(&redis.url(), None, |_| {}).await;
+    let two = redis_app(
+        &redis.url(),
+        Some(one.data_dir.path().join("encryption.key")),
+        |_| {},
+    )
+    .await;
+
+    // Changes made through one instance reach the other's snapshots within a second.
+    let changed = Instant::now();
+    one.admin()
+        .create_account(&json!({
+            "name": "shared", "endpoint": mock.endpoint(), "deploymentName": "d",
+            "concurrency": 3, "supportedModels": [MODEL]
+        }))
+        .await;
+    let key = one.admin().create_key(&json!({"name": "k"})).await;
+    assert!(
+        eventually(Duration::from_secs(1), async || {
+            two.state.accounts.snapshot().accounts.len() == 1
+                && two.state.keys.authenticate(Some(&key)).is_ok()
+        })
+        .await,
+        "instance two did not see the new account and key within a second"
+    );
+    assert!(changed.elapsed() < Duration::from_secs(2));
+
+    let (one_url, two_url) = (one.url(""), two.url(""));
+    let requests = (0..8).flat_map(|_| [one_url.clone(), two_url.clone()]);
+    let replies: Vec<Reply> = futures_util::future::join_all(requests.map(|base| {
+        let key = key.clone();
+        async move { anthropic_at(&base, &key).await }
+    }))
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(mock.requests().len(), 16);
+    assert_eq!(
+        mock.max_in_flight(),
+        3,
+        "the cap holds across both instances"
+    );
+
+    // Two round trips per request (take a slot, give it back), released after the answer.
+    let coordinator = Arc::clone(one.state.routing.coordinator());
+    assert!(
+        eventually(Duration::from_secs(2), async || coordinator
+            .in_flight(&account_id(&one))
+            == 0)
+        .await
+    );
+    let before = coordinator.round_trips();
+    assert_eq!(anthropic_at(&one_url, &key).await.status, 200);
+    assert!(
+        eventually(Duration::from_secs(2), async || coordinator.round_trips()
+            - before
+            >= 2)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        coordinator.round_trips() - before,
+        2,
+        "Redis round trips per request"
+    );
+}
+
+fn account_id(app: &TestApp) -> shared::account::AccountId {
+    app.state.accounts.snapshot().accounts[0].id.clone()
+}
+
+#[tokio::test]
+async fn a_killed_instance_gives_its_slot_back_within_the_lease_time() {
+    let redis = relayd_tests::redis_server::RedisServer::start();
+    let mock = MockUpstream::start().await;
+    // Long enough that only the lease expiry can free the slot.
+    mock.set_responder(|_| slow_completion(Duration::from_secs(30)));
+    let survivor = redis_app(&redis.url(), None, |c| c.routing.lease_secs = 2).await;
+    survivor
+        .admin()
+        .create_account(&json!({
+            "name": "single", "endpoint": mock.endpoint(), "deploymentName": "d",
+            "concurrency": 1, "supportedModels": [MODEL]
+        }))
+        .await;
+    let key = survivor.admin().create_key(&json!({"name": "k"})).await;
+    let victim_dir = tempfile::tempdir().unwrap();
+    let key_file = survivor.data_dir.path().join("encryption.key");
+    let victim = relayd_tests::daemon::Daemon::start(
+        victim_dir.path(),
+        &[],
+        &[
+            ("RELAYD_STORE", &redis.url()),
+            ("RELAYD_REDIS_PREFIX", "routing-test:"),
+            ("RELAYD_ENCRYPTION_KEY_FILE", key_file.to_str().unwrap()),
+            ("RELAYD_ROUTING__LEASE_SECS", "2"),
+        ],
+    );
+    let victim_url = victim.url("");
+    let key_for_victim = key.clone();
+    let stuck = tokio::spawn(async move { anthropic_at(&victim_url, &key_for_victim).await });
+    assert!(eventually(Duration::from_secs(5), async || mock.in_flight() == 1).await);
+    // Held long enough to have been renewed: a live instance keeps its slot past the lease.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(mock.requests().len(), 1);
+    let survivor_url = survivor.url("");
+    mock.set_responder(|_| MockReply::text("after the crash"));
+    let waiting = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            (anthropic_at(&survivor_url, &key).await, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "the survivor must wait: the victim's slot is live"
+    );
+    let killed = Instant::now();
+    victim.kill();
+    stuck.abort();
+    let (reply, _) = waiting.await.unwrap();
+    let freed_after = killed.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(
+        freed_after < Duration::from_millis(3500),
+        "slot came back {freed_after:?} after the kill (lease 2 s)"
+    );
+}
+
+#[tokio::test]
+async fn key_limits_and_cooldowns_are_shared_through_redis() {
+    let redis = relayd_tests::redis_server::RedisServer::start();
+    let broken = MockUpstream::start().await;
+    let healthy = MockUpstream::start().await;
+    broken.set_responder(|_| MockReply::error(503, "down"));
+    let one = redis_app(&redis.url(), None, |_| {}).await;
+    let two = redis_app(
+        &redis.url(),
+        Some(one.data_dir.path().join("encryption.key")),
+        |_| {},
+    )
+    .await;
+    for (name, endpoint, priority) in [
+        ("broken", broken.endpoint(), 10),
+        ("healthy", healthy.endpoint(), 20),
+    ] {
+        one.admin()
+            .create_account(&json!({
+                "name": name, "endpoint": endpoint, "deploymentName": "d",
+                "priority": priority, "supportedModels": [MODEL]
+            }))
+            .await;
+    }
+    let key = one
+        .admin()
+        .create_key(&json!({"name": "k", "limits": {"requestsPerMinute": 3}}))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(1), async || {
+            two.state.accounts.snapshot().accounts.len() == 2
+                && two.state.keys.authenticate(Some(&key)).is_ok()
+        })
+        .await
+    );
+    // Instance one meets the broken account and cools it down; instance two skips it.
+    let reply = anthropic_at(&one.url(""), &key).await;
+    assert_eq!(reply.headers["x-relay-account"], "healthy");
+    assert_eq!(broken.requests().len(), 1);
+    assert!(
+        eventually(Duration::from_secs(1), async || {
+            let status = two.admin().get("/status").await;
+            status.json["accounts"]["coolingDown"] == 1
+        })
+        .await,
+        "the cooldown did not reach instance two"
+    );
+    let reply = anthropic_at(&two.url(""), &key).await;
+    assert_eq!(reply.headers["x-relay-account"], "healthy");
+    assert_eq!(
+        broken.requests().len(),
+        1,
+        "instance two skipped the cooling account"
+    );
+    // Three requests per minute across both instances: the fourth is refused by either.
+    assert_eq!(anthropic_at(&one.url(""), &key).await.status, 200);
+    let refused = anthropic_at(&two.url(""), &key).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert_eq!(refused.json["error"]["type"], "rate_limit_error");
+    assert!(retry_after(&refused) <= 60);
 }

@@ -80,6 +80,13 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug + 'static {
     fn leave_key(&self, key: &KeyId);
     /// Round trips to shared storage so far (0 for the local coordinator): a debug counter.
     fn round_trips(&self) -> u64;
+    /// While waiting for a slot, look again at least this often: set when a slot can come back
+    /// without a wake-up (an expired lease of a crashed instance).
+    fn recheck_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Stops background tasks, giving back what can be given back.
+    async fn shutdown(&self) {}
 }
 
 /// The UTC day number of `now`.

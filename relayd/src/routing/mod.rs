@@ -9,6 +9,7 @@
 //! cooling down or at their concurrency cap are skipped; all full → a bounded wait queue.
 
 pub mod coordinator;
+pub mod redis;
 pub mod scheduler;
 pub mod table;
 
@@ -310,7 +311,11 @@ impl Router {
                     continue;
                 }
                 Choice::Exhausted => return Ok(None),
-                Choice::AllFull => {}
+                Choice::AllFull => {
+                    if let Some(slot) = self.probe(candidates, &views, now).await? {
+                        return Ok(Some(slot));
+                    }
+                }
             }
             if queued.is_none() {
                 let before = self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -322,12 +327,53 @@ impl Router {
                 }
                 queued = Some(guard);
             }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            let wake = match self.coordinator.recheck_interval() {
+                Some(every) => deadline.min(tokio::time::Instant::now() + every),
+                None => deadline,
+            };
+            if tokio::time::timeout_at(wake, freed).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 return Err(self.overloaded(
                     "every account serving this model is busy; no slot freed in time",
                 ));
             }
         }
+    }
+
+    /// With a shared store the cached counts may be stale (a crashed instance's leases expire
+    /// silently), so before waiting ask the store itself, best candidate first.
+    async fn probe(
+        &self,
+        candidates: &[Arc<LiveAccount>],
+        views: &[View],
+        now: UnixMillis,
+    ) -> Result<Option<(usize, Slot)>, ApiError> {
+        if self.coordinator.recheck_interval().is_none() {
+            return Ok(None);
+        }
+        let mut order: Vec<usize> = (0..views.len())
+            .filter(|&i| !views[i].tried && views[i].cooling_until.is_none_or(|u| u <= now))
+            .collect();
+        order.sort_by_key(|&i| views[i].priority);
+        for i in order {
+            let account = &candidates[i];
+            let taken = self
+                .coordinator
+                .try_acquire(&account.id, account.settings.concurrency)
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
+            if taken {
+                return Ok(Some((
+                    i,
+                    Slot {
+                        coordinator: Arc::clone(&self.coordinator),
+                        account: account.id.clone(),
+                    },
+                )));
+            }
+        }
+        Ok(None)
     }
 
     fn overloaded(&self, message: &str) -> ApiError {
