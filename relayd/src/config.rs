@@ -390,6 +390,34 @@ mod tests {
     }
 
     #[test]
+    fn routing_section_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        std::fs::write(
+            &path,
+            "[routing]\nqueue_size = 7\ndefault_route = [\"fallback\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("RELAYD_ROUTING__COOLDOWN_AUTH_SECS", "5")]),
+        )
+        .unwrap();
+        assert_eq!(c.routing.queue_size, 7);
+        assert_eq!(c.routing.default_route, ["fallback"]);
+        assert_eq!(c.routing.cooldown_auth_secs, 5);
+        assert_eq!(c.routing.max_attempts, 3);
+        let err = Config::load(None, env(&[("RELAYD_ROUTING__QUEUE_SIZ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue_siz"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_ROUTING__MAX_ATTEMPTS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.max_attempts"), "{err}");
+    }
+
+    #[test]
     fn unknown_file_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relayd.toml");

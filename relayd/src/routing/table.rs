@@ -102,3 +102,91 @@ impl RouteTable {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shared::account::{AccountId, AccountInput};
+    use shared::key::{KeyId, KeyLimits};
+
+    use super::*;
+
+    fn account(name: &str, priority: u8, models: &[&str], enabled: bool) -> Arc<LiveAccount> {
+        let input: AccountInput = serde_json::from_value(json!({
+            "name": name, "endpoint": "http://127.0.0.1:1/v1", "deploymentName": "d",
+            "priority": priority, "supportedModels": models, "enabled": enabled
+        }))
+        .unwrap();
+        let (settings, secrets) = input.validate().unwrap();
+        Arc::new(LiveAccount {
+            id: AccountId(format!("acc_{name}")),
+            settings,
+            secrets,
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+
+    fn key(bound: &[&str]) -> RelayKey {
+        RelayKey {
+            id: KeyId("key_1".into()),
+            name: "k".into(),
+            enabled: true,
+            revoked_at: None,
+            expires_at: None,
+            bound_accounts: bound.iter().map(|s| (*s).to_owned()).collect(),
+            allowed_models: Vec::new(),
+            limits: KeyLimits::default(),
+            description: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn names(list: &[Arc<LiveAccount>]) -> Vec<&str> {
+        list.iter().map(|a| a.settings.name.as_str()).collect()
+    }
+
+    fn table(default_route: &[&str]) -> RouteTable {
+        let snapshot = AccountSnapshot::new(vec![
+            account("exact-b", 20, &["m-1", "m-2"], true),
+            account("exact-a", 20, &["m-1"], true),
+            account("exact-first", 5, &["m-1"], true),
+            account("off", 1, &["m-1", "m-*"], false),
+            account("pattern", 1, &["m-*"], true),
+            account("fallback", 50, &["other"], true),
+        ]);
+        let default_route: Vec<String> = default_route.iter().map(|s| (*s).to_owned()).collect();
+        RouteTable::build(Arc::new(snapshot), &default_route)
+    }
+
+    #[test]
+    fn exact_names_win_in_priority_then_name_order() {
+        let t = table(&[]);
+        assert_eq!(
+            names(&t.candidates(&key(&[]), "m-1")),
+            ["exact-first", "exact-a", "exact-b"],
+            "the pattern account is better by priority but exact names win; disabled never"
+        );
+    }
+
+    #[test]
+    fn patterns_then_the_default_route() {
+        let t = table(&["fallback", "unknown-name"]);
+        assert_eq!(names(&t.candidates(&key(&[]), "m-9")), ["pattern"]);
+        assert_eq!(names(&t.candidates(&key(&[]), "x")), ["fallback"]);
+        assert!(table(&[]).candidates(&key(&[]), "x").is_empty());
+    }
+
+    #[test]
+    fn bound_accounts_apply_before_the_precedence() {
+        let t = table(&[]);
+        // A key bound to the pattern account gets it even though others list the name exactly.
+        assert_eq!(names(&t.candidates(&key(&["pattern"]), "m-1")), ["pattern"]);
+        assert_eq!(
+            names(&t.candidates(&key(&["acc_exact-a"]), "m-1")),
+            ["exact-a"]
+        );
+        assert!(t.candidates(&key(&["fallback"]), "m-1").is_empty());
+    }
+}
