@@ -92,9 +92,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, store = state.store.kind().as_str(), "listening on {addr}");
-    let coordinator = Arc::clone(state.routing.coordinator());
+    let routing = Arc::clone(&state.routing);
     crate::server::serve(listener, state, shutdown_signal()).await?;
-    coordinator.shutdown().await;
+    routing.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -177,6 +177,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         coordinator,
         accounts.snapshot(),
     ));
+    routing.start_probing(Arc::clone(&accounts), Arc::clone(&upstreams));
     Ok(AppState {
         routing,
         upstreams,

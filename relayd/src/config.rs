@@ -73,6 +73,9 @@ pub struct Routing {
     pub cooldown_rate_limit_secs: u64,
     /// Cooldown after an HTTP 401 or 403 (relayd's credentials are wrong: a human must act).
     pub cooldown_auth_secs: u64,
+    /// Every this many seconds, accounts cooling down are checked with `GET {endpoint}/models`
+    /// and brought back early when it answers; 0 (the default) turns probing off.
+    pub probe_interval_secs: u64,
     /// Redis mode: how long a concurrency slot survives without renewal (a crashed instance's
     /// slots come back after this).
     pub lease_secs: u64,
@@ -92,6 +95,7 @@ impl Default for Routing {
             cooldown_server_error_secs: 10,
             cooldown_rate_limit_secs: 30,
             cooldown_auth_secs: 300,
+            probe_interval_secs: 0,
             lease_secs: 30,
         }
     }

@@ -729,3 +729,45 @@ async fn key_limits_and_cooldowns_are_shared_through_redis() {
     assert_eq!(refused.json["error"]["type"], "rate_limit_error");
     assert!(retry_after(&refused) <= 60);
 }
+
+#[tokio::test]
+async fn an_active_probe_ends_a_cooldown_early() {
+    let flaky = MockUpstream::start().await;
+    let backup = MockUpstream::start().await;
+    flaky.push(MockReply::error(500, "restarting"));
+    let s = setup(
+        &[
+            ("flaky", &flaky.endpoint(), 10, 50),
+            ("backup", &backup.endpoint(), 20, 50),
+        ],
+        json!({}),
+        |c| {
+            c.routing.cooldown_server_error_secs = 600;
+            c.routing.probe_interval_secs = 1;
+        },
+    )
+    .await;
+    let reply = s.anthropic().await;
+    assert_eq!(reply.headers["x-relay-account"], "backup");
+    // The probe's `GET /models` answers, so the flaky account is back well before 600 s.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            flaky.requests().iter().any(|r| r.path.ends_with("/models"))
+        })
+        .await,
+        "no probe reached the cooled-down account"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), async || {
+            s.anthropic().await.headers["x-relay-account"] == "flaky"
+        })
+        .await
+    );
+    // Without probing (the default), healthy accounts are never probed.
+    assert!(
+        !backup
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/models"))
+    );
+}

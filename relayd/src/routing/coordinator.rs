@@ -63,6 +63,8 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug + 'static {
     fn cooldown(&self, account: &AccountId, now: UnixMillis) -> Option<Cooldown>;
     /// Starts (or extends) a cooldown.
     async fn cool_down(&self, account: &AccountId, cooldown: Cooldown);
+    /// Ends a cooldown early (an active probe found the account healthy).
+    async fn clear_cooldown(&self, account: &AccountId);
     /// Counts one request against a requests-per-minute limit; refuses when it is reached.
     async fn take_request(
         &self,
@@ -193,6 +195,13 @@ impl Coordinator for LocalCoordinator {
         {
             entry.cooldown = Some(cooldown);
         }
+    }
+
+    async fn clear_cooldown(&self, account: &AccountId) {
+        if let Some(entry) = self.accounts().get_mut(account) {
+            entry.cooldown = None;
+        }
+        self.freed.notify_waiters();
     }
 
     async fn take_request(

@@ -200,6 +200,9 @@ pub struct Router {
     sticky: StickyMap,
     turn: AtomicUsize,
     waiting: AtomicUsize,
+    /// Background probing of cooled-down accounts, when configured.
+    tasks: tokio_util::task::TaskTracker,
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Router {
@@ -221,7 +224,42 @@ impl Router {
             coordinator,
             turn: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            tasks: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Starts probing cooled-down accounts every `probe_interval_secs` (no-op when 0).
+    pub fn start_probing(
+        &self,
+        accounts: Arc<crate::accounts::AccountRegistry>,
+        upstreams: Arc<crate::proxy::upstream::Upstreams>,
+    ) {
+        if self.config.probe_interval_secs == 0 {
+            return;
+        }
+        let every = Duration::from_secs(self.config.probe_interval_secs);
+        let coordinator = Arc::clone(&self.coordinator);
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                probe_cooling(&accounts.snapshot(), coordinator.as_ref(), &upstreams).await;
+            }
+        });
+    }
+
+    /// Stops background work (probing, the coordinator's tasks).
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.coordinator.shutdown().await;
     }
 
     /// The `[routing]` settings.
@@ -381,6 +419,33 @@ impl Router {
         // again is the honest estimate (at least a second).
         ApiError::new(ErrorKind::Overloaded, message)
             .with_retry_after(self.config.queue_timeout_secs.max(1))
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        // Embedders that never call `shutdown` (tests) still stop the probe task.
+        self.cancel.cancel();
+    }
+}
+
+/// Asks every enabled account that is cooling down for its model list; a 2xx ends the cooldown.
+async fn probe_cooling(
+    snapshot: &AccountSnapshot,
+    coordinator: &dyn Coordinator,
+    upstreams: &crate::proxy::upstream::Upstreams,
+) {
+    let now = now_millis();
+    for account in snapshot.accounts.iter().filter(|a| a.settings.enabled) {
+        if coordinator.cooldown(&account.id, now).is_none() {
+            continue;
+        }
+        // Bounded well below the first-byte timeout: a probe must not hang the loop.
+        let answer = tokio::time::timeout(Duration::from_secs(10), upstreams.models(account)).await;
+        if matches!(answer, Ok(Ok(_))) {
+            tracing::info!(account = %account.settings.name, "probe answered: cooldown ended");
+            coordinator.clear_cooldown(&account.id).await;
+        }
     }
 }
 

@@ -320,6 +320,42 @@ impl Inner {
         }
     }
 
+    /// Reads the cooldowns other instances started before this one came up.
+    async fn load_cooldowns(&self) -> Result<(), CoordinationError> {
+        let prefix = self.key("cooldown:");
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| failed(&e))?;
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                for (key, value) in keys.iter().zip(values) {
+                    let (Some(id), Some(value)) = (key.strip_prefix(&prefix), value) else {
+                        continue;
+                    };
+                    let payload = format!("{id} {value}");
+                    let _ = self.on_message(&self.key("cooldowns"), &payload);
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     fn on_message(&self, channel: &str, payload: &str) -> Option<Change> {
         let rest = channel.strip_prefix(&self.prefix)?;
         match rest {
@@ -341,6 +377,12 @@ impl Inner {
                 let until: UnixMillis = parts.next()?.parse().ok()?;
                 let reason = parts.next().unwrap_or_default().to_owned();
                 let mut cooldowns = lock(&self.cooldowns);
+                if until == 0 {
+                    // Ended early by a probe.
+                    cooldowns.remove(&AccountId(id.to_owned()));
+                    self.freed.notify_waiters();
+                    return None;
+                }
                 let entry = cooldowns
                     .entry(AccountId(id.to_owned()))
                     .or_insert(Cooldown {
@@ -404,6 +446,7 @@ impl RedisCoordinator {
             freed: Notify::new(),
             deferred,
         });
+        inner.load_cooldowns().await?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -584,6 +627,23 @@ impl Coordinator for RedisCoordinator {
             .await;
         if let Err(e) = result {
             tracing::warn!(error = %failed(&e), "cannot share a cooldown");
+        }
+    }
+
+    async fn clear_cooldown(&self, account: &AccountId) {
+        lock(&self.inner.cooldowns).remove(account);
+        let result: Result<(), _> = redis::pipe()
+            .del(self.inner.key(&format!("cooldown:{}", account.as_str())))
+            .ignore()
+            .publish(
+                self.inner.key("cooldowns"),
+                format!("{} 0 probe", account.as_str()),
+            )
+            .ignore()
+            .exec_async(&mut self.inner.conn())
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %failed(&e), "cannot end a shared cooldown");
         }
     }
 
