@@ -23,13 +23,8 @@ use crate::translate::{
 #[derive(Deserialize)]
 struct Peek {
     model: Option<String>,
-    metadata: Option<PeekMetadata>,
-}
-
-/// `metadata.user_id`: Claude Code puts its session there, the fallback for sticky routing.
-#[derive(Deserialize)]
-struct PeekMetadata {
-    user_id: Option<serde_json::Value>,
+    /// Read loosely: a malformed `metadata` is the translator's to report, not routing's.
+    metadata: Option<serde_json::Value>,
 }
 
 /// `POST /v1/messages`.
@@ -61,11 +56,14 @@ async fn messages_inner(
         .ok_or_else(|| ApiError::invalid("model: field required"))?;
     let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
+    // `metadata.user_id` (Claude Code puts its session in it) is the fallback session id.
     let session = session_header.or_else(|| {
         peek.metadata
-            .and_then(|m| m.user_id)
-            .and_then(|v| v.as_str().map(str::to_owned))
+            .as_ref()
+            .and_then(|m| m.get("user_id"))
+            .and_then(serde_json::Value::as_str)
             .filter(|s| !s.is_empty())
+            .map(str::to_owned)
     });
     let dispatched = dispatch(state, caller, &model, session.as_deref(), |account| {
         let options = UpstreamOptions {
