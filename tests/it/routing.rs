@@ -242,10 +242,11 @@ async fn failing_accounts_cool_down_and_a_429_account_returns_after_its_retry_af
         },
     )
     .await;
+    // The cooldowns start during this request, so no earlier than now.
+    let cooled_at = Instant::now();
     let first = s.anthropic().await;
     assert_eq!(first.status, 200, "{}", first.text);
     assert_eq!(first.headers["x-relay-account"], "healthy");
-    let cooled_at = Instant::now();
     assert_eq!(broken.requests().len(), 1);
     assert_eq!(limited.requests().len(), 1);
 
@@ -257,16 +258,19 @@ async fn failing_accounts_cool_down_and_a_429_account_returns_after_its_retry_af
         .find(|m| m["model"] == MODEL)
         .unwrap()
         .clone();
+    // Read well within its retry-after (measured from before the cooldown could start).
+    let read_within_retry_after = cooled_at.elapsed() < Duration::from_millis(900);
     for account in route["accounts"].as_array().unwrap() {
-        let expected = if account["name"] == "healthy" {
-            "ok"
-        } else {
-            "coolingDown"
-        };
-        assert_eq!(account["state"], expected, "{account}");
+        match account["name"].as_str().unwrap() {
+            "healthy" => assert_eq!(account["state"], "ok", "{account}"),
+            // Its 1 s may already be over on a loaded machine.
+            "limited" if !read_within_retry_after => {}
+            _ => assert_eq!(account["state"], "coolingDown", "{account}"),
+        }
     }
     let status = s.app.admin().get("/status").await;
-    assert_eq!(status.json["accounts"]["coolingDown"], 3, "{}", status.text);
+    let cooling = status.json["accounts"]["coolingDown"].as_u64().unwrap();
+    assert!((2..=3).contains(&cooling), "{}", status.text);
 
     // Served by the healthy account until the 429 account's retry-after is over; then the
     // limited account (fewer in flight is a tie; it has the better priority) is used again.
@@ -279,7 +283,7 @@ async fn failing_accounts_cool_down_and_a_429_account_returns_after_its_retry_af
     let elapsed = cooled_at.elapsed();
     assert!(back, "the 429 account was never used again");
     assert!(
-        elapsed >= Duration::from_millis(900),
+        elapsed >= Duration::from_millis(990),
         "used again after {elapsed:?}, before its retry-after"
     );
     assert_eq!(limited.requests().len(), 2);
