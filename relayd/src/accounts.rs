@@ -61,7 +61,7 @@ pub struct AccountSnapshot {
 }
 
 impl AccountSnapshot {
-    fn new(mut accounts: Vec<Arc<LiveAccount>>) -> Self {
+    pub(crate) fn new(mut accounts: Vec<Arc<LiveAccount>>) -> Self {
         accounts.sort_by(|a, b| a.settings.name.cmp(&b.settings.name));
         let by_id = accounts
             .iter()

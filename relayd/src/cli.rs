@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -160,7 +160,9 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     done.cancel();
     tasks.close();
     tasks.wait().await;
-    // Requests are finished (or cut off): write the usage they produced before exiting.
+    // Requests are finished (or cut off): release routing state (Redis leases, probes) and write
+    // the usage they produced before exiting.
+    state.routing.shutdown().await;
     state.usage.flush_and_stop().await;
     match outcome? {
         None => tracing::info!("stopped"),
@@ -231,8 +233,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
 
     let cipher = Arc::new(cipher);
-    let accounts = AccountRegistry::load(Arc::clone(&store), cipher).await?;
-    let keys = KeyRegistry::load(Arc::clone(&store)).await?;
+    let accounts = Arc::new(AccountRegistry::load(Arc::clone(&store), cipher).await?);
+    let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
     ));
@@ -240,14 +242,36 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         Arc::clone(&store),
         &config.usage,
     ));
+    let coordinator: Arc<dyn crate::routing::coordinator::Coordinator> =
+        match config.store_spec()? {
+            StoreSpec::Embedded => Arc::new(crate::routing::coordinator::LocalCoordinator::new()),
+            StoreSpec::Redis(url) => Arc::new(
+                crate::routing::redis::RedisCoordinator::start(
+                    &url,
+                    &config.redis_prefix,
+                    Duration::from_secs(config.routing.lease_secs),
+                    Arc::clone(&accounts),
+                    Arc::clone(&keys),
+                )
+                .await
+                .context("cannot share routing state through Redis")?,
+            ),
+        };
+    let routing = Arc::new(crate::routing::Router::new(
+        config.routing.clone(),
+        coordinator,
+        accounts.snapshot(),
+    ));
+    routing.start_probing(Arc::clone(&accounts), Arc::clone(&upstreams));
     Ok(AppState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        routing,
         upstreams,
         live_config: Arc::new(ArcSwap::from_pointee(config.clone())),
         config: Arc::new(config),
         store,
-        accounts: Arc::new(accounts),
-        keys: Arc::new(keys),
+        accounts,
+        keys,
         admin_token: Arc::new(admin_token),
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),

@@ -51,6 +51,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Usage accounting.
     pub usage: UsageConfig,
+    /// Account selection, queueing, failover and cooldowns.
+    pub routing: Routing,
 }
 
 /// Usage accounting: how records are batched on their way to the store and how long raw records
@@ -101,6 +103,60 @@ impl Default for UsageConfig {
 pub struct MetricsConfig {
     /// Bearer token for scrapers, so they need not hold the admin token.
     pub token: Option<String>,
+}
+
+/// `[routing]`: how requests are spread over accounts and what happens when they fail or are full.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Most accounts tried for one request (failover stops after this many attempts).
+    pub max_attempts: u32,
+    /// Requests allowed to wait for a free slot when every candidate is at its cap.
+    pub queue_size: usize,
+    /// Longest wait in that queue before answering 529 (Anthropic) / 429 (OpenAI).
+    pub queue_timeout_secs: u64,
+    /// Account names that serve any model no account lists, exactly or by pattern.
+    pub default_route: Vec<String>,
+    /// How long a session stays bound to the account that served it.
+    pub sticky_ttl_secs: u64,
+    /// Most sessions remembered (the oldest are forgotten first).
+    pub sticky_max_sessions: usize,
+    /// Cooldown after a connect error (or an unusable proxy).
+    pub cooldown_connect_secs: u64,
+    /// Cooldown after no response within the first-byte timeout, or a broken transport.
+    pub cooldown_timeout_secs: u64,
+    /// Cooldown after an HTTP 5xx.
+    pub cooldown_server_error_secs: u64,
+    /// Cooldown after an HTTP 429 without `retry-after` (with one, its value is used).
+    pub cooldown_rate_limit_secs: u64,
+    /// Cooldown after an HTTP 401 or 403 (relayd's credentials are wrong: a human must act).
+    pub cooldown_auth_secs: u64,
+    /// Every this many seconds, accounts cooling down are checked with `GET {endpoint}/models`
+    /// and brought back early when it answers; 0 (the default) turns probing off.
+    pub probe_interval_secs: u64,
+    /// Redis mode: how long a concurrency slot survives without renewal (a crashed instance's
+    /// slots come back after this).
+    pub lease_secs: u64,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            queue_size: 100,
+            queue_timeout_secs: 30,
+            default_route: Vec::new(),
+            sticky_ttl_secs: 3600,
+            sticky_max_sessions: 10_000,
+            cooldown_connect_secs: 30,
+            cooldown_timeout_secs: 60,
+            cooldown_server_error_secs: 10,
+            cooldown_rate_limit_secs: 30,
+            cooldown_auth_secs: 300,
+            probe_interval_secs: 0,
+            lease_secs: 30,
+        }
+    }
 }
 
 /// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
@@ -166,6 +222,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
+            routing: Routing::default(),
         }
     }
 }
@@ -279,6 +336,18 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "timeouts",
                 message: "timeouts must be at least 1 second".to_owned(),
+            });
+        }
+        if self.routing.max_attempts == 0 {
+            return Err(ConfigError::Value {
+                key: "routing.max_attempts",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if self.routing.lease_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "routing.lease_secs",
+                message: "must be at least 1 second".to_owned(),
             });
         }
         self.check_usage()?;
@@ -418,6 +487,34 @@ mod tests {
             c.store_spec().unwrap(),
             StoreSpec::Redis("redis://127.0.0.1:6379/0".into())
         );
+    }
+
+    #[test]
+    fn routing_section_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        std::fs::write(
+            &path,
+            "[routing]\nqueue_size = 7\ndefault_route = [\"fallback\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("RELAYD_ROUTING__COOLDOWN_AUTH_SECS", "5")]),
+        )
+        .unwrap();
+        assert_eq!(c.routing.queue_size, 7);
+        assert_eq!(c.routing.default_route, ["fallback"]);
+        assert_eq!(c.routing.cooldown_auth_secs, 5);
+        assert_eq!(c.routing.max_attempts, 3);
+        let err = Config::load(None, env(&[("RELAYD_ROUTING__QUEUE_SIZ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue_siz"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_ROUTING__MAX_ATTEMPTS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.max_attempts"), "{err}");
     }
 
     #[test]

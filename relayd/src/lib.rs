@@ -13,7 +13,8 @@
 //! - [`auth`]: admin token and relay-key secrets.
 //! - [`accounts`], [`keys`]: registries with lock-free snapshots over the store.
 //! - [`metrics`]: Prometheus counters and histograms, rendered on `/metrics`.
-//! - [`routing`]: which accounts serve a model, in which order.
+//! - [`routing`]: which accounts serve a model, which one a request goes to, slots and cooldowns.
+//! - [`limits`]: relay-key limits (requests per minute, tokens per day, concurrency).
 //! - [`admin`]: the admin API.
 //! - [`proxy`]: the client-facing API.
 //! - [`crypto`]: encryption of upstream secrets at rest.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

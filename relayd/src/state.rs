@@ -38,6 +38,8 @@ pub struct AppState {
     pub in_flight: Arc<AtomicU64>,
     /// Usage accounting: `state.usage.record(record)` once per finished request.
     pub usage: Arc<crate::usage::UsageRecorder>,
+    /// Route tables, account selection, slots and cooldowns.
+    pub routing: Arc<crate::routing::Router>,
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -9,6 +9,7 @@ mod metrics;
 mod operations;
 mod relay;
 mod relayctl;
+mod routing;
 mod sdk;
 mod secrets_at_rest;
 mod startup;

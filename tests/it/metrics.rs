@@ -67,6 +67,9 @@ async fn metrics_need_a_token_and_parse_as_prometheus_text() {
         "relayd_tokens",
         "relayd_upstream_errors",
         "relayd_account_enabled",
+        "relayd_account_in_flight",
+        "relayd_account_cooling_down",
+        "relayd_queue_depth",
         "relayd_requests_in_flight",
     ] {
         assert!(

@@ -9,5 +9,8 @@ use crate::routing;
 use crate::state::AppState;
 
 pub(super) async fn table(State(state): State<AppState>) -> Json<RoutingTable> {
-    Json(routing::table(&state.accounts.snapshot()))
+    Json(routing::table(
+        &state.accounts.snapshot(),
+        state.routing.coordinator().as_ref(),
+    ))
 }

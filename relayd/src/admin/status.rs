@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use shared::admin::{AccountCounts, Status};
+use shared::admin::{AccountCounts, AccountState, Status};
 
 use crate::state::AppState;
 
@@ -14,11 +14,13 @@ pub(super) async fn status(State(state): State<AppState>) -> Json<Status> {
         total: snapshot.accounts.len(),
         ..AccountCounts::default()
     };
+    let now = shared::time::now_millis();
+    let coordinator = state.routing.coordinator();
     for account in &snapshot.accounts {
-        if account.settings.enabled {
-            accounts.up += 1;
-        } else {
-            accounts.disabled += 1;
+        match crate::routing::account_state(account, coordinator.as_ref(), now) {
+            AccountState::Ok => accounts.up += 1,
+            AccountState::CoolingDown { .. } => accounts.cooling_down += 1,
+            AccountState::Disabled => accounts.disabled += 1,
         }
     }
     Json(Status {

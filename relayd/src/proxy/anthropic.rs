@@ -24,6 +24,8 @@ use crate::translate::{
 #[derive(Deserialize)]
 struct Peek {
     model: Option<String>,
+    /// Read loosely: a malformed `metadata` is the translator's to report, not routing's.
+    metadata: Option<serde_json::Value>,
 }
 
 /// `POST /v1/messages`.
@@ -45,6 +47,7 @@ async fn messages_inner(
     request_id: &RequestId,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let session_header = super::session_header(req.headers());
     let body = read_body(req, state).await?;
     let peek: Peek = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
@@ -52,8 +55,18 @@ async fn messages_inner(
         .model
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::invalid("model: field required"))?;
+    let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
-    let dispatched = dispatch(state, caller, &model, |account| {
+    // `metadata.user_id` (Claude Code puts its session in it) is the fallback session id.
+    let session = session_header.or_else(|| {
+        peek.metadata
+            .as_ref()
+            .and_then(|m| m.get("user_id"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    });
+    let dispatched = dispatch(state, caller, &model, session.as_deref(), |account| {
         let settings = &account.settings;
         let options = UpstreamOptions {
             deployment: &settings.deployment_name,
@@ -87,7 +100,8 @@ async fn messages_inner(
             dispatched.response,
             translator,
             state.upstreams.idle_timeout(),
-            Box::new(guard),
+            admission,
+            Box::new((guard, dispatched.slot)),
         );
         let mut response = axum::body::Body::from_stream(body).into_response();
         let headers = response.headers_mut();
@@ -99,8 +113,9 @@ async fn messages_inner(
         response
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;
-        let (answer, _usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
-        drop(guard);
+        let (answer, usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
+        admission.record(&usage);
+        drop((guard, dispatched.slot));
         let mut response = answer.into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,

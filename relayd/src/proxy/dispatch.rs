@@ -4,19 +4,16 @@
 //! the client's error, in its protocol.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use shared::time::now_millis;
 
 use super::upstream::UpstreamError;
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, ErrorKind};
-use crate::routing::{Candidate, candidates, key_may_request};
+use crate::routing::{Slot, key_may_request};
 use crate::state::AppState;
 use crate::store::KeyRecord;
-
-/// Most accounts tried for one request.
-const MAX_ATTEMPTS: usize = 3;
 
 /// A successful upstream attempt: the account that answered and its response (headers read,
 /// body not yet).
@@ -28,34 +25,17 @@ pub(super) struct Dispatched<T> {
     pub response: reqwest::Response,
     /// What `build` returned alongside the body for this account.
     pub extra: T,
+    /// The account's concurrency slot, held until the answer's last byte.
+    pub slot: Slot,
 }
 
-/// Rotates the starting point among accounts of equal priority so load spreads across them.
-static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
-
-/// Orders candidates for one request: priority tiers as given, rotated inside each tier.
-fn attempt_order(mut list: Vec<Candidate>) -> Vec<Candidate> {
-    let turn = ROUND_ROBIN.fetch_add(1, Ordering::Relaxed);
-    let mut start = 0;
-    while start < list.len() {
-        let priority = list[start].account.settings.priority;
-        let end = list[start..]
-            .iter()
-            .position(|c| c.account.settings.priority != priority)
-            .map_or(list.len(), |n| start + n);
-        let tier = &mut list[start..end];
-        let len = tier.len();
-        tier.rotate_left(turn % len);
-        start = end;
-    }
-    list
-}
-
-/// Resolves `model` for `caller` and sends the body `build` makes for each account in turn.
+/// Resolves `model` for `caller` and sends the body `build` makes for each chosen account in
+/// turn. `session` is the client's session id, for sticky routing.
 pub(super) async fn dispatch<T>(
     state: &AppState,
     caller: &KeyRecord,
     model: &str,
+    session: Option<&str>,
     build: impl Fn(&LiveAccount) -> Result<(Bytes, T), ApiError>,
 ) -> Result<Dispatched<T>, ApiError> {
     if !key_may_request(&caller.key, model) {
@@ -64,23 +44,41 @@ pub(super) async fn dispatch<T>(
             format!("this API key may not use model {model:?}"),
         ));
     }
-    let snapshot = state.accounts.snapshot();
-    let list = candidates(&snapshot, &caller.key, model);
+    let router = &state.routing;
+    let table = router.table_for(state.accounts.snapshot());
+    let list = table.candidates(&caller.key, model);
     if list.is_empty() {
         return Err(ApiError::not_found(format!(
             "model {model:?} is not served by any account"
         )));
     }
+    // Sessions are per key: two keys never share an account binding.
+    let session = session.map(|s| format!("{}\u{0}{s}", caller.key.id.0));
+    let sticky = session.as_deref().and_then(|s| router.sticky(s));
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(router.config().queue_timeout_secs);
+    let mut tried = vec![false; list.len()];
     let mut last_error = None;
-    for candidate in attempt_order(list).into_iter().take(MAX_ATTEMPTS) {
-        let account = candidate.account;
+    for _ in 0..router.config().max_attempts {
+        let Some((index, slot)) = router
+            .acquire(&list, &tried, sticky.as_ref(), deadline)
+            .await?
+        else {
+            break;
+        };
+        tried[index] = true;
+        let account = Arc::clone(&list[index]);
         let (body, extra) = build(&account)?;
         match state.upstreams.chat(&account, body).await {
             Ok(response) => {
+                if let Some(session) = &session {
+                    router.stick(session, &account.id);
+                }
                 return Ok(Dispatched {
                     account,
                     response,
                     extra,
+                    slot,
                 });
             }
             Err(error) => {
@@ -89,6 +87,18 @@ pub(super) async fn dispatch<T>(
                     error = %error,
                     "upstream attempt failed"
                 );
+                // Cool down before giving the slot back, so a waiting request woken by the
+                // release does not pick this account again.
+                if let Some(cooldown) = router.cooldown_for(&error, now_millis()) {
+                    tracing::warn!(
+                        account = %account.settings.name,
+                        until = cooldown.until,
+                        reason = %cooldown.reason,
+                        "account cooling down"
+                    );
+                    router.coordinator().cool_down(&account.id, cooldown).await;
+                }
+                drop(slot);
                 let retry = error.is_retryable();
                 last_error = Some((account, error));
                 if !retry {

@@ -78,6 +78,16 @@ fn account_header(response: &mut Response, account: &LiveAccount) {
     }
 }
 
+/// The client's session id for sticky routing (`X-Claude-Code-Session-Id`), when present.
+fn session_header(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-claude-code-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 /// Counts one request in flight until dropped (held by streamed bodies until their last byte).
 struct InFlight(Arc<std::sync::atomic::AtomicU64>);
 

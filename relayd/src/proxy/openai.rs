@@ -37,12 +37,14 @@ async fn inner(
     request_id: &RequestId,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let session = super::session_header(req.headers());
     let body = read_body(req, state).await?;
     // Validate and learn the model once; each attempt re-targets the deployment.
     let (_, info) = prepare_openai_request(&body, "").map_err(translate_error)?;
     let model = info.requested_model.clone();
+    let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
-    let dispatched = dispatch(state, caller, &model, |account| {
+    let dispatched = dispatch(state, caller, &model, session.as_deref(), |account| {
         let (upstream, info) = prepare_openai_request(&body, &account.settings.deployment_name)
             .map_err(translate_error)?;
         Ok((Bytes::from(upstream), info))
@@ -64,7 +66,8 @@ async fn inner(
             dispatched.response,
             tap,
             state.upstreams.idle_timeout(),
-            Box::new(guard),
+            admission,
+            Box::new((guard, dispatched.slot)),
         );
         let mut response = axum::body::Body::from_stream(body).into_response();
         let headers = response.headers_mut();
@@ -76,9 +79,12 @@ async fn inner(
         response
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;
-        let (answer, _usage) =
+        let (answer, usage) =
             rewrite_openai_response(&upstream, &info.requested_model).map_err(translate_error)?;
-        drop(guard);
+        if let Some(usage) = &usage {
+            admission.record(usage);
+        }
+        drop((guard, dispatched.slot));
         let mut response = answer.into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,

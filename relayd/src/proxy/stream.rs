@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use crate::limits::Admission;
 use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator};
 
 /// How often a `ping` is sent while the upstream says nothing (long prefill on big prompts).
@@ -30,7 +31,16 @@ struct AnthropicState {
     /// Upstream silence so far; survives across emitted pings so the idle timeout still fires.
     silent: Duration,
     done: bool,
+    admission: Admission,
     _guard: Guard,
+}
+
+impl Drop for AnthropicState {
+    /// At the end of the stream, whether complete, failed or abandoned by the client: the
+    /// tokens used so far count against the key.
+    fn drop(&mut self) {
+        self.admission.record(&self.translator.usage());
+    }
 }
 
 /// The Anthropic SSE body for an upstream OpenAI stream. `message_start` is sent at once (the
@@ -39,6 +49,7 @@ pub(super) fn anthropic_sse(
     response: reqwest::Response,
     mut translator: StreamTranslator,
     idle: Duration,
+    admission: Admission,
     guard: Guard,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let mut first = Vec::with_capacity(512);
@@ -50,6 +61,7 @@ pub(super) fn anthropic_sse(
         idle,
         silent: Duration::ZERO,
         done: false,
+        admission,
         _guard: guard,
     };
     let head = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
@@ -129,7 +141,16 @@ struct OpenAiState {
     tap: OpenAiStreamTap,
     idle: Duration,
     done: bool,
+    admission: Admission,
     _guard: Guard,
+}
+
+impl Drop for OpenAiState {
+    fn drop(&mut self) {
+        if let Some(usage) = self.tap.usage() {
+            self.admission.record(&usage);
+        }
+    }
 }
 
 /// The OpenAI SSE body for an OpenAI client: upstream bytes forwarded as they arrive, with the
@@ -138,6 +159,7 @@ pub(super) fn openai_passthrough(
     response: reqwest::Response,
     tap: OpenAiStreamTap,
     idle: Duration,
+    admission: Admission,
     guard: Guard,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let state = OpenAiState {
@@ -145,6 +167,7 @@ pub(super) fn openai_passthrough(
         tap,
         idle,
         done: false,
+        admission,
         _guard: guard,
     };
     futures_util::stream::unfold(state, |mut state| async move {

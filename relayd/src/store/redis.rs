@@ -19,6 +19,9 @@
 //! Counter names `c` in usage fields: `r` requests, `e` errors, `i`/`o`/`c` input, output and
 //! cache-read tokens, `x` requests with estimated tokens.
 //!
+//! Every write also publishes `accounts` or `keys` on the `{p}changes` channel, so other
+//! instances reload their snapshots (see `routing::redis`).
+//!
 //! Everything that touches more than one key is one Lua script (or a MULTI/EXEC block), which
 //! Redis runs atomically, so other instances never see half of a write. The scripts build key names
 //! from the prefix passed as an argument, which suits a single Redis (or a Sentinel-managed
@@ -87,6 +90,7 @@ for i = 0, n - 1 do
   redis.call('SET', p .. 'account-name:' .. name, id)
   redis.call('SADD', p .. 'accounts', id)
 end
+redis.call('PUBLISH', p .. 'changes', 'accounts')
 return {'ok'}
 ",
     )
@@ -108,6 +112,7 @@ if ok and type(rec) == 'table' and type(rec.settings) == 'table'
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 redis.call('DEL', p .. 'account:' .. id)
+redis.call('PUBLISH', p .. 'changes', 'accounts')
 return 1
 ",
     )
@@ -483,6 +488,8 @@ impl Store for RedisStore {
             .set(self.key(&format!("key:{}", record.key.id)), json)
             .ignore()
             .sadd(self.key("keys"), record.key.id.as_str())
+            .ignore()
+            .publish(self.key("changes"), "keys")
             .ignore()
             .exec_async(&mut conn)
             .await

@@ -1,0 +1,716 @@
+//! The Redis coordinator: several relayd instances on one Redis share concurrency slots,
+//! cooldowns and relay-key counters, and hear about each other's admin changes.
+//!
+//! Keys (prefix `{p}` as for the store):
+//!
+//! | key                        | type   | holds                                             |
+//! |----------------------------|--------|---------------------------------------------------|
+//! | `{p}slots:{account}`       | zset   | slot leases, scored by expiry (Unix ms)           |
+//! | `{p}key-slots:{key}`       | zset   | a relay key's in-flight leases, same shape        |
+//! | `{p}cooldown:{account}`    | string | `"{until} {reason}"`, expiring at `until`         |
+//! | `{p}rpm:{key}`             | zset   | request start times of the last minute            |
+//! | `{p}tokens:{key}:{day}`    | string | tokens used on that UTC day                       |
+//!
+//! Channels: `{p}changes` (`accounts` / `keys`: reload the snapshot), `{p}slots`
+//! (`"{account} {in_flight}"` after each take and release), `{p}cooldowns`
+//! (`"{account} {until} {reason}"`).
+//!
+//! A request costs two round trips: one script call takes a slot (pruning expired leases
+//! first), one gives it back; key limits add one each when the key has them. Leases are renewed
+//! every lease/3 by a background task, so a long stream keeps its slot while a crashed
+//! instance's slots expire after the lease time. Reads that pick an account (in-flight counts,
+//! cooldowns) come from a local cache fed by the take/release answers and the channels.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use shared::account::AccountId;
+use shared::key::KeyId;
+use shared::time::UnixMillis;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::coordinator::{Cooldown, CoordinationError, Coordinator, utc_day};
+use crate::accounts::AccountRegistry;
+use crate::auth::random_hex;
+use crate::keys::KeyRegistry;
+
+/// Takes a lease if fewer than the cap are live. KEYS: zset. ARGV: cap, lease ms, member,
+/// channel (`""`: do not publish), label. Returns `{taken (0/1), live leases}`.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+local lease = tonumber(ARGV[2])
+if n < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
+  n = n + 1
+  if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. n) end
+  return {1, n}
+end
+return {0, n}
+",
+    )
+});
+
+/// Gives a lease back. KEYS: zset. ARGV: member, channel, label. Returns the live leases.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. n) end
+return n
+",
+    )
+});
+
+/// Extends leases that still exist. KEYS: zsets. ARGV: lease ms, then (key index, member) pairs.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local k = KEYS[tonumber(ARGV[i])]
+  redis.call('ZADD', k, 'XX', now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', k, lease * 2)
+end
+return 1
+",
+    )
+});
+
+/// Counts a request in a rolling minute. KEYS: zset. ARGV: limit, member. Returns -1 when
+/// counted, else the milliseconds until the oldest counted request leaves the window.
+static TAKE_REQUEST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + 60000 - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 61000)
+return -1
+",
+    )
+});
+
+/// Starts a cooldown unless a longer one runs. KEYS: cooldown key. ARGV: until, reason,
+/// channel, account id.
+static COOL_DOWN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local u = tonumber(string.match(cur, '^(%d+)'))
+  if u and u >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PXAT', ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
+return 1
+",
+    )
+});
+
+/// Work that `Drop` implementations hand to the background writer (they cannot wait).
+#[derive(Debug)]
+enum Deferred {
+    Release {
+        zset: String,
+        member: String,
+        /// The account, for slot leases (published and cached); `None` for key leases.
+        account: Option<AccountId>,
+    },
+    Tokens {
+        key: KeyId,
+        day: i64,
+        tokens: u64,
+    },
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: String,
+    instance: String,
+    lease: Duration,
+    next_lease: AtomicU64,
+    round_trips: AtomicU64,
+    /// This instance's live leases: zset → members.
+    held: Mutex<HashMap<String, Vec<String>>>,
+    in_flight: Mutex<HashMap<AccountId, u32>>,
+    cooldowns: Mutex<HashMap<AccountId, Cooldown>>,
+    freed: Notify,
+    deferred: mpsc::UnboundedSender<Deferred>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn failed(e: &redis::RedisError) -> CoordinationError {
+    CoordinationError(format!("Redis: {} ({:?})", e.category(), e.kind()))
+}
+
+impl Inner {
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    fn slots_key(&self, account: &AccountId) -> String {
+        self.key(&format!("slots:{}", account.as_str()))
+    }
+
+    fn key_slots_key(&self, key: &KeyId) -> String {
+        self.key(&format!("key-slots:{}", key.0))
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.conn.clone()
+    }
+
+    async fn take_lease(
+        &self,
+        zset: String,
+        capacity: u32,
+        account: Option<&AccountId>,
+    ) -> Result<bool, CoordinationError> {
+        let member = format!(
+            "{}:{}",
+            self.instance,
+            self.next_lease.fetch_add(1, Ordering::Relaxed)
+        );
+        let channel = if account.is_some() {
+            self.key("slots")
+        } else {
+            String::new()
+        };
+        let label = account.map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX / 4);
+        let (taken, live): (i64, u32) = ACQUIRE
+            .key(&zset)
+            .arg(capacity)
+            .arg(lease_ms)
+            .arg(&member)
+            .arg(channel)
+            .arg(label)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failed(&e))?;
+        if let Some(account) = account {
+            lock(&self.in_flight).insert(account.clone(), live);
+        }
+        if taken == 1 {
+            lock(&self.held).entry(zset).or_default().push(member);
+        }
+        Ok(taken == 1)
+    }
+
+    /// Hands one of this instance's leases on `zset` to the writer.
+    fn give_back(&self, zset: String, account: Option<AccountId>) {
+        let member = lock(&self.held).get_mut(&zset).and_then(Vec::pop);
+        if let Some(member) = member {
+            let _ = self.deferred.send(Deferred::Release {
+                zset,
+                member,
+                account,
+            });
+        }
+    }
+
+    async fn run_deferred(&self, job: Deferred) {
+        match job {
+            Deferred::Release {
+                zset,
+                member,
+                account,
+            } => {
+                let channel = if account.is_some() {
+                    self.key("slots")
+                } else {
+                    String::new()
+                };
+                let label = account
+                    .as_ref()
+                    .map(|a| a.as_str().to_owned())
+                    .unwrap_or_default();
+                let result: Result<u32, _> = RELEASE
+                    .key(&zset)
+                    .arg(&member)
+                    .arg(channel)
+                    .arg(label)
+                    .invoke_async(&mut self.conn())
+                    .await;
+                match (result, account) {
+                    (Ok(live), Some(account)) => {
+                        lock(&self.in_flight).insert(account, live);
+                        self.freed.notify_waiters();
+                    }
+                    (Ok(_), None) => {}
+                    // The lease expires by itself after the lease time.
+                    (Err(e), _) => tracing::warn!(error = %failed(&e), "cannot release a lease"),
+                }
+            }
+            Deferred::Tokens { key, day, tokens } => {
+                let counter = self.key(&format!("tokens:{}:{day}", key.0));
+                let result: Result<(), _> = redis::pipe()
+                    .incr(&counter, tokens)
+                    .ignore()
+                    .expire(&counter, 2 * 86_400)
+                    .ignore()
+                    .exec_async(&mut self.conn())
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %failed(&e), "cannot count tokens");
+                }
+            }
+        }
+    }
+
+    async fn renew(&self) {
+        let held: Vec<(String, Vec<String>)> = lock(&self.held)
+            .iter()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let mut invocation = RENEW.prepare_invoke();
+        invocation.arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX / 4));
+        for (index, (zset, members)) in held.iter().enumerate() {
+            invocation.key(zset);
+            for member in members {
+                invocation.arg(index + 1).arg(member);
+            }
+        }
+        let result: Result<i64, _> = invocation.invoke_async(&mut self.conn.clone()).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %failed(&e), "cannot renew slot leases");
+        }
+    }
+
+    /// Reads the cooldowns other instances started before this one came up.
+    async fn load_cooldowns(&self) -> Result<(), CoordinationError> {
+        let prefix = self.key("cooldown:");
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| failed(&e))?;
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                for (key, value) in keys.iter().zip(values) {
+                    let (Some(id), Some(value)) = (key.strip_prefix(&prefix), value) else {
+                        continue;
+                    };
+                    let payload = format!("{id} {value}");
+                    let _ = self.on_message(&self.key("cooldowns"), &payload);
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    fn on_message(&self, channel: &str, payload: &str) -> Option<Change> {
+        let rest = channel.strip_prefix(&self.prefix)?;
+        match rest {
+            "changes" => match payload {
+                "accounts" => Some(Change::Accounts),
+                "keys" => Some(Change::Keys),
+                _ => None,
+            },
+            "slots" => {
+                let (id, live) = payload.rsplit_once(' ')?;
+                let live: u32 = live.parse().ok()?;
+                lock(&self.in_flight).insert(AccountId(id.to_owned()), live);
+                self.freed.notify_waiters();
+                None
+            }
+            "cooldowns" => {
+                let mut parts = payload.splitn(3, ' ');
+                let id = parts.next()?;
+                let until: UnixMillis = parts.next()?.parse().ok()?;
+                let reason = parts.next().unwrap_or_default().to_owned();
+                let mut cooldowns = lock(&self.cooldowns);
+                if until == 0 {
+                    // Ended early by a probe.
+                    cooldowns.remove(&AccountId(id.to_owned()));
+                    self.freed.notify_waiters();
+                    return None;
+                }
+                let entry = cooldowns
+                    .entry(AccountId(id.to_owned()))
+                    .or_insert(Cooldown {
+                        until,
+                        reason: reason.clone(),
+                    });
+                if entry.until < until {
+                    *entry = Cooldown { until, reason };
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Change {
+    Accounts,
+    Keys,
+}
+
+/// Shared routing state in Redis, with its background tasks (writer, lease renewal, subscriber).
+#[derive(Debug)]
+pub struct RedisCoordinator {
+    inner: Arc<Inner>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RedisCoordinator {
+    /// Connects to `url` and starts the background tasks; admin changes announced on the
+    /// `changes` channel reload `accounts` and `keys`.
+    pub async fn start(
+        url: &str,
+        prefix: &str,
+        lease: Duration,
+        accounts: Arc<AccountRegistry>,
+        keys: Arc<KeyRegistry>,
+    ) -> Result<Self, CoordinationError> {
+        let client = redis::Client::open(url).map_err(|e| failed(&e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(10))
+            .set_factor(2)
+            .set_max_delay(500)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (deferred, mut jobs) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            conn,
+            prefix: prefix.to_owned(),
+            instance: random_hex(8),
+            lease,
+            next_lease: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            cooldowns: Mutex::new(HashMap::new()),
+            freed: Notify::new(),
+            deferred,
+        });
+        inner.load_cooldowns().await?;
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        // Writer: releases and token counts handed over by `Drop`s, in order.
+        let writer = Arc::clone(&inner);
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            loop {
+                let job = tokio::select! {
+                    () = stop.cancelled() => break,
+                    job = jobs.recv() => job,
+                };
+                let Some(job) = job else { break };
+                writer.run_deferred(job).await;
+            }
+            // Give back what is already handed over before stopping.
+            while let Ok(job) = jobs.try_recv() {
+                writer.run_deferred(job).await;
+            }
+        });
+
+        // Lease renewal every lease/3.
+        let renewer = Arc::clone(&inner);
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => renewer.renew().await,
+                }
+            }
+        });
+
+        // Subscriber, reconnecting; every (re)subscription reloads, since messages sent while
+        // it was away are lost.
+        let subscriber = Arc::clone(&inner);
+        let stop = cancel.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tasks.spawn(async move {
+            let mut ready = Some(ready_tx);
+            let channels = ["changes", "slots", "cooldowns"].map(|c| subscriber.key(c));
+            while !stop.is_cancelled() {
+                let connected = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channels).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                let pubsub = match tokio::time::timeout(Duration::from_secs(5), connected).await {
+                    Ok(Ok(pubsub)) => pubsub,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %failed(&e), "cannot subscribe to changes");
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                    Err(_) => continue,
+                };
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                } else {
+                    reload(&accounts, &keys).await;
+                }
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        () = stop.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(message) = message else { break };
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    match subscriber.on_message(message.get_channel_name(), &payload) {
+                        Some(Change::Accounts) => {
+                            if let Err(e) = accounts.reload().await {
+                                tracing::warn!(error = %e.message, "cannot reload accounts");
+                            }
+                        }
+                        Some(Change::Keys) => {
+                            if let Err(e) = keys.reload().await {
+                                tracing::warn!(error = %e, "cannot reload keys");
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        });
+        tasks.close();
+        // Changes made between loading the registries and subscribing would be missed.
+        if tokio::time::timeout(Duration::from_secs(5), ready_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!("not subscribed to admin changes yet; will keep trying");
+        }
+        Ok(Self {
+            inner,
+            cancel,
+            tasks,
+        })
+    }
+}
+
+async fn reload(accounts: &AccountRegistry, keys: &KeyRegistry) {
+    if let Err(e) = accounts.reload().await {
+        tracing::warn!(error = %e.message, "cannot reload accounts");
+    }
+    if let Err(e) = keys.reload().await {
+        tracing::warn!(error = %e, "cannot reload keys");
+    }
+}
+
+impl Drop for RedisCoordinator {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[async_trait]
+impl Coordinator for RedisCoordinator {
+    fn in_flight(&self, account: &AccountId) -> u32 {
+        lock(&self.inner.in_flight)
+            .get(account)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    async fn try_acquire(
+        &self,
+        account: &AccountId,
+        capacity: u32,
+    ) -> Result<bool, CoordinationError> {
+        let zset = self.inner.slots_key(account);
+        self.inner.take_lease(zset, capacity, Some(account)).await
+    }
+
+    fn release(&self, account: &AccountId) {
+        let zset = self.inner.slots_key(account);
+        self.inner.give_back(zset, Some(account.clone()));
+    }
+
+    fn slot_freed(&self) -> &Notify {
+        &self.inner.freed
+    }
+
+    fn recheck_interval(&self) -> Option<Duration> {
+        // A crashed instance's leases expire silently: look again now and then while waiting.
+        Some((self.inner.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)))
+    }
+
+    fn cooldown(&self, account: &AccountId, now: UnixMillis) -> Option<Cooldown> {
+        lock(&self.inner.cooldowns)
+            .get(account)
+            .filter(|c| c.until > now)
+            .cloned()
+    }
+
+    async fn cool_down(&self, account: &AccountId, cooldown: Cooldown) {
+        {
+            let mut cooldowns = lock(&self.inner.cooldowns);
+            let entry = cooldowns
+                .entry(account.clone())
+                .or_insert_with(|| cooldown.clone());
+            if entry.until < cooldown.until {
+                *entry = cooldown.clone();
+            }
+        }
+        let result: Result<i64, _> = COOL_DOWN
+            .key(self.inner.key(&format!("cooldown:{}", account.as_str())))
+            .arg(cooldown.until)
+            .arg(&cooldown.reason)
+            .arg(self.inner.key("cooldowns"))
+            .arg(account.as_str())
+            .invoke_async(&mut self.inner.conn())
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %failed(&e), "cannot share a cooldown");
+        }
+    }
+
+    async fn clear_cooldown(&self, account: &AccountId) {
+        lock(&self.inner.cooldowns).remove(account);
+        let result: Result<(), _> = redis::pipe()
+            .del(self.inner.key(&format!("cooldown:{}", account.as_str())))
+            .ignore()
+            .publish(
+                self.inner.key("cooldowns"),
+                format!("{} 0 probe", account.as_str()),
+            )
+            .ignore()
+            .exec_async(&mut self.inner.conn())
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %failed(&e), "cannot end a shared cooldown");
+        }
+    }
+
+    async fn take_request(
+        &self,
+        key: &KeyId,
+        per_minute: u32,
+        _now: UnixMillis,
+    ) -> Result<Result<(), u64>, CoordinationError> {
+        let member = format!(
+            "{}:{}",
+            self.inner.instance,
+            self.inner.next_lease.fetch_add(1, Ordering::Relaxed)
+        );
+        let wait_ms: i64 = TAKE_REQUEST
+            .key(self.inner.key(&format!("rpm:{}", key.0)))
+            .arg(per_minute)
+            .arg(member)
+            .invoke_async(&mut self.inner.conn())
+            .await
+            .map_err(|e| failed(&e))?;
+        if wait_ms < 0 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(u64::try_from((wait_ms + 999) / 1000)
+                .unwrap_or(1)
+                .max(1)))
+        }
+    }
+
+    async fn tokens_today(&self, key: &KeyId, now: UnixMillis) -> Result<u64, CoordinationError> {
+        let counter = self
+            .inner
+            .key(&format!("tokens:{}:{}", key.0, utc_day(now)));
+        let used: Option<u64> = redis::cmd("GET")
+            .arg(counter)
+            .query_async(&mut self.inner.conn())
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(used.unwrap_or(0))
+    }
+
+    fn add_tokens(&self, key: &KeyId, tokens: u64, now: UnixMillis) {
+        let _ = self.inner.deferred.send(Deferred::Tokens {
+            key: key.clone(),
+            day: utc_day(now),
+            tokens,
+        });
+    }
+
+    async fn enter_key(&self, key: &KeyId, limit: u32) -> Result<bool, CoordinationError> {
+        let zset = self.inner.key_slots_key(key);
+        self.inner.take_lease(zset, limit, None).await
+    }
+
+    fn leave_key(&self, key: &KeyId) {
+        let zset = self.inner.key_slots_key(key);
+        self.inner.give_back(zset, None);
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    async fn shutdown(&self) {
+        self.cancel.cancel();
+        // The writer ends when every sender is gone; the other tasks on the token.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}
