@@ -238,13 +238,18 @@ impl ApiError {
         self
     }
 
-    /// Renders the error for `surface`.
-    pub fn into_response_for(self, surface: Surface) -> Response {
+    /// The status this error is answered with on `surface`.
+    pub fn status_for(&self, surface: Surface) -> StatusCode {
         // OpenAI clients know 429, not Anthropic's 529.
-        let status = match (surface, self.kind) {
+        match (surface, self.kind) {
             (Surface::OpenAi, ErrorKind::Overloaded) => StatusCode::TOO_MANY_REQUESTS,
             (_, kind) => kind.status(),
-        };
+        }
+    }
+
+    /// Renders the error for `surface`.
+    pub fn into_response_for(self, surface: Surface) -> Response {
+        let status = self.status_for(surface);
         let body = match surface {
             Surface::Admin => serde_json::to_value(AdminErrorBody {
                 error: AdminError {

@@ -2,6 +2,7 @@
 //! private redis-server instances, the official Python SDKs and Claude Code itself. One test
 //! binary, modules by area.
 
+mod accounting;
 mod admin_api;
 mod claude_code;
 mod client_auth;

@@ -10,6 +10,7 @@ use shared::account::ThinkingMapping;
 
 use super::dispatch::dispatch;
 use super::stream::anthropic_sse;
+use super::trace::Trace;
 use super::{Caller, RequestId, account_header, in_flight_guard, translate_error};
 use crate::auth::random_hex;
 use crate::error::{ApiError, ErrorKind, Surface};
@@ -35,9 +36,13 @@ pub(super) async fn messages(
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Response {
-    match messages_inner(&state, &caller, &request_id, req).await {
+    let mut trace = Trace::start(&state, &request_id.0, Surface::Anthropic, &caller.key.name);
+    match messages_inner(&state, &caller, &request_id, &mut trace, req).await {
         Ok(response) => response,
-        Err(e) => e.into_response_for(Surface::Anthropic),
+        Err(e) => {
+            trace.failed(&e, Surface::Anthropic);
+            e.into_response_for(Surface::Anthropic)
+        }
     }
 }
 
@@ -45,6 +50,7 @@ async fn messages_inner(
     state: &AppState,
     caller: &crate::store::KeyRecord,
     request_id: &RequestId,
+    trace: &mut Trace,
     req: Request,
 ) -> Result<Response, ApiError> {
     let session_header = super::session_header(req.headers());
@@ -55,6 +61,7 @@ async fn messages_inner(
         .model
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::invalid("model: field required"))?;
+    trace.model(&model);
     let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
     // `metadata.user_id` (Claude Code puts its session in it) is the fallback session id.
@@ -66,26 +73,35 @@ async fn messages_inner(
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     });
-    let dispatched = dispatch(state, caller, &model, session.as_deref(), |account| {
-        let settings = &account.settings;
-        let options = UpstreamOptions {
-            deployment: &settings.deployment_name,
-            max_output_tokens: settings.max_output_tokens,
-            use_max_completion_tokens: settings.use_max_completion_tokens,
-            reasoning: match settings.thinking {
-                ThinkingMapping::Drop => ReasoningMode::Drop,
-                ThinkingMapping::ReasoningEffort => ReasoningMode::ReasoningEffort,
-                ThinkingMapping::EnableThinking => ReasoningMode::QwenEnableThinking,
-            },
-            send_reasoning_content: settings.send_reasoning_content,
-        };
-        let (upstream_body, ctx) = anthropic_to_openai(&body, &options).map_err(translate_error)?;
-        Ok((Bytes::from(upstream_body), ctx))
-    })
+    let dispatched = dispatch(
+        state,
+        trace,
+        caller,
+        &model,
+        session.as_deref(),
+        |account| {
+            let settings = &account.settings;
+            let options = UpstreamOptions {
+                deployment: &settings.deployment_name,
+                max_output_tokens: settings.max_output_tokens,
+                use_max_completion_tokens: settings.use_max_completion_tokens,
+                reasoning: match settings.thinking {
+                    ThinkingMapping::Drop => ReasoningMode::Drop,
+                    ThinkingMapping::ReasoningEffort => ReasoningMode::ReasoningEffort,
+                    ThinkingMapping::EnableThinking => ReasoningMode::QwenEnableThinking,
+                },
+                send_reasoning_content: settings.send_reasoning_content,
+            };
+            let (upstream_body, ctx) =
+                anthropic_to_openai(&body, &options).map_err(translate_error)?;
+            Ok((Bytes::from(upstream_body), ctx))
+        },
+    )
     .await?;
     let account = dispatched.account;
     let ctx: RequestContext = dispatched.extra;
-    tracing::info!(
+    // The one info line per request is written by the trace when the request ends.
+    tracing::debug!(
         request_id = %request_id.0,
         key = %caller.key.name,
         model = %model,
@@ -101,6 +117,7 @@ async fn messages_inner(
             translator,
             state.upstreams.idle_timeout(),
             admission,
+            trace.hand_over(),
             Box::new((guard, dispatched.slot)),
         );
         let mut response = axum::body::Body::from_stream(body).into_response();
@@ -115,6 +132,7 @@ async fn messages_inner(
         let upstream = read_upstream_body(dispatched.response, state).await?;
         let (answer, usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
         admission.record(&usage);
+        trace.answered(200, Some(usage));
         drop((guard, dispatched.slot));
         let mut response = answer.into_response();
         response.headers_mut().insert(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use shared::time::now_millis;
 
+use super::trace::Trace;
 use super::upstream::UpstreamError;
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, ErrorKind};
@@ -30,9 +31,11 @@ pub(super) struct Dispatched<T> {
 }
 
 /// Resolves `model` for `caller` and sends the body `build` makes for each chosen account in
-/// turn. `session` is the client's session id, for sticky routing.
+/// turn. `session` is the client's session id, for sticky routing. Each attempt is noted in
+/// `trace`, so a failed request is recorded against the account that failed it.
 pub(super) async fn dispatch<T>(
     state: &AppState,
+    trace: &mut Trace,
     caller: &KeyRecord,
     model: &str,
     session: Option<&str>,
@@ -68,6 +71,7 @@ pub(super) async fn dispatch<T>(
         };
         tried[index] = true;
         let account = Arc::clone(&list[index]);
+        trace.account(&account.settings.name, &account.settings.deployment_name);
         let (body, extra) = build(&account)?;
         match state.upstreams.chat(&account, body).await {
             Ok(response) => {
@@ -87,6 +91,9 @@ pub(super) async fn dispatch<T>(
                     error = %error,
                     "upstream attempt failed"
                 );
+                state
+                    .metrics
+                    .observe_upstream_error(&account.settings.name, error.cause());
                 // Cool down before giving the slot back, so a waiting request woken by the
                 // release does not pick this account again.
                 if let Some(cooldown) = router.cooldown_for(&error, now_millis()) {

@@ -10,6 +10,7 @@ mod dispatch;
 mod models;
 mod openai;
 mod stream;
+mod trace;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::anthropic::read_upstream_body;
 use super::dispatch::dispatch;
 use super::stream::openai_passthrough;
+use super::trace::Trace;
 use super::{Caller, RequestId, account_header, in_flight_guard, translate_error};
 use crate::error::{ApiError, Surface};
 use crate::extract::read_body;
@@ -25,9 +26,13 @@ pub(super) async fn chat_completions(
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Response {
-    match inner(&state, &caller, &request_id, req).await {
+    let mut trace = Trace::start(&state, &request_id.0, Surface::OpenAi, &caller.key.name);
+    match inner(&state, &caller, &request_id, &mut trace, req).await {
         Ok(response) => response,
-        Err(e) => e.into_response_for(Surface::OpenAi),
+        Err(e) => {
+            trace.failed(&e, Surface::OpenAi);
+            e.into_response_for(Surface::OpenAi)
+        }
     }
 }
 
@@ -35,6 +40,7 @@ async fn inner(
     state: &AppState,
     caller: &crate::store::KeyRecord,
     request_id: &RequestId,
+    trace: &mut Trace,
     req: Request,
 ) -> Result<Response, ApiError> {
     let session = super::session_header(req.headers());
@@ -42,17 +48,26 @@ async fn inner(
     // Validate and learn the model once; each attempt re-targets the deployment.
     let (_, info) = prepare_openai_request(&body, "").map_err(translate_error)?;
     let model = info.requested_model.clone();
+    trace.model(&model);
     let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
-    let dispatched = dispatch(state, caller, &model, session.as_deref(), |account| {
-        let (upstream, info) = prepare_openai_request(&body, &account.settings.deployment_name)
-            .map_err(translate_error)?;
-        Ok((Bytes::from(upstream), info))
-    })
+    let dispatched = dispatch(
+        state,
+        trace,
+        caller,
+        &model,
+        session.as_deref(),
+        |account| {
+            let (upstream, info) = prepare_openai_request(&body, &account.settings.deployment_name)
+                .map_err(translate_error)?;
+            Ok((Bytes::from(upstream), info))
+        },
+    )
     .await?;
     let account = dispatched.account;
     let info: OpenAiRequestInfo = dispatched.extra;
-    tracing::info!(
+    // The one info line per request is written by the trace when the request ends.
+    tracing::debug!(
         request_id = %request_id.0,
         key = %caller.key.name,
         model = %model,
@@ -67,6 +82,7 @@ async fn inner(
             tap,
             state.upstreams.idle_timeout(),
             admission,
+            trace.hand_over(),
             Box::new((guard, dispatched.slot)),
         );
         let mut response = axum::body::Body::from_stream(body).into_response();
@@ -84,6 +100,7 @@ async fn inner(
         if let Some(usage) = &usage {
             admission.record(usage);
         }
+        trace.answered(200, usage);
         drop((guard, dispatched.slot));
         let mut response = answer.into_response();
         response.headers_mut().insert(

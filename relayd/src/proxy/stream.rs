@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+use super::trace::Trace;
 use crate::limits::Admission;
 use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator};
 
@@ -31,15 +32,24 @@ struct AnthropicState {
     /// Upstream silence so far; survives across emitted pings so the idle timeout still fires.
     silent: Duration,
     done: bool,
+    /// relayd reported an upstream failure to the client (an `error` event).
+    failed: bool,
     admission: Admission,
+    trace: Trace,
     _guard: Guard,
 }
 
 impl Drop for AnthropicState {
     /// At the end of the stream, whether complete, failed or abandoned by the client: the
-    /// tokens used so far count against the key.
+    /// tokens used so far count against the key, and the request is recorded.
     fn drop(&mut self) {
-        self.admission.record(&self.translator.usage());
+        let usage = self.translator.usage();
+        self.admission.record(&usage);
+        match (self.done, self.failed) {
+            (false, _) => self.trace.abandoned(usage),
+            (true, false) => self.trace.stream_ended(200, usage),
+            (true, true) => self.trace.stream_ended(502, usage),
+        }
     }
 }
 
@@ -50,6 +60,7 @@ pub(super) fn anthropic_sse(
     mut translator: StreamTranslator,
     idle: Duration,
     admission: Admission,
+    trace: Trace,
     guard: Guard,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let mut first = Vec::with_capacity(512);
@@ -61,7 +72,9 @@ pub(super) fn anthropic_sse(
         idle,
         silent: Duration::ZERO,
         done: false,
+        failed: false,
         admission,
+        trace,
         _guard: guard,
     };
     let head = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
@@ -88,6 +101,7 @@ async fn next_anthropic(
                         &mut out,
                     );
                     state.done = true;
+                    state.failed = true;
                 } else {
                     StreamTranslator::ping(&mut out);
                 }
@@ -105,6 +119,7 @@ async fn next_anthropic(
                     &mut out,
                 );
                 state.done = true;
+                state.failed = true;
             }
             Ok(None) => {
                 state.decoder.finish();
@@ -131,6 +146,7 @@ fn drain(state: &mut AnthropicState, out: &mut Vec<u8>) {
                 .translator
                 .fail("api_error", "the upstream sent a malformed chunk", out);
             state.done = true;
+            state.failed = true;
             return;
         }
     }
@@ -141,14 +157,22 @@ struct OpenAiState {
     tap: OpenAiStreamTap,
     idle: Duration,
     done: bool,
+    failed: bool,
     admission: Admission,
+    trace: Trace,
     _guard: Guard,
 }
 
 impl Drop for OpenAiState {
     fn drop(&mut self) {
-        if let Some(usage) = self.tap.usage() {
-            self.admission.record(&usage);
+        // relayd always asks for usage upstream; a server that ignores it leaves zeros, marked
+        // as not coming from the upstream.
+        let usage = self.tap.usage().unwrap_or_default();
+        self.admission.record(&usage);
+        match (self.done, self.failed) {
+            (false, _) => self.trace.abandoned(usage),
+            (true, false) => self.trace.stream_ended(200, usage),
+            (true, true) => self.trace.stream_ended(502, usage),
         }
     }
 }
@@ -160,6 +184,7 @@ pub(super) fn openai_passthrough(
     tap: OpenAiStreamTap,
     idle: Duration,
     admission: Admission,
+    trace: Trace,
     guard: Guard,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let state = OpenAiState {
@@ -167,7 +192,9 @@ pub(super) fn openai_passthrough(
         tap,
         idle,
         done: false,
+        failed: false,
         admission,
+        trace,
         _guard: guard,
     };
     futures_util::stream::unfold(state, |mut state| async move {
@@ -190,11 +217,13 @@ pub(super) fn openai_passthrough(
                 Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e.without_url(), "upstream stream broke");
                     state.done = true;
+                    state.failed = true;
                     return Some((Err(std::io::Error::other("upstream stream broke")), state));
                 }
                 Err(_) => {
                     tracing::warn!(idle_secs = state.idle.as_secs(), "upstream stream stalled");
                     state.done = true;
+                    state.failed = true;
                     return Some((Err(std::io::Error::other("upstream stalled")), state));
                 }
             }

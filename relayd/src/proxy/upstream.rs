@@ -65,6 +65,24 @@ impl UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// A short cause label for metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::BadProxy(_) => "proxy",
+            Self::Connect(_) => "connect",
+            Self::FirstByteTimeout(_) => "timeout",
+            Self::Transport(_) => "transport",
+            Self::Status {
+                status: 401 | 403, ..
+            } => "auth",
+            Self::Status { status: 429, .. } => "rate_limited",
+            Self::Status { status, .. } if *status >= 500 => "server_error",
+            Self::Status { .. } => "client_error",
+        }
+    }
+}
+
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
