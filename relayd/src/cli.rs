@@ -109,6 +109,14 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
     let signals = Signals::register().context("cannot install signal handlers")?;
     let state = build_state(config).await?;
     let addr = listener.local_addr()?;
@@ -130,6 +138,20 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
             interval.as_millis()
         );
         tasks.spawn(notifier.clone().watchdog(interval, done.clone()));
+    }
+    if let Some(metrics_listener) = metrics_listener {
+        let metrics_addr = metrics_listener.local_addr()?;
+        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
+        let app = crate::server::metrics_router(state.clone());
+        let stop = done.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(metrics_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
     }
     tasks.spawn(crate::lifecycle::handle_signals(
         signals,

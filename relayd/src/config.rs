@@ -103,6 +103,9 @@ impl Default for UsageConfig {
 pub struct MetricsConfig {
     /// Bearer token for scrapers, so they need not hold the admin token.
     pub token: Option<String>,
+    /// A separate address serving only `/metrics` (open there unless `token` is set), e.g.
+    /// `127.0.0.1:9464` for a local Prometheus agent.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[routing]`: how requests are spread over accounts and what happens when they fail or are full.

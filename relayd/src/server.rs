@@ -58,7 +58,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text. Requires `metrics.token` when configured, else the admin
+/// `GET /metrics` on the main listener: requires `metrics.token` when configured, else the admin
 /// token (the counters name accounts and models, which are not public).
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let presented = crate::auth::presented_credential(&headers);
@@ -67,13 +67,43 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         (Some(token), Some(p)) => crate::auth::AdminToken::new(token).verify(p),
         (None, Some(p)) => state.admin_token.verify(p),
     };
-    if !allowed {
-        return ApiError::unauthenticated(
-            "metrics need `Authorization: Bearer <metrics token or admin token>`",
-        )
-        .into_response_for(Surface::Admin);
+    if allowed {
+        render_metrics(&state)
+    } else {
+        metrics_refused()
     }
-    let gauges = crate::routing::gauges(&state);
+}
+
+/// `GET /metrics` on the separate `metrics.listen` address: open (the address is chosen to be
+/// reachable only by the scraper) unless `metrics.token` is set.
+async fn open_metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let allowed = match &state.config.metrics.token {
+        None => true,
+        Some(token) => crate::auth::presented_credential(&headers)
+            .is_some_and(|p| crate::auth::AdminToken::new(token).verify(p)),
+    };
+    if allowed {
+        render_metrics(&state)
+    } else {
+        metrics_refused()
+    }
+}
+
+/// The router of the separate metrics listener: `/metrics` and nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(open_metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn metrics_refused() -> Response {
+    ApiError::unauthenticated("metrics need `Authorization: Bearer <metrics token or admin token>`")
+        .into_response_for(Surface::Admin)
+}
+
+fn render_metrics(state: &AppState) -> Response {
+    let gauges = crate::routing::gauges(state);
     (
         [(
             header::CONTENT_TYPE,

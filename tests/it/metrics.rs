@@ -83,3 +83,30 @@ async fn metrics_need_a_token_and_parse_as_prometheus_text() {
         "box"
     );
 }
+
+#[tokio::test]
+async fn a_separate_metrics_listener_serves_only_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = relayd_tests::daemon::Daemon::start(
+        dir.path(),
+        &[],
+        &[("RELAYD_METRICS__LISTEN", "127.0.0.1:0")],
+    );
+    // The metrics line is logged right after the listening line that `start` waited for.
+    assert!(daemon.wait_for_log("metrics on http://", std::time::Duration::from_secs(10)));
+    let log = daemon.log();
+    let url = log
+        .split("metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("metrics address in the log")
+        .to_owned();
+    let client = reqwest::Client::new();
+    let open = send(client.get(&url)).await;
+    assert_eq!(open.status, 200, "{}", open.text);
+    assert!(open.text.contains("# TYPE relayd_requests_total counter"));
+    let other = send(client.get(url.replace("/metrics", "/admin/v1/status"))).await;
+    assert_eq!(other.status, 404);
+    // The main listener still requires a token.
+    assert_eq!(send(client.get(daemon.url("/metrics"))).await.status, 401);
+}
