@@ -172,6 +172,9 @@ pub struct Timeouts {
     pub first_byte_secs: u64,
     /// Longest silence between two chunks of a streamed answer.
     pub idle_secs: u64,
+    /// How often an Anthropic stream gets a `ping` event while the upstream is silent (long
+    /// prefill), so clients and proxies in between do not give up on the connection.
+    pub ping_secs: u64,
 }
 
 impl Timeouts {
@@ -187,6 +190,10 @@ impl Timeouts {
     pub fn idle(&self) -> Duration {
         Duration::from_secs(self.idle_secs)
     }
+    /// Keep-alive interval of Anthropic streams.
+    pub fn ping(&self) -> Duration {
+        Duration::from_secs(self.ping_secs)
+    }
 }
 
 impl Default for Timeouts {
@@ -195,6 +202,7 @@ impl Default for Timeouts {
             connect_secs: 10,
             first_byte_secs: 600,
             idle_secs: 300,
+            ping_secs: 10,
         }
     }
 }
@@ -335,6 +343,7 @@ impl Config {
         if self.timeouts.connect_secs == 0
             || self.timeouts.first_byte_secs == 0
             || self.timeouts.idle_secs == 0
+            || self.timeouts.ping_secs == 0
         {
             return Err(ConfigError::Value {
                 key: "timeouts",

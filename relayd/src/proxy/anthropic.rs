@@ -116,6 +116,7 @@ async fn messages_inner(
             dispatched.response,
             translator,
             state.upstreams.idle_timeout(),
+            state.upstreams.ping_interval(),
             admission,
             trace.hand_over(),
             Box::new((guard, dispatched.slot)),

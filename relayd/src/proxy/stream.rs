@@ -16,9 +16,6 @@ use super::trace::Trace;
 use crate::limits::Admission;
 use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator};
 
-/// How often a `ping` is sent while the upstream says nothing (long prefill on big prompts).
-pub(super) const PING_EVERY: Duration = Duration::from_secs(10);
-
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// Something that lives exactly as long as the response body (in-flight counters, slots).
@@ -29,6 +26,8 @@ struct AnthropicState {
     decoder: SseDecoder,
     translator: StreamTranslator,
     idle: Duration,
+    /// How often a `ping` is sent while the upstream says nothing (long prefill on big prompts).
+    ping: Duration,
     /// Upstream silence so far; survives across emitted pings so the idle timeout still fires.
     silent: Duration,
     done: bool,
@@ -59,6 +58,7 @@ pub(super) fn anthropic_sse(
     response: reqwest::Response,
     mut translator: StreamTranslator,
     idle: Duration,
+    ping: Duration,
     admission: Admission,
     trace: Trace,
     guard: Guard,
@@ -70,6 +70,7 @@ pub(super) fn anthropic_sse(
         decoder: SseDecoder::new(),
         translator,
         idle,
+        ping,
         silent: Duration::ZERO,
         done: false,
         failed: false,
@@ -89,7 +90,7 @@ async fn next_anthropic(
     }
     let mut out = Vec::new();
     while out.is_empty() {
-        let wait = PING_EVERY.min(state.idle.saturating_sub(state.silent));
+        let wait = state.ping.min(state.idle.saturating_sub(state.silent));
         match tokio::time::timeout(wait, state.upstream.next()).await {
             Err(_) => {
                 state.silent += wait;

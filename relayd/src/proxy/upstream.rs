@@ -109,6 +109,11 @@ impl Upstreams {
         self.timeouts.idle()
     }
 
+    /// The keep-alive interval of Anthropic streams.
+    pub fn ping_interval(&self) -> Duration {
+        self.timeouts.ping()
+    }
+
     fn client(&self, proxy: Option<&str>) -> Result<reqwest::Client, UpstreamError> {
         // Short critical section, never held across an await: a std mutex is right here.
         let mut clients = self
