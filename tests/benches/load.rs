@@ -1,0 +1,712 @@
+//! Load benchmark: the release relayd (a separate process, embedded store, temporary data dir) in
+//! front of a fast mock upstream, against the same mock called directly, with the same load
+//! generator (`wrk`) in the same run. Prints requests/s, p50/p99 latency, the ratios, the latency
+//! relayd adds, and relayd's memory under load, and checks them against the targets of issue 3.
+//!
+//! Run: `cargo bench -p relayd-tests --bench load` (needs `wrk`: `apt-get install -y wrk`). It
+//! builds the release relayd itself (`cargo build --release -p relayd`) before measuring. Not part
+//! of `cargo test`. Knobs: `LOAD_SECS` (default 10), `LOAD_CONNECTIONS` (default 64).
+//!
+//! The mock upstream is this same executable re-run with `RELAYD_BENCH_ROLE=mock`: a separate
+//! process, like a real upstream, so relayd and the mock do not share a runtime or allocator on a
+//! 2-core machine. It answers from prebuilt bytes (a small chat completion, or a 20-chunk SSE
+//! stream written as 20 frames) and records nothing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use relayd::translate::{ReasoningMode, UpstreamOptions, anthropic_to_openai};
+use serde_json::json;
+
+/// Set in the environment of the re-executed mock process.
+const ROLE_ENV: &str = "RELAYD_BENCH_ROLE";
+/// The model clients ask for and the deployment the mock sees.
+const MODEL: &str = "bench-model";
+const DEPLOYMENT: &str = "mock-model";
+/// SSE chunks in a streamed mock answer.
+const STREAM_CHUNKS: usize = 20;
+/// Warm-up before each measured run.
+const WARMUP: Duration = Duration::from_secs(2);
+
+// Targets from issue 3 (2-core machine).
+const MIN_RATE_RATIO: f64 = 0.25;
+const MAX_ADDED_P50_MS: f64 = 1.0;
+const MAX_RSS_MB: f64 = 60.0;
+
+fn main() -> Result<()> {
+    if std::env::var_os(ROLE_ENV).is_some_and(|r| r == "mock") {
+        return mock::run();
+    }
+    // `cargo bench` passes `--bench`; any other argument is a filter we do not support.
+    let secs: u64 = env_number("LOAD_SECS", 10)?;
+    let connections: u64 = env_number("LOAD_CONNECTIONS", 64)?;
+    check_wrk()?;
+    let relayd = build_relayd()?;
+
+    let work = tempfile::tempdir().context("temp dir")?;
+    let mock = Process::start(
+        Command::new(std::env::current_exe()?).env(ROLE_ENV, "mock"),
+        Pipe::Stdout,
+    )?;
+    let relay = Process::start(
+        Command::new(&relayd)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(work.path().join("data"))
+            .env_remove("RELAYD_ENCRYPTION_KEY")
+            .env_remove("RELAYD_ADMIN_TOKEN")
+            .env_remove("RELAYD_STORE")
+            .env_remove("RELAYD_CONFIG")
+            // The default log level: one `dispatched` line per request, as in production.
+            .env("RELAYD_LOG", "info"),
+        Pipe::Stderr,
+    )?;
+    let key = setup_relay(&relay.addr, work.path(), &mock.addr)?;
+
+    let anthropic = anthropic_request(false);
+    let anthropic_stream = anthropic_request(true);
+    let scenarios = [
+        Scenario::new("non-streaming", &anthropic, &mock.addr, &relay.addr, &key)?,
+        Scenario::new(
+            "streaming (20 chunks)",
+            &anthropic_stream,
+            &mock.addr,
+            &relay.addr,
+            &key,
+        )?,
+    ];
+    for s in &scenarios {
+        s.sanity_check()?;
+    }
+
+    println!(
+        "load: wrk -t2 -c{connections} (and -c1) -d{secs}s, {}-byte Anthropic request (mock-direct: its \
+         {}-byte OpenAI translation), relayd pid {}",
+        anthropic.len(),
+        scenarios[0].direct_body.len(),
+        relay.child.id()
+    );
+    let mut rows = Vec::new();
+    let mut peak_rss_kb = 0;
+    // At 64 connections both sides are saturated, so p50 is mostly queueing (connections / rate);
+    // one connection shows the latency relayd adds to a single request.
+    let runs = [
+        (&scenarios[0], connections),
+        (&scenarios[1], connections),
+        (&scenarios[0], 1),
+    ];
+    for (s, connections) in runs {
+        let scripts = s.write_scripts(work.path())?;
+        // Warm both paths (connection pools, allocator, page cache), then measure each.
+        wrk(&scripts.direct, &s.direct_url, connections, WARMUP)?;
+        wrk(&scripts.relay, &s.relay_url, connections, WARMUP)?;
+        let direct = wrk(
+            &scripts.direct,
+            &s.direct_url,
+            connections,
+            Duration::from_secs(secs),
+        )?;
+        let sampler = RssSampler::start(relay.child.id());
+        let relayed = wrk(
+            &scripts.relay,
+            &s.relay_url,
+            connections,
+            Duration::from_secs(secs),
+        )?;
+        let rss = sampler.stop();
+        peak_rss_kb = peak_rss_kb.max(rss);
+        rows.push((format!("{} c={connections}", s.name), direct, relayed, rss));
+    }
+    let hwm_kb = proc_status_kb(relay.child.id(), "VmHWM:").unwrap_or(0);
+    report(&rows, hwm_kb.max(peak_rss_kb));
+    Ok(())
+}
+
+fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn check_wrk() -> Result<()> {
+    match Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => Ok(()),
+        Err(e) => bail!("wrk not found ({e}); install it: apt-get install -y wrk"),
+    }
+}
+
+/// Builds the release relayd into the target directory this bench runs from and returns its path.
+/// `cargo bench` only builds this package; relayd's binary belongs to another one. Cargo releases
+/// its build lock before running benches, so the nested build does not deadlock.
+fn build_relayd() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // …/target/release/deps/load-HASH → …/target/release
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected bench path {}", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| anyhow!("unexpected bench path {}", exe.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    eprintln!("load: cargo build --release -p relayd --bin relayd");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "relayd", "--bin", "relayd"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .context("run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p relayd failed ({status})");
+    }
+    let path = profile_dir.join("relayd");
+    if !path.exists() {
+        bail!("{} missing after the build", path.display());
+    }
+    Ok(path)
+}
+
+/// Which output carries the `listening on ADDR` line.
+#[derive(Debug, Clone, Copy)]
+enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// A child process that announced its address. Killed when dropped.
+#[derive(Debug)]
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn start(command: &mut Command, pipe: Pipe) -> Result<Self> {
+        command.stdin(Stdio::null());
+        match pipe {
+            Pipe::Stdout => command.stdout(Stdio::piped()).stderr(Stdio::inherit()),
+            Pipe::Stderr => command.stdout(Stdio::null()).stderr(Stdio::piped()),
+        };
+        let mut child = command.spawn().context("spawn")?;
+        let out: Box<dyn std::io::Read + Send> = match pipe {
+            Pipe::Stdout => Box::new(child.stdout.take().context("stdout")?),
+            Pipe::Stderr => Box::new(child.stderr.take().context("stderr")?),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the address, then keeps draining (and discarding) the log so the child never
+        // blocks on a full pipe. Ends at EOF, when the child is killed.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let mut head = String::new();
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let Some(sender) = tx.as_ref() else { continue };
+                let addr = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                match addr {
+                    Some(addr) => {
+                        let _ = sender.send(Ok(addr));
+                        tx = None;
+                    }
+                    None => {
+                        head.push_str(&line);
+                        head.push('\n');
+                    }
+                }
+            }
+            if let Some(tx) = tx {
+                let _ = tx.send(Err(head));
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addr)) => Ok(Self { child, addr }),
+            Ok(Err(log)) => {
+                let _ = child.kill();
+                bail!("process exited before listening:\n{log}")
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!("process did not start listening within 60 s")
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates an account pointing at the mock and a relay key; returns the key.
+fn setup_relay(relay: &SocketAddr, work: &Path, mock: &SocketAddr) -> Result<String> {
+    let token = std::fs::read_to_string(work.join("data").join("admin.token"))
+        .context("admin.token")?
+        .trim()
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let admin = relayd_tests::http::Admin::new(&format!("http://{relay}"), &token);
+        let account = admin
+            .post(
+                "/accounts",
+                &json!({
+                    "name": "mock", "endpoint": format!("http://{mock}/v1"),
+                    "deploymentName": DEPLOYMENT, "apiKey": "sk-bench-upstream-0000",
+                    "supportedModels": [MODEL]
+                }),
+            )
+            .await;
+        if account.status != 201 {
+            bail!("create account: {} {}", account.status, account.text);
+        }
+        let key = admin.post("/keys", &json!({"name": "bench"})).await;
+        key.json["secret"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("create key: {} {}", key.status, key.text))
+    })
+}
+
+/// A ~1 KB Anthropic request in Claude Code's shape: system blocks, a short conversation.
+fn anthropic_request(stream: bool) -> Vec<u8> {
+    let body = json!({
+        "model": MODEL,
+        "max_tokens": 1024,
+        "stream": stream,
+        "system": [
+            {"type": "text", "text": "You are a coding assistant. Answer briefly and precisely; show code only when it helps."},
+            {"type": "text", "text": "Environment: Linux, Rust 1.88, working directory /home/dev/project.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "The test parser::tests::binary_operators fails with `expected 42, got 41`. What is the most likely cause in a Pratt parser?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Most likely a binding-power off-by-one: the right operand is parsed with the same power as the operator, so left associativity turns into right associativity for that operator."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Show the two-line fix for the loop in parse_expr that compares binding powers, and explain why it restores left associativity for subtraction and division."}]}
+        ],
+        "temperature": 0.2,
+        "metadata": {"user_id": "user_bench_0123456789abcdef"}
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// One scenario: the same request to relayd and, translated, to the mock directly.
+#[derive(Debug)]
+struct Scenario {
+    name: &'static str,
+    relay_body: Vec<u8>,
+    direct_body: Vec<u8>,
+    relay_url: String,
+    direct_url: String,
+    key: String,
+    stream: bool,
+}
+
+struct Scripts {
+    relay: PathBuf,
+    direct: PathBuf,
+}
+
+impl Scenario {
+    fn new(
+        name: &'static str,
+        anthropic: &[u8],
+        mock: &SocketAddr,
+        relay: &SocketAddr,
+        key: &str,
+    ) -> Result<Self> {
+        // Exactly what relayd will send upstream, so both paths ask the mock the same thing.
+        let (direct_body, ctx) = anthropic_to_openai(
+            anthropic,
+            &UpstreamOptions {
+                deployment: DEPLOYMENT,
+                max_output_tokens: None,
+                use_max_completion_tokens: false,
+                reasoning: ReasoningMode::Drop,
+                send_reasoning_content: false,
+            },
+        )?;
+        Ok(Self {
+            name,
+            relay_body: anthropic.to_vec(),
+            direct_body,
+            relay_url: format!("http://{relay}/v1/messages"),
+            direct_url: format!("http://{mock}/v1/chat/completions"),
+            key: key.to_owned(),
+            stream: ctx.stream,
+        })
+    }
+
+    /// One request on each path before measuring: both must answer 200 with the expected shape
+    /// (wrk would only count a wrong status, not a wrong body).
+    fn sanity_check(&self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = reqwest::Client::new();
+            let relayed = client
+                .post(&self.relay_url)
+                .header("x-api-key", &self.key)
+                .header("anthropic-version", "2023-06-01")
+                .header("content-type", "application/json")
+                .body(self.relay_body.clone())
+                .send()
+                .await?;
+            let status = relayed.status();
+            let text = relayed.text().await?;
+            let expected = if self.stream {
+                "event: message_stop"
+            } else {
+                "\"type\":\"message\""
+            };
+            if !status.is_success() || !text.contains(expected) {
+                bail!("{}: relayd answered {status}: {text}", self.name);
+            }
+            let direct = client
+                .post(&self.direct_url)
+                .header("content-type", "application/json")
+                .body(self.direct_body.clone())
+                .send()
+                .await?;
+            let status = direct.status();
+            let text = direct.text().await?;
+            let expected = if self.stream {
+                "[DONE]"
+            } else {
+                "chat.completion"
+            };
+            if !status.is_success() || !text.contains(expected) {
+                bail!("{}: mock answered {status}: {text}", self.name);
+            }
+            Ok(())
+        })
+    }
+
+    fn write_scripts(&self, dir: &Path) -> Result<Scripts> {
+        let slug: String = self
+            .name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let relay = dir.join(format!("{slug}-relay.lua"));
+        let direct = dir.join(format!("{slug}-direct.lua"));
+        std::fs::write(
+            &relay,
+            lua_script(
+                &self.relay_body,
+                &[
+                    ("x-api-key", self.key.as_str()),
+                    ("anthropic-version", "2023-06-01"),
+                ],
+            )?,
+        )?;
+        std::fs::write(&direct, lua_script(&self.direct_body, &[])?)?;
+        Ok(Scripts { relay, direct })
+    }
+}
+
+/// A wrk script that POSTs `body` and prints one machine-readable result line at the end.
+fn lua_script(body: &[u8], headers: &[(&str, &str)]) -> Result<String> {
+    let body = std::str::from_utf8(body)?;
+    if body.contains("]==]") {
+        bail!("request body contains the Lua string terminator");
+    }
+    let mut s = String::from(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    );
+    for (k, v) in headers {
+        s.push_str(&format!("wrk.headers[\"{k}\"] = \"{v}\"\n"));
+    }
+    s.push_str(&format!("wrk.body = [==[{body}]==]\n"));
+    s.push_str(
+        "done = function(summary, latency, requests)\n\
+         local e = summary.errors\n\
+         io.write(string.format(\"RESULT %d %d %d %d %d %d\\n\", summary.requests, \
+         summary.duration, latency:percentile(50), latency:percentile(99), e.status, \
+         e.connect + e.read + e.write + e.timeout))\n\
+         end\n",
+    );
+    Ok(s)
+}
+
+/// What one wrk run measured.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn wrk(script: &Path, url: &str, connections: u64, duration: Duration) -> Result<Measured> {
+    let output = Command::new("wrk")
+        .arg(format!("-t{}", connections.min(2)))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs()))
+        .arg("--timeout")
+        .arg("10s")
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("run wrk")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| anyhow!("no RESULT line in wrk output:\n{stdout}"))?;
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("wrk RESULT line {line:?}"))?;
+    let [
+        requests,
+        duration_us,
+        p50_us,
+        p99_us,
+        status_errors,
+        socket_errors,
+    ] = n[..]
+    else {
+        bail!("wrk RESULT line {line:?}");
+    };
+    Ok(Measured {
+        rate: requests as f64 / (duration_us as f64 / 1e6),
+        p50_ms: p50_us as f64 / 1e3,
+        p99_ms: p99_us as f64 / 1e3,
+        errors: status_errors + socket_errors,
+    })
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Samples relayd's VmRSS every 50 ms while a run lasts; keeps the maximum.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    max_kb: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_kb = Arc::new(AtomicU64::new(0));
+        let (s, m) = (Arc::clone(&stop), Arc::clone(&max_kb));
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
+                    m.fetch_max(kb, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Self {
+            stop,
+            max_kb,
+            thread,
+        }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.max_kb.load(Ordering::Relaxed)
+    }
+}
+
+fn report(rows: &[(String, Measured, Measured, u64)], hwm_kb: u64) {
+    println!();
+    println!(
+        "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9}",
+        "scenario",
+        "direct req/s",
+        "relayd req/s",
+        "ratio",
+        "direct p50",
+        "relayd p50",
+        "added p50",
+        "relayd p99",
+        "RSS max"
+    );
+    let mut ok = true;
+    for (name, direct, relayed, rss_kb) in rows {
+        let ratio = relayed.rate / direct.rate;
+        let added = relayed.p50_ms - direct.p50_ms;
+        println!(
+            "{:<28} {:>12.0} {:>12.0} {:>7.1}% {:>8.2}ms {:>8.2}ms {:>9.2}ms {:>8.2}ms {:>6.1} MB",
+            name,
+            direct.rate,
+            relayed.rate,
+            ratio * 100.0,
+            direct.p50_ms,
+            relayed.p50_ms,
+            added,
+            relayed.p99_ms,
+            *rss_kb as f64 / 1024.0
+        );
+        if direct.errors + relayed.errors > 0 {
+            println!(
+                "  errors: direct {}, relayd {} (non-2xx or socket errors)",
+                direct.errors, relayed.errors
+            );
+            ok = false;
+        }
+        ok &= ratio >= MIN_RATE_RATIO && added <= MAX_ADDED_P50_MS;
+    }
+    let hwm_mb = hwm_kb as f64 / 1024.0;
+    ok &= hwm_mb <= MAX_RSS_MB;
+    println!("relayd peak RSS (VmHWM): {hwm_mb:.1} MB");
+    println!(
+        "targets: ratio >= {:.0}%, added p50 <= {MAX_ADDED_P50_MS} ms, RSS <= {MAX_RSS_MB} MB: {}",
+        MIN_RATE_RATIO * 100.0,
+        if ok { "met" } else { "NOT met" }
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// The fast mock upstream, run in its own process.
+mod mock {
+    use std::sync::Arc;
+
+    use anyhow::Result;
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::http::header;
+    use axum::response::{IntoResponse, Response};
+    use axum::serve::ListenerExt;
+
+    use super::{STREAM_CHUNKS, json};
+
+    struct Answers {
+        completion: Bytes,
+        stream: Vec<Bytes>,
+        models: Bytes,
+    }
+
+    pub(super) fn run() -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let answers = Arc::new(answers());
+            let app = Router::new().fallback(move |request: axum::extract::Request| {
+                let answers = Arc::clone(&answers);
+                async move { answer(&answers, request).await }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            println!("listening on {}", listener.local_addr()?);
+            // Without TCP_NODELAY the 20 frames of a stream meet Nagle + delayed ACK: 40 ms each.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).await?;
+            Ok(())
+        })
+    }
+
+    fn answers() -> Answers {
+        let completion = json!({
+            "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "mock-model",
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                "content": "Parse the right operand with the operator's binding power plus one."},
+                "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 210, "completion_tokens": 16, "total_tokens": 226}
+        });
+        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+            let c = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+                "model": "mock-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            Bytes::from(format!("data: {c}\n\n"))
+        };
+        let mut stream = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        for i in 0..STREAM_CHUNKS - 3 {
+            stream.push(chunk(json!({"content": format!(" word{i}")}), None));
+        }
+        stream.push(chunk(json!({}), Some("stop")));
+        let usage = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+            "model": "mock-model", "choices": [],
+            "usage": {"prompt_tokens": 210, "completion_tokens": 17, "total_tokens": 227}});
+        stream.push(Bytes::from(format!("data: {usage}\n\n")));
+        stream.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        Answers {
+            completion: Bytes::from(completion.to_string()),
+            stream,
+            models: Bytes::from(
+                json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
+                    .to_string(),
+            ),
+        }
+    }
+
+    async fn answer(answers: &Answers, request: axum::extract::Request) -> Response {
+        if request.method() == axum::http::Method::GET {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                answers.models.clone(),
+            )
+                .into_response();
+        }
+        let Ok(body) = axum::body::to_bytes(request.into_body(), 16 << 20).await else {
+            return axum::http::StatusCode::BAD_REQUEST.into_response();
+        };
+        // Both paths send compact JSON written by the translator.
+        let stream = memchr(&body, b"\"stream\":true");
+        if stream {
+            let frames = answers.stream.clone();
+            let body = Body::from_stream(futures_util::stream::iter(
+                frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+            ));
+            ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+        } else {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                answers.completion.clone(),
+            )
+                .into_response()
+        }
+    }
+
+    fn memchr(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+}
