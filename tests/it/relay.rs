@@ -550,3 +550,44 @@ async fn per_account_knobs_shape_the_upstream_request() {
     assert_eq!(bad.status, 400);
     assert!(bad.text.contains("thinking"), "{}", bad.text);
 }
+
+#[tokio::test]
+async fn pings_keep_a_silent_stream_alive() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start_with(|c| c.timeouts.ping_secs = 1).await;
+    app.admin()
+        .create_account(&json!({"name": "slow", "endpoint": mock.endpoint(),
+            "deploymentName": "d", "supportedModels": [MODEL]}))
+        .await;
+    let key = app.admin().create_key(&json!({"name": "k"})).await;
+    let s = Setup { app, key };
+    // Headers at once (vLLM starts its stream before prefill), then 2.5 s of silence.
+    mock.push(MockReply::Stream {
+        pieces: vec![
+            ": prefill\n\n".to_owned(),
+            format!(
+                "data: {}\n\ndata: [DONE]\n\n",
+                json!({"choices": [{"index": 0, "delta": {"content": "late"}, "finish_reason": "stop"}]})
+            ),
+        ],
+        gap: Duration::from_millis(2500),
+        abort: false,
+    });
+    let reply = s
+        .anthropic(&json!({"model": MODEL, "max_tokens": 10, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    let events = event_names(&reply.text);
+    let pings = events.iter().filter(|e| *e == "ping").count();
+    assert!(pings >= 2, "{events:?}");
+    assert_eq!(events[0], "message_start");
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    let first_block = events
+        .iter()
+        .position(|e| e == "content_block_start")
+        .unwrap();
+    assert!(
+        events[1..first_block].iter().all(|e| e == "ping"),
+        "{events:?}"
+    );
+}
