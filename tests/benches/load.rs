@@ -68,7 +68,31 @@ fn main() -> Result<()> {
             .env("RELAYD_LOG", "info"),
         Pipe::Stderr,
     )?;
-    let key = setup_relay(&relay.addr, work.path(), &mock.addr)?;
+    let key = setup_relay(&relay.addr, &work.path().join("data"), &mock.addr)?;
+
+    // The same relayd on the Redis store (issue 4: Redis mode keeps >= 70% of embedded mode):
+    // slots, cooldowns and key counters then live in a private redis-server.
+    let redis = relayd_tests::redis_server::RedisServer::start();
+    let relay_redis = Process::start(
+        Command::new(&relayd)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(work.path().join("data-redis"))
+            .arg("--store")
+            .arg(redis.url())
+            .env_remove("RELAYD_ENCRYPTION_KEY")
+            .env_remove("RELAYD_ADMIN_TOKEN")
+            .env_remove("RELAYD_STORE")
+            .env_remove("RELAYD_CONFIG")
+            .env("RELAYD_LOG", "info"),
+        Pipe::Stderr,
+    )?;
+    let key_redis = setup_relay(
+        &relay_redis.addr,
+        &work.path().join("data-redis"),
+        &mock.addr,
+    )?;
 
     let anthropic = anthropic_request(false);
     let anthropic_stream = anthropic_request(true);
@@ -80,6 +104,13 @@ fn main() -> Result<()> {
             &mock.addr,
             &relay.addr,
             &key,
+        )?,
+        Scenario::new(
+            "non-streaming, redis store",
+            &anthropic,
+            &mock.addr,
+            &relay_redis.addr,
+            &key_redis,
         )?,
     ];
     for s in &scenarios {
@@ -101,6 +132,7 @@ fn main() -> Result<()> {
         (&scenarios[0], connections),
         (&scenarios[1], connections),
         (&scenarios[0], 1),
+        (&scenarios[2], connections),
     ];
     for (s, connections) in runs {
         let scripts = s.write_scripts(work.path())?;
@@ -125,7 +157,18 @@ fn main() -> Result<()> {
         rows.push((format!("{} c={connections}", s.name), direct, relayed, rss));
     }
     let hwm_kb = proc_status_kb(relay.child.id(), "VmHWM:").unwrap_or(0);
-    report(&rows, hwm_kb.max(peak_rss_kb));
+    report(&rows[..3], hwm_kb.max(peak_rss_kb));
+    // Redis mode against embedded mode, both at `connections`, measured in this run.
+    let (embedded, redis_mode) = (&rows[0].2, &rows[3].2);
+    let share = redis_mode.rate / embedded.rate;
+    println!(
+        "redis store: {:.0} req/s = {:.1}% of embedded-store relayd ({:.0} req/s); p50 {:.2} ms; target >= 70%: {}",
+        redis_mode.rate,
+        share * 100.0,
+        embedded.rate,
+        redis_mode.p50_ms,
+        if share >= 0.7 { "met" } else { "NOT met" }
+    );
     Ok(())
 }
 
@@ -261,8 +304,8 @@ impl Drop for Process {
 }
 
 /// Creates an account pointing at the mock and a relay key; returns the key.
-fn setup_relay(relay: &SocketAddr, work: &Path, mock: &SocketAddr) -> Result<String> {
-    let token = std::fs::read_to_string(work.join("data").join("admin.token"))
+fn setup_relay(relay: &SocketAddr, data: &Path, mock: &SocketAddr) -> Result<String> {
+    let token = std::fs::read_to_string(data.join("admin.token"))
         .context("admin.token")?
         .trim()
         .to_owned();
@@ -277,7 +320,8 @@ fn setup_relay(relay: &SocketAddr, work: &Path, mock: &SocketAddr) -> Result<Str
                 &json!({
                     "name": "mock", "endpoint": format!("http://{mock}/v1"),
                     "deploymentName": DEPLOYMENT, "apiKey": "sk-bench-upstream-0000",
-                    "supportedModels": [MODEL]
+                    // Above the 64 connections: measure relaying, not the wait queue.
+                    "supportedModels": [MODEL], "concurrency": 256
                 }),
             )
             .await;

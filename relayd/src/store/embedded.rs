@@ -118,14 +118,22 @@ impl EmbeddedStore {
     }
 }
 
+/// The page cache of the embedded store.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 fn open_blocking(path: &Path) -> StoreResult<Database> {
-    let db = Database::create(path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => backend(format!(
-            "{} is locked by another process (data directory in use by another relayd?)",
-            path.display()
-        )),
-        other => backend(format!("cannot open {}: {other}", path.display())),
-    })?;
+    // redb's page cache grows to 1 GiB by default; relayd's working set (accounts, keys, the
+    // usage aggregates of recent hours) is a few MiB, and it shares the machine with GPUs' hosts.
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => backend(format!(
+                "{} is locked by another process (data directory in use by another relayd?)",
+                path.display()
+            )),
+            other => backend(format!("cannot open {}: {other}", path.display())),
+        })?;
     let txn = begin_write(&db)?;
     {
         // Opening a table in a write transaction creates it, so readers never meet a missing one.
