@@ -450,17 +450,23 @@ impl RedisCoordinator {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        // Writer: releases and token counts handed over by `Drop`s, in order.
+        // Writer: releases and token counts handed over by `Drop`s. Everything waiting is sent at
+        // once (the multiplexed connection pipelines it): one round trip at a time would let
+        // releases fall behind under load, filling the slot sets with finished requests' leases.
         let writer = Arc::clone(&inner);
         let stop = cancel.clone();
         tasks.spawn(async move {
+            let mut batch = Vec::with_capacity(256);
             loop {
-                let job = tokio::select! {
+                let n = tokio::select! {
                     () = stop.cancelled() => break,
-                    job = jobs.recv() => job,
+                    n = jobs.recv_many(&mut batch, 256) => n,
                 };
-                let Some(job) = job else { break };
-                writer.run_deferred(job).await;
+                if n == 0 {
+                    break;
+                }
+                futures_util::future::join_all(batch.drain(..).map(|job| writer.run_deferred(job)))
+                    .await;
             }
             // Give back what is already handed over before stopping.
             while let Ok(job) = jobs.try_recv() {
