@@ -119,7 +119,7 @@ impl EmbeddedStore {
 }
 
 /// The page cache of the embedded store.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 fn open_blocking(path: &Path) -> StoreResult<Database> {
     // redb's page cache grows to 1 GiB by default; relayd's working set (accounts, keys, the
