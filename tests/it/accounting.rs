@@ -198,3 +198,47 @@ async fn sigkill_after_a_flush_never_double_counts() {
     assert_eq!(after.json["total"]["tokens"]["inputTokens"], 55);
     assert_eq!(after.json["total"]["tokens"]["outputTokens"], 35);
 }
+
+#[tokio::test]
+async fn one_json_log_line_per_request_without_prompt_or_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockUpstream::start().await;
+    let daemon = Daemon::start(dir.path(), &["--log-format", "json"], &[]);
+    let admin = daemon.admin();
+    admin
+        .create_account(
+            &json!({"name": "box", "endpoint": mock.endpoint(), "deploymentName": "qwen",
+            "apiKey": "sk-upstream-LOGCHECK-9999", "supportedModels": [MODEL]}),
+        )
+        .await;
+    let key = admin.create_key(&json!({"name": "carol"})).await;
+    let body = json!({"model": MODEL, "max_tokens": 20,
+        "messages": [{"role": "user", "content": "PROMPT-TEXT-MUST-NOT-BE-LOGGED"}]});
+    let reply = anthropic(&daemon.url(""), &key, &body).await;
+    assert_eq!(reply.status, 200);
+    let request_id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(daemon.wait_for_log(&request_id, Duration::from_secs(10)));
+    let log = daemon.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| l.contains(&request_id))
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one line per request: {log}");
+    let fields = &lines[0]["fields"];
+    assert_eq!(fields["message"], "request");
+    assert_eq!(fields["key"], "carol");
+    assert_eq!(fields["model"], MODEL);
+    assert_eq!(fields["account"], "box");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["input_tokens"], 11);
+    assert_eq!(fields["output_tokens"], 7);
+    assert!(fields["latency_ms"].is_u64());
+    for secret in [
+        "PROMPT-TEXT-MUST-NOT-BE-LOGGED",
+        "sk-upstream-LOGCHECK-9999",
+        key.as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+}

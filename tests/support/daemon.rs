@@ -102,7 +102,8 @@ impl Daemon {
                 if let Some(addr) = line
                     .split("listening on ")
                     .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
+                    // Text logs end the address with a space, JSON logs with a quote.
+                    .and_then(|rest| rest.split([' ', '"']).next())
                     .and_then(|a| a.parse::<SocketAddr>().ok())
                     && let Some(tx) = tx.take()
                 {
