@@ -2,7 +2,6 @@
 //! OpenAI-compatible upstreams, streaming or not.
 
 use axum::extract::{Extension, Request, State};
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -11,7 +10,10 @@ use shared::account::ThinkingMapping;
 use super::dispatch::dispatch;
 use super::stream::anthropic_sse;
 use super::trace::Trace;
-use super::{Caller, RequestId, account_header, in_flight_guard, translate_error};
+use super::{
+    Caller, RequestId, account_header, in_flight_guard, json_response, sse_response,
+    translate_error,
+};
 use crate::auth::random_hex;
 use crate::error::{ApiError, ErrorKind, Surface};
 use crate::extract::read_body;
@@ -121,26 +123,14 @@ async fn messages_inner(
             trace.hand_over(),
             Box::new((guard, dispatched.slot)),
         );
-        let mut response = axum::body::Body::from_stream(body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        response
+        sse_response(body)
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;
         let (answer, usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
         admission.record(&usage);
         trace.answered(200, Some(usage));
         drop((guard, dispatched.slot));
-        let mut response = answer.into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        json_response(answer)
     };
     account_header(&mut response, &account);
     Ok(response)

@@ -72,6 +72,35 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// A streamed answer: the body as it comes, with the SSE content type and no caching.
+fn sse_response<S, E>(body: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<axum::BoxError>,
+{
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+/// A complete JSON answer already serialised by a translator.
+fn json_response(body: Vec<u8>) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// Names the account that served a response (`x-relay-account`).
 fn account_header(response: &mut Response, account: &LiveAccount) {
     if let Ok(value) = HeaderValue::from_str(&account.settings.name) {

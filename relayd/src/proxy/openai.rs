@@ -3,15 +3,17 @@
 //! they arrive while a tap reads usage.
 
 use axum::extract::{Extension, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 
 use super::anthropic::read_upstream_body;
 use super::dispatch::dispatch;
 use super::stream::openai_passthrough;
 use super::trace::Trace;
-use super::{Caller, RequestId, account_header, in_flight_guard, translate_error};
+use super::{
+    Caller, RequestId, account_header, in_flight_guard, json_response, sse_response,
+    translate_error,
+};
 use crate::error::{ApiError, Surface};
 use crate::extract::read_body;
 use crate::state::AppState;
@@ -85,14 +87,7 @@ async fn inner(
             trace.hand_over(),
             Box::new((guard, dispatched.slot)),
         );
-        let mut response = axum::body::Body::from_stream(body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        response
+        sse_response(body)
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;
         let (answer, usage) =
@@ -102,12 +97,7 @@ async fn inner(
         }
         trace.answered(200, usage);
         drop((guard, dispatched.slot));
-        let mut response = answer.into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        json_response(answer)
     };
     account_header(&mut response, &account);
     Ok(response)
