@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXAMPLES: &str = "\
 Examples:
   relayctl add-model                                   # asks for each value on a terminal
-  relayctl add-model --name qwen3-32b --endpoint http://10.0.0.5:8000/v1 \\
+  relayctl add-model --name qwen3-32b --endpoint http://gpu-box-1:8000/v1 \\
       --deployment qwen3-32b --models claude-3-5-sonnet-20241022,gpt-4o --priority 10
   relayctl import --batch custom-models.json --dry-run
   relayctl models
@@ -60,7 +60,7 @@ pub enum OutputFormat {
 pub enum Command {
     /// Add one upstream account (asks for missing values on a terminal).
     #[command(after_help = "Example:
-  relayctl add-model --name glm --endpoint http://10.0.0.7:8000/v1 --deployment glm-4.6 \\
+  relayctl add-model --name glm --endpoint http://gpu-box-2:8000/v1 --deployment glm-4.6 \\
       --api-key sk-... --models claude-3-opus-20240229,gpt-4-turbo")]
     AddModel(AddModelArgs),
     /// Create or update accounts from a batch file (a JSON array), upserting by name.
@@ -94,7 +94,7 @@ or an age before now (30m, 24h, 7d, 2w). Totals have one-hour resolution.")]
     /// tool calls, latency. Exits 1 when a check fails.
     #[command(after_help = "Examples:
   relayctl test-endpoint qwen3-32b
-  relayctl test-endpoint --endpoint http://10.0.0.5:8000/v1 --deployment qwen3-32b --api-key sk-...
+  relayctl test-endpoint --endpoint http://gpu-box-1:8000/v1 --deployment qwen3-32b --api-key sk-...
   relayctl --output json test-endpoint qwen3-32b    # for monitoring scripts")]
     TestEndpoint(TestEndpointArgs),
     /// Print a shell completion script.
@@ -109,7 +109,7 @@ pub struct AccountFlags {
     /// Account name (unique).
     #[arg(long)]
     pub name: Option<String>,
-    /// Upstream base URL, e.g. http://10.0.0.5:8000/v1.
+    /// Upstream base URL, e.g. http://gpu-box-1:8000/v1.
     #[arg(long)]
     pub endpoint: Option<String>,
     /// Model name sent upstream.
@@ -180,7 +180,7 @@ pub struct TestEndpointArgs {
         conflicts_with_all = ["endpoint", "deployment", "api_key", "kind", "api_version", "proxy"]
     )]
     pub account: Option<String>,
-    /// Upstream base URL of unsaved settings, e.g. http://10.0.0.5:8000/v1.
+    /// Upstream base URL of unsaved settings, e.g. http://gpu-box-1:8000/v1.
     #[arg(long, requires = "deployment")]
     pub endpoint: Option<String>,
     /// Model name sent upstream (with --endpoint).

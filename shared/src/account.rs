@@ -152,7 +152,7 @@ impl ThinkingMapping {
 pub struct AccountInput {
     /// Unique, human-chosen name; the key for upserts.
     pub name: String,
-    /// Base URL of the upstream, e.g. `http://10.0.0.5:8000/v1`.
+    /// Base URL of the upstream, e.g. `http://gpu-box-1:8000/v1`.
     #[serde(alias = "azureEndpoint")]
     pub endpoint: String,
     /// The model name sent upstream.

@@ -87,7 +87,7 @@ fn ask_missing(mut flags: AccountFlags) -> std::io::Result<AccountInput> {
     }
     if flags.endpoint.is_none() {
         flags.endpoint = Some(prompt::text(
-            "Endpoint base URL (e.g. http://10.0.0.5:8000/v1)",
+            "Endpoint base URL (e.g. http://gpu-box-1:8000/v1)",
             None,
             false,
             |v| validate_endpoint(v).map(|_| ()),

@@ -335,20 +335,8 @@ impl Router {
                 .collect();
             match choose(&views, sticky, now, turn) {
                 Choice::Account(i) | Choice::LastResort(i) => {
-                    let account = &candidates[i];
-                    let taken = self
-                        .coordinator
-                        .try_acquire(&account.id, account.settings.concurrency)
-                        .await
-                        .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
-                    if taken {
-                        return Ok(Some((
-                            i,
-                            Slot {
-                                coordinator: Arc::clone(&self.coordinator),
-                                account: account.id.clone(),
-                            },
-                        )));
+                    if let Some(slot) = self.try_take(candidates, i).await? {
+                        return Ok(Some((i, slot)));
                     }
                     // Another request (or instance) took the last slot first: look again.
                     continue;
@@ -400,23 +388,29 @@ impl Router {
             .collect();
         order.sort_by_key(|&i| views[i].priority);
         for i in order {
-            let account = &candidates[i];
-            let taken = self
-                .coordinator
-                .try_acquire(&account.id, account.settings.concurrency)
-                .await
-                .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
-            if taken {
-                return Ok(Some((
-                    i,
-                    Slot {
-                        coordinator: Arc::clone(&self.coordinator),
-                        account: account.id.clone(),
-                    },
-                )));
+            if let Some(slot) = self.try_take(candidates, i).await? {
+                return Ok(Some((i, slot)));
             }
         }
         Ok(None)
+    }
+
+    /// One attempt at a slot on `candidates[i]`.
+    async fn try_take(
+        &self,
+        candidates: &[Arc<LiveAccount>],
+        i: usize,
+    ) -> Result<Option<Slot>, ApiError> {
+        let account = &candidates[i];
+        let taken = self
+            .coordinator
+            .try_acquire(&account.id, account.settings.concurrency)
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
+        Ok(taken.then(|| Slot {
+            coordinator: Arc::clone(&self.coordinator),
+            account: account.id.clone(),
+        }))
     }
 
     fn overloaded(&self, message: &str) -> ApiError {
