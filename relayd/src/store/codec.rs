@@ -174,7 +174,13 @@ mod tests {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || {
+            // A callsite first hit by another test thread without a subscriber is cached as
+            // "never interested"; recomputing the cache with ours in place makes the capture
+            // independent of test order.
+            tracing::callsite::rebuild_interest_cache();
+            f();
+        });
         let bytes = buf.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }

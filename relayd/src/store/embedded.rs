@@ -10,6 +10,7 @@
 //! worker. redb also takes an exclusive lock on the file, which doubles as the guard against two
 //! relayd processes sharing one data directory.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{
     CommitError, Database, DatabaseError, Durability, ReadableTable as _, StorageError, Table,
-    TableDefinition, TableError, TransactionError, WriteTransaction,
+    TableDefinition, TableError, TableHandle as _, TransactionError, WriteTransaction,
 };
 use shared::account::AccountId;
 use shared::key::KeyId;
@@ -42,10 +43,16 @@ pub const ACCOUNT_NAMES_TABLE: &str = "account_names";
 pub const KEYS_TABLE: &str = "keys";
 /// Name of the metadata table: name → value.
 pub const META_TABLE: &str = "meta";
-/// Name of the raw usage table: request id → record JSON.
-pub const USAGE_RECORDS_TABLE: &str = "usage_records";
-/// Name of the raw usage time index: `{at:020}|{request id}` → empty, for pruning by age.
-pub const USAGE_RECORD_TIMES_TABLE: &str = "usage_record_times";
+/// Name of the raw usage table: `{at:020}|{request id}` → record JSON. Keyed by arrival time so
+/// a batch appends to the right edge of the tree (a few pages per commit, where a table keyed by
+/// random request ids dirtied one leaf per record), and pruning by age is a range. A retried
+/// record carries the same `at` and id, so the key still finds duplicates.
+pub const USAGE_LOG_TABLE: &str = "usage_log";
+/// Raw usage of stores written before the time-keyed log: request id → record JSON. Moved into
+/// [`USAGE_LOG_TABLE`] when the store is opened.
+const LEGACY_USAGE_RECORDS_TABLE: &str = "usage_records";
+/// The time index that went with [`LEGACY_USAGE_RECORDS_TABLE`]: `{at:020}|{request id}` → empty.
+const LEGACY_USAGE_RECORD_TIMES_TABLE: &str = "usage_record_times";
 /// Name of the hourly aggregates: `{hour start:020}|[key,account,model]` → counters JSON.
 pub const USAGE_HOURLY_TABLE: &str = "usage_hourly";
 /// Name of the daily aggregates: `{day start:020}|[key,account,model]` → counters JSON.
@@ -55,9 +62,11 @@ const ACCOUNTS: TableDefinition<'_, &str, &str> = TableDefinition::new(ACCOUNTS_
 const ACCOUNT_NAMES: TableDefinition<'_, &str, &str> = TableDefinition::new(ACCOUNT_NAMES_TABLE);
 const KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new(KEYS_TABLE);
 const META: TableDefinition<'_, &str, &str> = TableDefinition::new(META_TABLE);
-const USAGE_RECORDS: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_RECORDS_TABLE);
-const USAGE_RECORD_TIMES: TableDefinition<'_, &str, &str> =
-    TableDefinition::new(USAGE_RECORD_TIMES_TABLE);
+const USAGE_LOG: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_LOG_TABLE);
+const LEGACY_USAGE_RECORDS: TableDefinition<'_, &str, &str> =
+    TableDefinition::new(LEGACY_USAGE_RECORDS_TABLE);
+const LEGACY_USAGE_RECORD_TIMES: TableDefinition<'_, &str, &str> =
+    TableDefinition::new(LEGACY_USAGE_RECORD_TIMES_TABLE);
 const USAGE_HOURLY: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_HOURLY_TABLE);
 const USAGE_DAILY: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_DAILY_TABLE);
 
@@ -118,6 +127,9 @@ impl EmbeddedStore {
     }
 }
 
+/// Both aggregate granularities, in the order batches are rolled up.
+const GRANULARITIES: [Granularity; 2] = [Granularity::Hour, Granularity::Day];
+
 /// The page cache of the embedded store.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -142,8 +154,7 @@ fn open_blocking(path: &Path) -> StoreResult<Database> {
         txn.open_table(KEYS).map_err(from_redb)?;
         // Usage tables arrived after format 1; creating them here is what lets a newer relayd
         // open an older store without a migration.
-        txn.open_table(USAGE_RECORDS).map_err(from_redb)?;
-        txn.open_table(USAGE_RECORD_TIMES).map_err(from_redb)?;
+        txn.open_table(USAGE_LOG).map_err(from_redb)?;
         txn.open_table(USAGE_HOURLY).map_err(from_redb)?;
         txn.open_table(USAGE_DAILY).map_err(from_redb)?;
         let mut meta = txn.open_table(META).map_err(from_redb)?;
@@ -160,8 +171,50 @@ fn open_blocking(path: &Path) -> StoreResult<Database> {
             }
         }
     }
+    migrate_legacy_usage(&txn)?;
     txn.commit().map_err(from_redb)?;
     Ok(db)
+}
+
+/// Moves raw usage records of the older two-table layout into the time-keyed log and drops the
+/// old tables. Runs in the opening transaction, so a crash leaves one layout or the other. An
+/// older relayd that opens the store afterwards writes into recreated old tables, which the next
+/// open moves again.
+fn migrate_legacy_usage(txn: &WriteTransaction) -> StoreResult<()> {
+    let legacy = txn
+        .list_tables()
+        .map_err(from_redb)?
+        .any(|t| t.name() == LEGACY_USAGE_RECORD_TIMES_TABLE);
+    if !legacy {
+        return Ok(());
+    }
+    let mut moved = 0u64;
+    {
+        let records = txn.open_table(LEGACY_USAGE_RECORDS).map_err(from_redb)?;
+        let times = txn
+            .open_table(LEGACY_USAGE_RECORD_TIMES)
+            .map_err(from_redb)?;
+        let mut log = txn.open_table(USAGE_LOG).map_err(from_redb)?;
+        for entry in times.iter().map_err(from_redb)? {
+            let (time_key, _) = entry.map_err(from_redb)?;
+            let time_key = time_key.value();
+            let Some((_, id)) = time_key.split_once('|') else {
+                continue;
+            };
+            if let Some(json) = records.get(id).map_err(from_redb)? {
+                log.insert(time_key, json.value()).map_err(from_redb)?;
+                moved += 1;
+            }
+        }
+    }
+    txn.delete_table(LEGACY_USAGE_RECORDS).map_err(from_redb)?;
+    txn.delete_table(LEGACY_USAGE_RECORD_TIMES)
+        .map_err(from_redb)?;
+    tracing::info!(
+        records = moved,
+        "moved raw usage records into the time-keyed usage log"
+    );
+    Ok(())
 }
 
 fn begin_write(db: &Database) -> StoreResult<WriteTransaction> {
@@ -477,6 +530,27 @@ fn decode_counters(key: &str, json: &str) -> StoreResult<UsageCounters> {
     })
 }
 
+/// The cell a record counts in, borrowed from the record while a batch is summed.
+#[derive(PartialEq, Eq, Hash)]
+struct CellRef<'a> {
+    period: UnixMillis,
+    key: &'a str,
+    account: &'a str,
+    model: &'a str,
+}
+
+impl CellRef<'_> {
+    /// The cell's key in an aggregate table.
+    fn key(&self) -> String {
+        let dims = CellDims {
+            key: self.key.to_owned(),
+            account: self.account.to_owned(),
+            model: self.model.to_owned(),
+        };
+        cell_key(self.period, &dims)
+    }
+}
+
 /// Adds `counters` into the cell at `key` of `table`.
 fn add_to_cell(
     table: &mut Table<'_, &str, &str>,
@@ -502,31 +576,37 @@ impl EmbeddedStore {
         let txn = begin_write(db)?;
         let mut write = UsageWrite::default();
         {
-            let mut records = txn.open_table(USAGE_RECORDS).map_err(from_redb)?;
-            let mut times = txn.open_table(USAGE_RECORD_TIMES).map_err(from_redb)?;
-            let mut hourly = txn.open_table(USAGE_HOURLY).map_err(from_redb)?;
-            let mut daily = txn.open_table(USAGE_DAILY).map_err(from_redb)?;
+            let mut log = txn.open_table(USAGE_LOG).map_err(from_redb)?;
+            // A batch mostly repeats a few (key, account, model) cells: add them up first and
+            // touch each cell once, not once per record.
+            let mut cells: [HashMap<CellRef<'_>, UsageCounters>; 2] = Default::default();
             for (record, json) in batch {
-                let id = record.request_id.as_str();
+                let key = record_time_key(record.at, &record.request_id);
                 // Checked inside the transaction, so a duplicate within the batch is caught too.
-                if records.get(id).map_err(from_redb)?.is_some() {
+                if log.get(key.as_str()).map_err(from_redb)?.is_some() {
                     write.duplicates += 1;
                     continue;
                 }
-                records.insert(id, json.as_str()).map_err(from_redb)?;
-                times
-                    .insert(record_time_key(record.at, id).as_str(), "")
-                    .map_err(from_redb)?;
+                log.insert(key.as_str(), json.as_str()).map_err(from_redb)?;
                 let counters = UsageCounters::of(record);
-                let dims = CellDims::of(record);
-                for (table, granularity) in [
-                    (&mut hourly, Granularity::Hour),
-                    (&mut daily, Granularity::Day),
-                ] {
-                    let key = cell_key(granularity.start(record.at), &dims);
-                    add_to_cell(table, &key, &counters)?;
+                for (sums, granularity) in cells.iter_mut().zip(GRANULARITIES) {
+                    let cell = CellRef {
+                        period: granularity.start(record.at),
+                        key: &record.key,
+                        account: record.account.as_deref().unwrap_or_default(),
+                        model: &record.model,
+                    };
+                    sums.entry(cell).or_default().add(&counters);
                 }
                 write.recorded += 1;
+            }
+            for (sums, granularity) in cells.iter().zip(GRANULARITIES) {
+                let mut table = txn
+                    .open_table(usage_table(granularity))
+                    .map_err(from_redb)?;
+                for (cell, counters) in sums {
+                    add_to_cell(&mut table, &cell.key(), counters)?;
+                }
             }
         }
         if write.recorded > 0 {
@@ -562,19 +642,15 @@ impl EmbeddedStore {
     fn prune_usage_blocking(db: &Database, before: UnixMillis) -> StoreResult<u64> {
         let txn = begin_write(db)?;
         let pruned = {
-            let mut records = txn.open_table(USAGE_RECORDS).map_err(from_redb)?;
-            let mut times = txn.open_table(USAGE_RECORD_TIMES).map_err(from_redb)?;
+            let mut log = txn.open_table(USAGE_LOG).map_err(from_redb)?;
             let end = period_prefix(before);
             let mut old = Vec::new();
-            for entry in times.range(..end.as_str()).map_err(from_redb)? {
+            for entry in log.range(..end.as_str()).map_err(from_redb)? {
                 let (key, _) = entry.map_err(from_redb)?;
                 old.push(key.value().to_owned());
             }
             for key in &old {
-                times.remove(key.as_str()).map_err(from_redb)?;
-                if let Some((_, id)) = key.split_once('|') {
-                    records.remove(id).map_err(from_redb)?;
-                }
+                log.remove(key.as_str()).map_err(from_redb)?;
             }
             old.len()
         };
@@ -587,6 +663,8 @@ impl EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTableMetadata as _;
+
     use super::*;
 
     #[tokio::test]
@@ -612,5 +690,82 @@ mod tests {
             store.get_meta(FORMAT_VERSION_META).await.unwrap(),
             Some(FORMAT_VERSION.to_string())
         );
+    }
+
+    fn record(id: &str, at: UnixMillis) -> UsageRecord {
+        UsageRecord {
+            request_id: id.to_owned(),
+            at,
+            key: "k".to_owned(),
+            account: Some("a".to_owned()),
+            model: "m".to_owned(),
+            upstream_model: None,
+            tokens: shared::usage::TokenCounts {
+                input_tokens: 10,
+                output_tokens: 2,
+                cache_read_tokens: 0,
+            },
+            estimated: false,
+            status: 200,
+            streamed: false,
+            latency_ms: 1,
+            ttfb_ms: Some(1),
+        }
+    }
+
+    /// A store written with the two-table raw usage layout opens with its records moved into the
+    /// time-keyed log: still found as duplicates, still pruned by age, old tables gone.
+    #[tokio::test]
+    async fn legacy_raw_usage_tables_are_moved_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let old = record("req_old", 1_000);
+        let recent = record("req_recent", 9_000_000);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut records = txn.open_table(LEGACY_USAGE_RECORDS).unwrap();
+                let mut times = txn.open_table(LEGACY_USAGE_RECORD_TIMES).unwrap();
+                for r in [&old, &recent] {
+                    let json = serde_json::to_string(r).unwrap();
+                    records
+                        .insert(r.request_id.as_str(), json.as_str())
+                        .unwrap();
+                    let key = record_time_key(r.at, &r.request_id);
+                    times.insert(key.as_str(), "").unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(&path).await.unwrap();
+        let write = store
+            .record_usage(
+                &[recent.clone(), record("req_new", 9_000_001)],
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        assert_eq!((write.recorded, write.duplicates), (1, 1));
+        assert_eq!(store.prune_usage(2_000).await.unwrap(), 1);
+        let names = store
+            .run(|db| {
+                let txn = db.begin_read().map_err(from_redb)?;
+                let names: Vec<String> = txn
+                    .list_tables()
+                    .map_err(from_redb)?
+                    .map(|t| t.name().to_owned())
+                    .collect();
+                let log = txn.open_table(USAGE_LOG).map_err(from_redb)?;
+                let count = log.len().map_err(from_redb)?;
+                Ok((names, count))
+            })
+            .await
+            .unwrap();
+        assert!(
+            !names.0.iter().any(|n| n.starts_with("usage_record")),
+            "{names:?}"
+        );
+        assert_eq!(names.1, 2, "req_recent and req_new remain");
     }
 }
