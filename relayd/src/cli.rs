@@ -92,6 +92,8 @@ pub fn init_logging(config: &Config) -> LogControl {
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours only for a person at a terminal: journald and log files get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
     };
     tracing_subscriber::registry()
