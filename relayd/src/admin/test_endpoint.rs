@@ -496,7 +496,7 @@ impl<'a> Checker<'a> {
             .map_err(|e| self.failure(Stage::Stream, &e))?;
         let content_type = response
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();

@@ -1,10 +1,13 @@
 //! `POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API over
 //! OpenAI-compatible upstreams, streaming or not.
 
+use std::borrow::Cow;
+
 use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use shared::account::ThinkingMapping;
 
 use super::dispatch::dispatch;
@@ -25,10 +28,19 @@ use crate::translate::{
 
 /// The two fields routing needs before translation; everything else is skipped unparsed.
 #[derive(Deserialize)]
-struct Peek {
+struct Peek<'a> {
     model: Option<String>,
-    /// Read loosely: a malformed `metadata` is the translator's to report, not routing's.
-    metadata: Option<serde_json::Value>,
+    /// Kept raw and read loosely: a malformed `metadata` is the translator's to report, not
+    /// routing's.
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// `metadata.user_id`, when `metadata` is an object holding a string there.
+#[derive(Deserialize)]
+struct PeekMetadata<'a> {
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
 }
 
 /// `POST /v1/messages`.
@@ -57,7 +69,7 @@ async fn messages_inner(
 ) -> Result<Response, ApiError> {
     let session_header = super::session_header(req.headers());
     let body = read_body(req, state).await?;
-    let peek: Peek = serde_json::from_slice(&body)
+    let peek: Peek<'_> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
     let model = peek
         .model
@@ -68,12 +80,11 @@ async fn messages_inner(
     let guard = in_flight_guard(state);
     // `metadata.user_id` (Claude Code puts its session in it) is the fallback session id.
     let session = session_header.or_else(|| {
-        peek.metadata
-            .as_ref()
-            .and_then(|m| m.get("user_id"))
-            .and_then(serde_json::Value::as_str)
+        let metadata: PeekMetadata<'_> = serde_json::from_str(peek.metadata?.get()).ok()?;
+        metadata
+            .user_id
             .filter(|s| !s.is_empty())
-            .map(str::to_owned)
+            .map(Cow::into_owned)
     });
     let dispatched = dispatch(
         state,
@@ -138,13 +149,13 @@ async fn messages_inner(
 
 /// Reads a whole non-streamed upstream body, bounded by the idle timeout.
 pub(super) async fn read_upstream_body(
-    response: reqwest::Response,
+    response: super::upstream::UpstreamResponse,
     state: &AppState,
 ) -> Result<Bytes, ApiError> {
     match tokio::time::timeout(state.upstreams.idle_timeout(), response.bytes()).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e.without_url(), "upstream body broke");
+            tracing::warn!(error = %e, "upstream body broke");
             Err(ApiError::new(
                 ErrorKind::BadGateway,
                 "the upstream connection broke before the answer was complete",

@@ -23,7 +23,7 @@ pub(super) struct Dispatched<T> {
     /// The account that answered.
     pub account: Arc<LiveAccount>,
     /// The upstream response, status 2xx.
-    pub response: reqwest::Response,
+    pub response: super::upstream::UpstreamResponse,
     /// What `build` returned alongside the body for this account.
     pub extra: T,
     /// The account's concurrency slot, held until the answer's last byte.

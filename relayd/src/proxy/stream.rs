@@ -16,7 +16,7 @@ use super::trace::Trace;
 use crate::limits::Admission;
 use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator};
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, super::upstream::BodyError>> + Send>>;
 
 /// Something that lives exactly as long as the response body (in-flight counters, slots).
 pub(super) type Guard = Box<dyn Send + Sync>;
@@ -55,7 +55,7 @@ impl Drop for AnthropicState {
 /// The Anthropic SSE body for an upstream OpenAI stream. `message_start` is sent at once (the
 /// commit point: the upstream answered 2xx), then events as chunks arrive.
 pub(super) fn anthropic_sse(
-    response: reqwest::Response,
+    response: super::upstream::UpstreamResponse,
     mut translator: StreamTranslator,
     idle: Duration,
     ping: Duration,
@@ -113,7 +113,7 @@ async fn next_anthropic(
                 drain(&mut state, &mut out);
             }
             Ok(Some(Err(e))) => {
-                tracing::warn!(error = %e.without_url(), "upstream stream broke");
+                tracing::warn!(error = %e, "upstream stream broke");
                 state.translator.fail(
                     "api_error",
                     "the upstream connection broke in the middle of the answer",
@@ -181,7 +181,7 @@ impl Drop for OpenAiState {
 /// The OpenAI SSE body for an OpenAI client: upstream bytes forwarded as they arrive, with the
 /// model name rewritten and the usage chunk relayd asked for removed again.
 pub(super) fn openai_passthrough(
-    response: reqwest::Response,
+    response: super::upstream::UpstreamResponse,
     tap: OpenAiStreamTap,
     idle: Duration,
     admission: Admission,
@@ -216,7 +216,7 @@ pub(super) fn openai_passthrough(
                 // OpenAI's SSE has no error event; ending the body with an error makes hyper
                 // abort the chunked response, which clients report as a broken stream.
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e.without_url(), "upstream stream broke");
+                    tracing::warn!(error = %e, "upstream stream broke");
                     state.done = true;
                     state.failed = true;
                     return Some((Err(std::io::Error::other("upstream stream broke")), state));
