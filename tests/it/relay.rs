@@ -1,6 +1,7 @@
 //! The relay end to end: relayd in front of in-process mock upstreams, both client protocols,
 //! streaming and not, failover, error mapping and cancellation.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use relayd_tests::app::TestApp;
@@ -149,6 +150,46 @@ async fn streamed_tool_call_is_translated_to_anthropic_events() {
     let upstream = mock.requests()[0].json();
     assert_eq!(upstream["stream"], true);
     assert_eq!(upstream["stream_options"]["include_usage"], true);
+}
+
+/// A streamed answer is read to the end of the upstream body after `[DONE]`, so its upstream
+/// connection goes back to the pool; dropped early, every stream cost a new connection.
+#[tokio::test]
+async fn streamed_answers_give_their_upstream_connection_back() {
+    let mock = MockUpstream::start().await;
+    let s = setup(&[("box1", &mock.endpoint(), 50)]).await;
+    const STREAMS: usize = 5;
+    for _ in 0..STREAMS {
+        // The body ends a moment after `[DONE]` (the empty piece is a pause, not a chunk), as
+        // when the terminator arrives in a later packet.
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ];
+        let mut pieces: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+        pieces.push("data: [DONE]\n\n".to_owned());
+        pieces.push(String::new());
+        mock.push(MockReply::Stream {
+            pieces,
+            gap: Duration::from_millis(30),
+            abort: false,
+        });
+        let reply = s
+            .anthropic(&json!({"model": MODEL, "max_tokens": 100, "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(
+            event_names(&reply.text).last().map(String::as_str),
+            Some("message_stop")
+        );
+    }
+    let connections: HashSet<_> = mock.requests().iter().map(|r| r.peer).collect();
+    assert!(
+        connections.len() < STREAMS,
+        "{STREAMS} streams used {} upstream connections",
+        connections.len()
+    );
 }
 
 #[tokio::test]

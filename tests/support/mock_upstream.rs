@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -95,6 +95,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// Raw body.
     pub body: Bytes,
+    /// The client's address: one per TCP connection, so requests on a reused connection share it.
+    pub peer: SocketAddr,
 }
 
 impl Recorded {
@@ -151,6 +153,7 @@ impl MockUpstream {
             .expect("bind mock");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         Self { addr, shared, task }
@@ -228,7 +231,11 @@ impl Drop for InFlight {
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let guard = InFlight(Arc::clone(&shared));
@@ -249,6 +256,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         path: path.clone(),
         headers,
         body: body.clone(),
+        peer,
     });
     let required_key = shared.api_key.lock().expect("lock").clone();
     if let Some(key) = required_key {

@@ -16,7 +16,16 @@ use super::trace::Trace;
 use crate::limits::Admission;
 use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator};
 
-type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, super::upstream::BodyError>> + Send>>;
+/// How long the end of an upstream body is waited for once the answer is complete.
+const END_OF_BODY_GRACE: Duration = Duration::from_millis(200);
+
+/// How long a streamed answer waits for more upstream chunks before writing what it has.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// One item of an upstream body.
+type UpstreamItem = Result<Bytes, super::upstream::BodyError>;
+
+type ByteStream = Pin<Box<dyn Stream<Item = UpstreamItem> + Send>>;
 
 /// Something that lives exactly as long as the response body (in-flight counters, slots).
 pub(super) type Guard = Box<dyn Send + Sync>;
@@ -33,6 +42,8 @@ struct AnthropicState {
     done: bool,
     /// relayd reported an upstream failure to the client (an `error` event).
     failed: bool,
+    /// The upstream body was read to its end.
+    upstream_ended: bool,
     admission: Admission,
     trace: Trace,
     _guard: Guard,
@@ -74,6 +85,7 @@ pub(super) fn anthropic_sse(
         silent: Duration::ZERO,
         done: false,
         failed: false,
+        upstream_ended: false,
         admission,
         trace,
         _guard: guard,
@@ -86,6 +98,9 @@ async fn next_anthropic(
     mut state: AnthropicState,
 ) -> Option<(Result<Bytes, std::convert::Infallible>, AnthropicState)> {
     if state.done {
+        if !state.failed && !state.upstream_ended {
+            read_to_end(&mut state.upstream).await;
+        }
         return None;
     }
     let mut out = Vec::new();
@@ -107,36 +122,70 @@ async fn next_anthropic(
                     StreamTranslator::ping(&mut out);
                 }
             }
-            Ok(Some(Ok(bytes))) => {
-                state.silent = Duration::ZERO;
-                state.decoder.push(&bytes);
-                drain(&mut state, &mut out);
-            }
-            Ok(Some(Err(e))) => {
-                tracing::warn!(error = %e, "upstream stream broke");
-                state.translator.fail(
-                    "api_error",
-                    "the upstream connection broke in the middle of the answer",
-                    &mut out,
-                );
-                state.done = true;
-                state.failed = true;
-            }
-            Ok(None) => {
-                state.decoder.finish();
-                drain(&mut state, &mut out);
-                state.translator.finish(&mut out);
-                state.done = true;
-            }
-        }
-        if state.translator.ended() {
-            state.done = true;
+            Ok(item) => take_anthropic(&mut state, item, &mut out),
         }
         if state.done && out.is_empty() {
             return None;
         }
     }
+    while !state.done {
+        match ready_soon(&mut state.upstream).await {
+            Some(item) => take_anthropic(&mut state, item, &mut out),
+            None => break,
+        }
+    }
     Some((Ok(Bytes::from(out)), state))
+}
+
+/// After `[DONE]` (and after the client has the last event), reads the rest of the upstream
+/// body, as a rule just the chunked encoding's terminator. A body read to its end puts its
+/// connection back in the pool; one dropped early takes the connection with it, and the next
+/// request pays for a new one. An upstream that does not end its body soon is left.
+async fn read_to_end(upstream: &mut ByteStream) {
+    let rest = async { while let Some(Ok(_)) = upstream.next().await {} };
+    let _ = tokio::time::timeout(END_OF_BODY_GRACE, rest).await;
+}
+
+/// Translates one upstream item (a chunk, the end, or a failure) into `out`.
+fn take_anthropic(state: &mut AnthropicState, item: Option<UpstreamItem>, out: &mut Vec<u8>) {
+    match item {
+        Some(Ok(bytes)) => {
+            state.silent = Duration::ZERO;
+            state.decoder.push(&bytes);
+            drain(state, out);
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "upstream stream broke");
+            state.translator.fail(
+                "api_error",
+                "the upstream connection broke in the middle of the answer",
+                out,
+            );
+            state.done = true;
+            state.failed = true;
+        }
+        None => {
+            state.upstream_ended = true;
+            state.decoder.finish();
+            drain(state, out);
+            state.translator.finish(out);
+            state.done = true;
+        }
+    }
+    if state.translator.ended() {
+        state.done = true;
+    }
+}
+
+/// The next upstream item if it comes within [`LINGER`].
+///
+/// Chunks that arrive together still reach this stream one at a time: hyper's client hands a
+/// body over chunk by chunk from its connection task. Each item the client body yields becomes
+/// one write (and one system call) to the client, so waiting a moment for the rest of a burst
+/// lets one write carry it. A millisecond is nothing next to the tens of milliseconds between
+/// a model's tokens, and the wait is only taken right after a chunk came.
+async fn ready_soon(upstream: &mut ByteStream) -> Option<Option<UpstreamItem>> {
+    tokio::time::timeout(LINGER, upstream.next()).await.ok()
 }
 
 fn drain(state: &mut AnthropicState, out: &mut Vec<u8>) {
@@ -159,6 +208,8 @@ struct OpenAiState {
     idle: Duration,
     done: bool,
     failed: bool,
+    /// A failure still to be reported to the client (as a broken body) after the bytes before it.
+    broken: Option<&'static str>,
     admission: Admission,
     trace: Trace,
     _guard: Guard,
@@ -194,41 +245,65 @@ pub(super) fn openai_passthrough(
         idle,
         done: false,
         failed: false,
+        broken: None,
         admission,
         trace,
         _guard: guard,
     };
-    futures_util::stream::unfold(state, |mut state| async move {
-        if state.done {
-            return None;
-        }
-        let mut out = Vec::new();
-        while out.is_empty() {
-            match tokio::time::timeout(state.idle, state.upstream.next()).await {
-                Ok(Some(Ok(bytes))) => state.tap.push(&bytes, &mut out),
-                Ok(None) => {
-                    state.tap.finish(&mut out);
-                    state.done = true;
-                    if out.is_empty() {
-                        return None;
-                    }
-                }
-                // OpenAI's SSE has no error event; ending the body with an error makes hyper
-                // abort the chunked response, which clients report as a broken stream.
-                Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "upstream stream broke");
-                    state.done = true;
-                    state.failed = true;
-                    return Some((Err(std::io::Error::other("upstream stream broke")), state));
-                }
-                Err(_) => {
-                    tracing::warn!(idle_secs = state.idle.as_secs(), "upstream stream stalled");
-                    state.done = true;
-                    state.failed = true;
-                    return Some((Err(std::io::Error::other("upstream stalled")), state));
-                }
+    futures_util::stream::unfold(state, next_openai)
+}
+
+async fn next_openai(
+    mut state: OpenAiState,
+) -> Option<(Result<Bytes, std::io::Error>, OpenAiState)> {
+    if let Some(broken) = state.broken.take() {
+        return Some((Err(std::io::Error::other(broken)), state));
+    }
+    if state.done {
+        return None;
+    }
+    let mut out = Vec::new();
+    while out.is_empty() {
+        match tokio::time::timeout(state.idle, state.upstream.next()).await {
+            Ok(item) => take_openai(&mut state, item, &mut out),
+            Err(_) => {
+                tracing::warn!(idle_secs = state.idle.as_secs(), "upstream stream stalled");
+                state.done = true;
+                state.failed = true;
+                state.broken = Some("upstream stalled");
             }
         }
-        Some((Ok(Bytes::from(out)), state))
-    })
+        if state.done && out.is_empty() {
+            let broken = state.broken.take()?;
+            return Some((Err(std::io::Error::other(broken)), state));
+        }
+    }
+    // What else already arrived goes into the same write (see `ready_soon`).
+    while !state.done {
+        match ready_soon(&mut state.upstream).await {
+            Some(item) => take_openai(&mut state, item, &mut out),
+            None => break,
+        }
+    }
+    // A failure after these bytes is reported on the next call, once they are sent.
+    Some((Ok(Bytes::from(out)), state))
+}
+
+/// Passes one upstream item (a chunk, the end, or a failure) through the tap into `out`.
+fn take_openai(state: &mut OpenAiState, item: Option<UpstreamItem>, out: &mut Vec<u8>) {
+    match item {
+        Some(Ok(bytes)) => state.tap.push(&bytes, out),
+        None => {
+            state.tap.finish(out);
+            state.done = true;
+        }
+        // OpenAI's SSE has no error event; ending the body with an error makes hyper abort the
+        // chunked response, which clients report as a broken stream.
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "upstream stream broke");
+            state.done = true;
+            state.failed = true;
+            state.broken = Some("upstream stream broke");
+        }
+    }
 }
