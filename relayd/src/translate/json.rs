@@ -2,12 +2,57 @@
 //!
 //! Output is written by hand into a `Vec<u8>` rather than through `serde_json::Value`: it fixes the
 //! key order (the upstream prefix cache needs byte-stable output), lets `RawValue` subtrees be copied
-//! without re-serializing, and avoids an allocation per node.
+//! without re-serializing, and avoids an allocation per node. Error paths ([`Path`]) are only
+//! formatted when an error is returned.
+
+use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{TranslateError, describe_json_error};
+
+/// Where a value sits in the request, e.g. `messages[3].content[0]`, for error messages.
+///
+/// A chain of borrowed segments that is only formatted when an error is actually returned: the
+/// happy path of a request visits hundreds of values and would otherwise format a path for each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Path<'p> {
+    /// A top-level key (or `body`).
+    Root(&'static str),
+    /// `parent.key`
+    Key(&'p Path<'p>, &'static str),
+    /// `parent[index]`
+    Index(&'p Path<'p>, usize),
+}
+
+impl<'p> Path<'p> {
+    /// `self.key`
+    pub(crate) fn key(&'p self, key: &'static str) -> Self {
+        Path::Key(self, key)
+    }
+
+    /// `self[index]`
+    pub(crate) fn index(&'p self, index: usize) -> Self {
+        Path::Index(self, index)
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root(name) => f.write_str(name),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+impl From<Path<'_>> for String {
+    fn from(path: Path<'_>) -> Self {
+        path.to_string()
+    }
+}
 
 /// Appends `s` as a JSON string literal. Escapes exactly what serde_json escapes (`"`, `\`, and
 /// control characters), so output is identical to `serde_json::to_writer` for the same text.
@@ -66,7 +111,7 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
 /// Parses a sub-document of a request, naming `path` on failure (a client error).
 pub(crate) fn parse_request<'a, T: Deserialize<'a>>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
 ) -> Result<T, TranslateError> {
     serde_json::from_str(raw.get())
         .map_err(|e| TranslateError::request(path, describe_json_error(&e)))
@@ -75,7 +120,7 @@ pub(crate) fn parse_request<'a, T: Deserialize<'a>>(
 /// Parses an optional sub-document of a request.
 pub(crate) fn parse_opt<'a, T: Deserialize<'a>>(
     raw: Option<&'a RawValue>,
-    path: &str,
+    path: Path<'_>,
 ) -> Result<Option<T>, TranslateError> {
     raw.map(|r| parse_request(r, path)).transpose()
 }

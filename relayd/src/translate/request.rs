@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::json::{
-    is_object, is_string, parse_opt, parse_request, push_str, push_str_parts, push_u64,
+    Path, is_object, is_string, parse_opt, parse_request, push_str, push_str_parts, push_u64,
 };
 use super::tools::{ToolNames, upstream_tool_id};
 use super::{TranslateError, describe_json_error, tokens};
@@ -82,27 +82,29 @@ pub fn anthropic_to_openai(
         .map_err(|e| TranslateError::request("body", describe_json_error(&e)))?;
 
     let requested_model: Cow<'_, str> = match top.model {
-        Some(raw) => parse_request(raw, "model")?,
+        Some(raw) => parse_request(raw, Path::Root("model"))?,
         None => return Err(TranslateError::request("model", "field required")),
     };
     let Some(messages_raw) = top.messages else {
         return Err(TranslateError::request("messages", "field required"));
     };
-    let messages: Vec<&RawValue> = parse_request(messages_raw, "messages")?;
-    let max_tokens: Option<u64> = parse_opt(top.max_tokens, "max_tokens")?;
-    let stream: Option<bool> = parse_opt(top.stream, "stream")?;
+    let messages: Vec<&RawValue> = parse_request(messages_raw, Path::Root("messages"))?;
+    let max_tokens: Option<u64> = parse_opt(top.max_tokens, Path::Root("max_tokens"))?;
+    let stream: Option<bool> = parse_opt(top.stream, Path::Root("stream"))?;
     let stream = stream.unwrap_or(false);
     let stop_sequences: Option<Vec<Cow<'_, str>>> =
-        parse_opt(top.stop_sequences, "stop_sequences")?;
-    let metadata: Option<Metadata<'_>> = parse_opt(top.metadata, "metadata")?;
-    let thinking: Option<Thinking<'_>> = parse_opt(top.thinking, "thinking")?;
-    let output_config: Option<OutputConfig<'_>> = parse_opt(top.output_config, "output_config")?;
-    let tool_choice: Option<ToolChoice<'_>> = parse_opt(top.tool_choice, "tool_choice")?;
-    let tools: Option<Vec<&RawValue>> = parse_opt(top.tools, "tools")?;
+        parse_opt(top.stop_sequences, Path::Root("stop_sequences"))?;
+    let metadata: Option<Metadata<'_>> = parse_opt(top.metadata, Path::Root("metadata"))?;
+    let thinking: Option<Thinking<'_>> = parse_opt(top.thinking, Path::Root("thinking"))?;
+    let output_config: Option<OutputConfig<'_>> =
+        parse_opt(top.output_config, Path::Root("output_config"))?;
+    let tool_choice: Option<ToolChoice<'_>> =
+        parse_opt(top.tool_choice, Path::Root("tool_choice"))?;
+    let tools: Option<Vec<&RawValue>> = parse_opt(top.tools, Path::Root("tools"))?;
     // Sampling numbers are validated, then copied as the client wrote them.
-    let temperature = number(top.temperature, "temperature")?;
-    let top_p = number(top.top_p, "top_p")?;
-    let _top_k: Option<u64> = parse_opt(top.top_k, "top_k")?;
+    let temperature = number(top.temperature, Path::Root("temperature"))?;
+    let top_p = number(top.top_p, Path::Root("top_p"))?;
+    let _top_k: Option<u64> = parse_opt(top.top_k, Path::Root("top_k"))?;
 
     let mut names = ToolNames::default();
     let mut out = Vec::with_capacity(body.len() + body.len() / 8);
@@ -113,7 +115,7 @@ pub fn anthropic_to_openai(
     out.extend_from_slice(b",\"messages\":[");
     let mut converted = Vec::with_capacity(messages.len() + 1);
     let system = match top.system {
-        Some(raw) => system_text(raw, "system", true)?,
+        Some(raw) => system_text(raw, Path::Root("system"), true)?,
         None => String::new(),
     };
     if !system.is_empty() {
@@ -135,8 +137,9 @@ pub fn anthropic_to_openai(
     if let Some(tools) = &tools {
         let mut first = true;
         for (i, raw) in tools.iter().enumerate() {
-            let path = format!("tools[{i}]");
-            let tool: Tool<'_> = parse_request(raw, &path)?;
+            let path = Path::Root("tools");
+            let path = path.index(i);
+            let tool: Tool<'_> = parse_request(raw, path)?;
             if let Some(kind) = tool.kind.as_deref()
                 && kind != "custom"
             {
@@ -150,7 +153,7 @@ pub fn anthropic_to_openai(
             if let Some(description) = tool.description {
                 if !is_string(description) {
                     return Err(TranslateError::request(
-                        format!("{path}.description"),
+                        path.key("description"),
                         "expected a string",
                     ));
                 }
@@ -162,7 +165,7 @@ pub fn anthropic_to_openai(
                 Some(schema) if is_object(schema) => out.extend_from_slice(schema.get().as_bytes()),
                 Some(_) => {
                     return Err(TranslateError::request(
-                        format!("{path}.input_schema"),
+                        path.key("input_schema"),
                         "expected an object",
                     ));
                 }
@@ -457,7 +460,10 @@ struct Call<'a> {
 }
 
 /// Validates an optional number and returns its text as written.
-fn number<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Option<&'a str>, TranslateError> {
+fn number<'a>(
+    raw: Option<&'a RawValue>,
+    path: Path<'_>,
+) -> Result<Option<&'a str>, TranslateError> {
     let Some(raw) = raw else { return Ok(None) };
     let _: f64 = parse_request(raw, path)?;
     Ok(Some(raw.get().trim()))
@@ -465,26 +471,30 @@ fn number<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Option<&'a str>, 
 
 /// Text of a `system` value (string or array of text blocks), blocks joined with `"\n\n"`.
 /// With `strip_billing`, Claude Code's per-request billing line is removed.
-fn system_text(raw: &RawValue, path: &str, strip_billing: bool) -> Result<String, TranslateError> {
+fn system_text(
+    raw: &RawValue,
+    path: Path<'_>,
+    strip_billing: bool,
+) -> Result<String, TranslateError> {
     let mut texts: Vec<Cow<'_, str>> = Vec::new();
     if is_string(raw) {
         texts.push(parse_request(raw, path)?);
     } else {
         let blocks: Vec<&RawValue> = parse_request(raw, path)?;
         for (i, block) in blocks.iter().enumerate() {
-            let block_path = format!("{path}[{i}]");
-            let block: Block<'_> = parse_request(block, &block_path)?;
+            let block_path = path.index(i);
+            let block: Block<'_> = parse_request(block, block_path)?;
             match (block.kind.as_ref(), block.text) {
                 ("text", Some(text)) => texts.push(text),
                 ("text", None) => {
                     return Err(TranslateError::request(
-                        format!("{block_path}.text"),
+                        block_path.key("text"),
                         "field required",
                     ));
                 }
                 (other, _) => {
                     return Err(TranslateError::request(
-                        format!("{block_path}.type"),
+                        block_path.key("type"),
                         format!("system blocks must be text, not {other:?}"),
                     ));
                 }
@@ -517,21 +527,22 @@ fn convert_message<'a>(
     names: &mut ToolNames,
     out: &mut Vec<OutMessage<'a>>,
 ) -> Result<(), TranslateError> {
-    let path = format!("messages[{i}]");
-    let message: Message<'a> = parse_request(raw, &path)?;
-    let content_path = format!("{path}.content");
+    let messages = Path::Root("messages");
+    let path = messages.index(i);
+    let message: Message<'a> = parse_request(raw, path)?;
+    let content_path = path.key("content");
     match message.role.as_ref() {
         "system" => {
-            let text = system_text(message.content, &content_path, false)?;
+            let text = system_text(message.content, content_path, false)?;
             if !text.is_empty() {
                 out.push(OutMessage::System(text));
             }
         }
-        "user" => convert_user(message.content, &content_path, out)?,
-        "assistant" => convert_assistant(message.content, &content_path, opts, names, out)?,
+        "user" => convert_user(message.content, content_path, out)?,
+        "assistant" => convert_assistant(message.content, content_path, opts, names, out)?,
         other => {
             return Err(TranslateError::request(
-                format!("{path}.role"),
+                path.key("role"),
                 format!("expected \"user\", \"assistant\" or \"system\", not {other:?}"),
             ));
         }
@@ -542,7 +553,7 @@ fn convert_message<'a>(
 /// Content blocks of a message: a string becomes one text block.
 fn blocks<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
 ) -> Result<Result<Vec<&'a RawValue>, Cow<'a, str>>, TranslateError> {
     if is_string(raw) {
         Ok(Err(parse_request(raw, path)?))
@@ -553,7 +564,7 @@ fn blocks<'a>(
 
 fn convert_user<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
     out: &mut Vec<OutMessage<'a>>,
 ) -> Result<(), TranslateError> {
     let blocks = match blocks(raw, path)? {
@@ -566,13 +577,13 @@ fn convert_user<'a>(
     let mut parts = Vec::new();
     let mut tool_images = Vec::new();
     for (j, raw) in blocks.iter().enumerate() {
-        let block_path = format!("{path}[{j}]");
-        let block: Block<'a> = parse_request(raw, &block_path)?;
+        let block_path = path.index(j);
+        let block: Block<'a> = parse_request(raw, block_path)?;
         match block.kind.as_ref() {
             "tool_result" => {
                 let Some(id) = block.tool_use_id else {
                     return Err(TranslateError::request(
-                        format!("{block_path}.tool_use_id"),
+                        block_path.key("tool_use_id"),
                         "field required",
                     ));
                 };
@@ -583,7 +594,7 @@ fn convert_user<'a>(
                 if let Some(inner) = block.content {
                     tool_result_content(
                         inner,
-                        &format!("{block_path}.content"),
+                        block_path.key("content"),
                         &mut content,
                         &mut tool_images,
                     )?;
@@ -591,7 +602,7 @@ fn convert_user<'a>(
                 let id = decode_id(id);
                 out.push(OutMessage::Tool { id, content });
             }
-            _ => content_part(block, &block_path, &mut parts)?,
+            _ => content_part(block, block_path, &mut parts)?,
         }
     }
     // Images returned by tools can only travel in a user message; it follows the tool messages and
@@ -608,17 +619,14 @@ fn convert_user<'a>(
 /// A user-side block that becomes a content part (text, image, document); others are dropped.
 fn content_part<'a>(
     block: Block<'a>,
-    path: &str,
+    path: Path<'_>,
     parts: &mut Vec<Part<'a>>,
 ) -> Result<(), TranslateError> {
     match block.kind.as_ref() {
         "text" => match block.text {
             Some(text) => parts.push(Part::Text(text)),
             None => {
-                return Err(TranslateError::request(
-                    format!("{path}.text"),
-                    "field required",
-                ));
+                return Err(TranslateError::request(path.key("text"), "field required"));
             }
         },
         "image" => {
@@ -627,7 +635,7 @@ fn content_part<'a>(
                 "base64" => {
                     let (Some(media), Some(data)) = (source.media_type, source.data) else {
                         return Err(TranslateError::request(
-                            format!("{path}.source"),
+                            path.key("source"),
                             "base64 image needs media_type and data",
                         ));
                     };
@@ -647,7 +655,7 @@ fn content_part<'a>(
                     ])),
                     None => {
                         return Err(TranslateError::request(
-                            format!("{path}.source.url"),
+                            path.key("source").key("url"),
                             "field required",
                         ));
                     }
@@ -669,7 +677,7 @@ fn content_part<'a>(
                     let mut images = Vec::new();
                     tool_result_content(
                         content,
-                        &format!("{path}.source.content"),
+                        path.key("source").key("content"),
                         &mut text,
                         &mut images,
                     )?;
@@ -694,11 +702,11 @@ fn content_part<'a>(
     Ok(())
 }
 
-fn source<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Source<'a>, TranslateError> {
+fn source<'a>(raw: Option<&'a RawValue>, path: Path<'_>) -> Result<Source<'a>, TranslateError> {
     match raw {
-        Some(raw) => parse_request(raw, &format!("{path}.source")),
+        Some(raw) => parse_request(raw, path.key("source")),
         None => Err(TranslateError::request(
-            format!("{path}.source"),
+            path.key("source"),
             "field required",
         )),
     }
@@ -707,7 +715,7 @@ fn source<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Source<'a>, Trans
 /// Text of a tool result (string or blocks); images are collected for a following user message.
 fn tool_result_content<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
     text: &mut String,
     images: &mut Vec<Part<'a>>,
 ) -> Result<(), TranslateError> {
@@ -720,10 +728,10 @@ fn tool_result_content<'a>(
     };
     let mut first = true;
     for (k, raw) in blocks.iter().enumerate() {
-        let block_path = format!("{path}[{k}]");
-        let block: Block<'a> = parse_request(raw, &block_path)?;
+        let block_path = path.index(k);
+        let block: Block<'a> = parse_request(raw, block_path)?;
         let mut parts = Vec::new();
-        content_part(block, &block_path, &mut parts)?;
+        content_part(block, block_path, &mut parts)?;
         for part in parts {
             match part {
                 Part::Text(t) => {
@@ -742,7 +750,7 @@ fn tool_result_content<'a>(
 
 fn convert_assistant<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
     opts: &UpstreamOptions<'_>,
     names: &mut ToolNames,
     out: &mut Vec<OutMessage<'a>>,
@@ -752,14 +760,14 @@ fn convert_assistant<'a>(
         Err(text) => message.text.push(text),
         Ok(blocks) => {
             for (j, raw) in blocks.iter().enumerate() {
-                let block_path = format!("{path}[{j}]");
-                let block: Block<'a> = parse_request(raw, &block_path)?;
+                let block_path = path.index(j);
+                let block: Block<'a> = parse_request(raw, block_path)?;
                 match block.kind.as_ref() {
                     "text" => match block.text {
                         Some(text) => message.text.push(text),
                         None => {
                             return Err(TranslateError::request(
-                                format!("{block_path}.text"),
+                                block_path.key("text"),
                                 "field required",
                             ));
                         }
@@ -775,7 +783,7 @@ fn convert_assistant<'a>(
                             && !is_object(input)
                         {
                             return Err(TranslateError::request(
-                                format!("{block_path}.input"),
+                                block_path.key("input"),
                                 "expected an object",
                             ));
                         }

@@ -80,21 +80,21 @@ pub fn openai_to_anthropic(
     }
     let calls = message.tool_calls.unwrap_or_default();
     for (i, call) in calls.iter().enumerate() {
-        let path = format!("choices[0].message.tool_calls[{i}]");
+        // Formatted only on error.
+        let path = |field: &str| format!("choices[0].message.tool_calls[{i}].{field}");
         let function = call.function.as_ref();
         let name = function.and_then(|f| f.name.as_deref()).unwrap_or_default();
         if name.is_empty() {
             return Err(TranslateError::upstream(
-                format!("{path}.function.name"),
+                path("function.name"),
                 "missing tool name",
             ));
         }
         let arguments = function
             .and_then(|f| f.arguments.as_deref())
             .unwrap_or_default();
-        let input = repair_arguments(arguments).map_err(|message| {
-            TranslateError::upstream(format!("{path}.function.arguments"), message)
-        })?;
+        let input = repair_arguments(arguments)
+            .map_err(|message| TranslateError::upstream(path("function.arguments"), message))?;
         output_estimate += text_tokens(arguments);
         begin_block(&mut out);
         out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
