@@ -103,6 +103,24 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// `0x0101…01`: one in every byte of a word.
+const LOW_BITS: u64 = u64::MAX / 255;
+/// `0x8080…80`: the high bit of every byte of a word.
+pub(crate) const HIGH_BITS: u64 = LOW_BITS << 7;
+
+/// Eight bytes as one little-endian word (the first byte is the lowest).
+pub(crate) fn word(chunk: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(chunk);
+    u64::from_le_bytes(bytes)
+}
+
+/// Non-zero when some byte of `w` is `b` (the classic "has zero byte" test on `w ^ b…b`).
+pub(crate) fn has_byte(w: u64, b: u8) -> u64 {
+    let x = w ^ (LOW_BITS * u64::from(b));
+    x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS
+}
+
 /// Appends a number.
 pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(n.to_string().as_bytes());

@@ -290,10 +290,16 @@ pub fn anthropic_to_openai(
     }
     out.push(b'}');
 
+    // The values that cost tokens are already split off; only odd input needs another full pass.
+    let estimated_input_tokens =
+        match tokens::estimate(top.system, &messages, tools.as_deref().unwrap_or_default()) {
+            Some(n) => n,
+            None => tokens::count_with_serde(body)?.max(1),
+        };
     let context = RequestContext {
         requested_model: requested_model.into_owned(),
         stream,
-        estimated_input_tokens: tokens::count_tokens(body)?.max(1),
+        estimated_input_tokens,
         tools: names,
         stop_sequences,
     };

@@ -34,6 +34,11 @@ fn translate_with(
 ) -> Result<(Value, RequestContext), TranslateError> {
     let bytes = serde_json::to_vec(body).expect("serializable");
     let (out, ctx) = anthropic_to_openai(&bytes, opts)?;
+    // The estimate from the already-split values is the full count of the body.
+    assert_eq!(
+        Ok(ctx.estimated_input_tokens),
+        tokens::count_with_serde(&bytes)
+    );
     Ok((
         serde_json::from_slice(&out).expect("translator output is JSON"),
         ctx,
@@ -87,6 +92,10 @@ fn golden_files_match_fixtures() {
             "{name}: cache_control leaked"
         );
         assert!(ctx.estimated_input_tokens > 0);
+        assert_eq!(
+            Ok(ctx.estimated_input_tokens),
+            tokens::count_with_serde(&body)
+        );
         // Deterministic: the same input gives the same bytes.
         assert_eq!(
             anthropic_to_openai(&body, &opts()).map(|r| r.0).ok(),
