@@ -75,31 +75,61 @@ pub(crate) fn push_str_parts(out: &mut Vec<u8>, parts: &[&str]) {
 pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
+    loop {
+        let end = start + clean_len(&bytes[start..]);
+        out.extend_from_slice(&bytes[start..end]);
+        let Some(&b) = bytes.get(end) else { return };
+        match ESCAPE[usize::from(b)] {
+            b'u' => {
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 0xf)]);
-                start = i + 1;
-                continue;
             }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
+            short => out.extend_from_slice(&[b'\\', short]),
+        }
+        start = end + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
 }
+
+/// Length of the prefix of `bytes` that needs no escaping.
+///
+/// Prompts are long runs of plain text between a few escapes, so whole 8-byte words are tested at
+/// once; only the word holding a `"`, `\` or control byte is searched byte by byte.
+fn clean_len(bytes: &[u8]) -> usize {
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let w = word(chunk);
+        if (has_byte_below_0x20(w) | has_byte(w, b'"') | has_byte(w, b'\\')) != 0 {
+            break;
+        }
+        clean += 8;
+    }
+    let rest = &bytes[clean..];
+    clean
+        + rest
+            .iter()
+            .position(|&b| ESCAPE[usize::from(b)] != 0)
+            .unwrap_or(rest.len())
+}
+
+/// How serde_json escapes each byte: 0 for not at all, `u` for `\u00XX`, otherwise the letter
+/// after the backslash.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -113,6 +143,11 @@ pub(crate) fn word(chunk: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(chunk);
     u64::from_le_bytes(bytes)
+}
+
+/// Non-zero when some byte of `w` is a control character (below 0x20).
+fn has_byte_below_0x20(w: u64) -> u64 {
+    w.wrapping_sub(LOW_BITS * 0x20) & !w & HIGH_BITS
 }
 
 /// Non-zero when some byte of `w` is `b` (the classic "has zero byte" test on `w ^ b…b`).
@@ -151,4 +186,55 @@ pub(crate) fn is_string(raw: &RawValue) -> bool {
 /// Whether a raw JSON value is an object.
 pub(crate) fn is_object(raw: &RawValue) -> bool {
     raw.get().starts_with('{')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-at-a-time escaper the fast path replaced: the reference for its output.
+    fn reference(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in s.as_bytes() {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0x00..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                _ => out.push(b),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escapes_like_serde_json_at_every_offset() {
+        // Every ASCII byte (and some non-ASCII) at every position of a word, and at word ends.
+        let specials: Vec<String> = (0u8..0x80)
+            .map(|b| char::from(b).to_string())
+            .chain(["é", "日", "😀", "\u{7f}", "\u{2028}"].map(str::to_owned))
+            .collect();
+        for special in &specials {
+            for before in 0..18 {
+                for after in [0, 1, 7, 8, 9] {
+                    let s = format!("{}{special}{}", "a".repeat(before), "b".repeat(after));
+                    let mut out = Vec::new();
+                    push_escaped(&mut out, &s);
+                    assert_eq!(out, reference(&s), "{s:?}");
+                    assert_eq!(
+                        serde_json::to_vec(&s).ok(),
+                        Some([b"\"".as_slice(), &out, b"\""].concat())
+                    );
+                }
+            }
+        }
+        let all: String = (0u8..0x80).map(char::from).collect::<String>().repeat(3);
+        let mut out = Vec::new();
+        push_escaped(&mut out, &all);
+        assert_eq!(out, reference(&all));
+    }
 }
