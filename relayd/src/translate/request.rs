@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::json::{
-    Path, is_object, is_string, parse_opt, parse_request, push_str, push_str_parts, push_u64,
+    Path, is_object, is_string, parse_opt, parse_request, push_escaped, push_str, push_str_parts,
+    push_u64,
 };
 use super::tools::{ToolNames, upstream_tool_id};
 use super::{TranslateError, describe_json_error, tokens};
@@ -116,7 +117,7 @@ pub fn anthropic_to_openai(
     let mut converted = Vec::with_capacity(messages.len() + 1);
     let system = match top.system {
         Some(raw) => system_text(raw, Path::Root("system"), true)?,
-        None => String::new(),
+        None => Cow::Borrowed(""),
     };
     if !system.is_empty() {
         converted.push(OutMessage::System(system));
@@ -440,7 +441,7 @@ struct Source<'a> {
 
 /// One OpenAI message before serialization.
 enum OutMessage<'a> {
-    System(String),
+    System(Cow<'a, str>),
     User(Vec<Part<'a>>),
     Assistant(Assistant<'a>),
     Tool { id: Cow<'a, str>, content: String },
@@ -461,7 +462,7 @@ struct Assistant<'a> {
 
 struct Call<'a> {
     id: Cow<'a, str>,
-    name: String,
+    name: Cow<'a, str>,
     arguments: Option<&'a RawValue>,
 }
 
@@ -476,54 +477,74 @@ fn number<'a>(
 }
 
 /// Text of a `system` value (string or array of text blocks), blocks joined with `"\n\n"`.
-/// With `strip_billing`, Claude Code's per-request billing line is removed.
-fn system_text(
-    raw: &RawValue,
+/// With `strip_billing`, Claude Code's per-request billing line is removed. Borrowed from the
+/// request when it is a single text without escapes.
+fn system_text<'a>(
+    raw: &'a RawValue,
     path: Path<'_>,
     strip_billing: bool,
-) -> Result<String, TranslateError> {
-    let mut texts: Vec<Cow<'_, str>> = Vec::new();
+) -> Result<Cow<'a, str>, TranslateError> {
+    let mut joined = Cow::Borrowed("");
     if is_string(raw) {
-        texts.push(parse_request(raw, path)?);
-    } else {
-        let blocks: Vec<&RawValue> = parse_request(raw, path)?;
-        for (i, block) in blocks.iter().enumerate() {
-            let block_path = path.index(i);
-            let block: Block<'_> = parse_request(block, block_path)?;
-            match (block.kind.as_ref(), block.text) {
-                ("text", Some(text)) => texts.push(text),
-                ("text", None) => {
-                    return Err(TranslateError::request(
-                        block_path.key("text"),
-                        "field required",
-                    ));
-                }
-                (other, _) => {
-                    return Err(TranslateError::request(
-                        block_path.key("type"),
-                        format!("system blocks must be text, not {other:?}"),
-                    ));
-                }
-            }
-        }
+        join_system(&mut joined, parse_request(raw, path)?, strip_billing);
+        return Ok(joined);
     }
-    let mut joined = String::new();
-    for text in &texts {
-        let mut text: &str = text;
-        if strip_billing {
-            while text.starts_with(BILLING_HEADER_PREFIX) {
-                text = text.split_once('\n').map_or("", |(_, rest)| rest);
+    let blocks: Vec<&RawValue> = parse_request(raw, path)?;
+    for (i, block) in blocks.iter().enumerate() {
+        let block_path = path.index(i);
+        let block: Block<'a> = parse_request(block, block_path)?;
+        match (block.kind.as_ref(), block.text) {
+            ("text", Some(text)) => join_system(&mut joined, text, strip_billing),
+            ("text", None) => {
+                return Err(TranslateError::request(
+                    block_path.key("text"),
+                    "field required",
+                ));
+            }
+            (other, _) => {
+                return Err(TranslateError::request(
+                    block_path.key("type"),
+                    format!("system blocks must be text, not {other:?}"),
+                ));
             }
         }
-        if text.is_empty() {
-            continue;
-        }
-        if !joined.is_empty() {
-            joined.push_str(TEXT_JOINER);
-        }
-        joined.push_str(text);
     }
     Ok(joined)
+}
+
+/// Appends one system text (empty texts are skipped, so they add no joiner).
+fn join_system<'a>(joined: &mut Cow<'a, str>, text: Cow<'a, str>, strip_billing: bool) {
+    let text = if strip_billing {
+        strip_billing_lines(text)
+    } else {
+        text
+    };
+    if text.is_empty() {
+        return;
+    }
+    if joined.is_empty() {
+        *joined = text;
+    } else {
+        let joined = joined.to_mut();
+        joined.push_str(TEXT_JOINER);
+        joined.push_str(&text);
+    }
+}
+
+/// `text` without its leading billing-header lines.
+fn strip_billing_lines(text: Cow<'_, str>) -> Cow<'_, str> {
+    let mut rest: &str = &text;
+    while rest.starts_with(BILLING_HEADER_PREFIX) {
+        rest = rest.split_once('\n').map_or("", |(_, after)| after);
+    }
+    let cut = text.len() - rest.len();
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[cut..]),
+        Cow::Owned(mut text) => {
+            text.drain(..cut);
+            Cow::Owned(text)
+        }
+    }
 }
 
 fn convert_message<'a>(
@@ -794,7 +815,7 @@ fn convert_assistant<'a>(
                             ));
                         }
                         let id = decode_id(id);
-                        let name = names.shorten(&name).into_owned();
+                        let name = shorten(names, name);
                         message.calls.push(Call {
                             id,
                             name,
@@ -821,6 +842,14 @@ fn convert_assistant<'a>(
         out.push(OutMessage::Assistant(message));
     }
     Ok(())
+}
+
+/// The upstream's name for a tool, borrowed from the request when it needs no shortening.
+fn shorten<'a>(names: &mut ToolNames, name: Cow<'a, str>) -> Cow<'a, str> {
+    match name {
+        Cow::Borrowed(name) => names.shorten(name),
+        Cow::Owned(name) => Cow::Owned(names.shorten(&name).into_owned()),
+    }
 }
 
 /// The upstream's id for a tool-use id the client echoes back.
@@ -850,14 +879,11 @@ fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
             out.extend_from_slice(b"{\"role\":\"user\",\"content\":");
             if parts.iter().all(|p| matches!(p, Part::Text(_))) {
                 // Plain string content: many chat templates reject content-part arrays.
-                let texts: Vec<&str> = parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text(t) => Some(t.as_ref()),
-                        Part::Image(_) => None,
-                    })
-                    .collect();
-                write_joined(out, &texts);
+                let texts = parts.iter().filter_map(|p| match p {
+                    Part::Text(t) => Some(t.as_ref()),
+                    Part::Image(_) => None,
+                });
+                write_joined(out, texts);
             } else {
                 out.push(b'[');
                 for (i, part) in parts.iter().enumerate() {
@@ -884,13 +910,11 @@ fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
         }
         OutMessage::Assistant(message) => {
             out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
-            let texts: Vec<&str> = message.text.iter().map(AsRef::as_ref).collect();
             // Never null or missing: several OpenAI-compatible servers fail on that.
-            write_joined(out, &texts);
+            write_joined(out, message.text.iter().map(AsRef::as_ref));
             if !message.reasoning.is_empty() {
                 out.extend_from_slice(b",\"reasoning_content\":");
-                let texts: Vec<&str> = message.reasoning.iter().map(AsRef::as_ref).collect();
-                write_joined(out, &texts);
+                write_joined(out, message.reasoning.iter().map(AsRef::as_ref));
             }
             if !message.calls.is_empty() {
                 out.extend_from_slice(b",\"tool_calls\":[");
@@ -920,15 +944,15 @@ fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
 }
 
 /// Writes texts as one JSON string joined with [`TEXT_JOINER`].
-fn write_joined(out: &mut Vec<u8>, texts: &[&str]) {
-    let mut pieces = Vec::with_capacity(texts.len() * 2);
-    for (i, text) in texts.iter().enumerate() {
+fn write_joined<'t>(out: &mut Vec<u8>, texts: impl Iterator<Item = &'t str>) {
+    out.push(b'"');
+    for (i, text) in texts.enumerate() {
         if i > 0 {
-            pieces.push(TEXT_JOINER);
+            push_escaped(out, TEXT_JOINER);
         }
-        pieces.push(text);
+        push_escaped(out, text);
     }
-    push_str_parts(out, &pieces);
+    out.push(b'"');
 }
 
 /// `reasoning_effort` or `chat_template_kwargs`, depending on the account.
