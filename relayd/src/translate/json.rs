@@ -157,8 +157,19 @@ pub(crate) fn has_byte(w: u64, b: u8) -> u64 {
 }
 
 /// Appends a number.
-pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    // Digits from the right into a buffer that fits u64::MAX, without a String per number.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Parses a sub-document of a request, naming `path` on failure (a client error).
@@ -236,5 +247,14 @@ mod tests {
         let mut out = Vec::new();
         push_escaped(&mut out, &all);
         assert_eq!(out, reference(&all));
+    }
+
+    #[test]
+    fn numbers_are_written_like_to_string() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 }

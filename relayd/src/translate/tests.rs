@@ -596,6 +596,29 @@ fn response_text_usage_and_finish_reasons() {
 }
 
 #[test]
+fn response_refusal_and_escaped_text() {
+    let usage = json!({"prompt_tokens": 1, "completion_tokens": 1});
+    for (message, text) in [
+        (
+            json!({"content": null, "refusal": "I can't \"do\" that"}),
+            "I can't \"do\" that",
+        ),
+        (json!({"content": "", "refusal": "no"}), "no"),
+        (json!({"content": "a\n\"b\" é"}), "a\n\"b\" é"),
+    ] {
+        let out = respond(message, "stop", usage.clone(), &ctx());
+        assert_eq!(out["content"], json!([{"type": "text", "text": text}]));
+    }
+    let out = respond(
+        json!({"content": "x", "reasoning_content": "why\tnot"}),
+        "stop",
+        usage,
+        &ctx(),
+    );
+    assert_eq!(out["content"][0]["thinking"], "why\tnot");
+}
+
+#[test]
 fn response_thinking_tools_and_repairs() {
     let long = format!("mcp__server__{}", "x".repeat(80));
     let mut context = ctx();
