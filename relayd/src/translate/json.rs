@@ -133,10 +133,20 @@ const ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Appends `bytes` as a JSON string of lowercase hex digits (what `hex::encode` gives).
+pub(crate) fn push_hex_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+    out.push(b'"');
+}
+
 /// `0x0101…01`: one in every byte of a word.
 const LOW_BITS: u64 = u64::MAX / 255;
 /// `0x8080…80`: the high bit of every byte of a word.
-pub(crate) const HIGH_BITS: u64 = LOW_BITS << 7;
+const HIGH_BITS: u64 = LOW_BITS << 7;
 
 /// Eight bytes as one little-endian word (the first byte is the lowest).
 pub(crate) fn word(chunk: &[u8]) -> u64 {
@@ -247,6 +257,14 @@ mod tests {
         let mut out = Vec::new();
         push_escaped(&mut out, &all);
         assert_eq!(out, reference(&all));
+    }
+
+    #[test]
+    fn hex_strings_match_hex_encode() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut out = Vec::new();
+        push_hex_str(&mut out, &bytes);
+        assert_eq!(out, format!("\"{}\"", hex::encode(&bytes)).into_bytes());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::json::{
-    Path, is_object, is_string, parse_opt, parse_request, push_escaped, push_str, push_str_parts,
-    push_u64,
+    Path, is_object, is_string, parse_opt, parse_request, push_escaped, push_hex_str, push_str,
+    push_str_parts, push_u64,
 };
 use super::tools::{ToolNames, upstream_tool_id};
 use super::{TranslateError, describe_json_error, tokens};
@@ -257,7 +257,7 @@ pub fn anthropic_to_openai(
         // Hashed: the upstream only needs a stable per-user token, not Claude Code's device id.
         let digest = Sha256::digest(user_id.as_bytes());
         out.extend_from_slice(b",\"user\":");
-        push_str(&mut out, &hex::encode(&digest[..16]));
+        push_hex_str(&mut out, &digest[..16]);
     }
     write_reasoning(
         &mut out,
