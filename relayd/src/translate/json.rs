@@ -191,6 +191,46 @@ pub(crate) fn parse_request<'a, T: Deserialize<'a>>(
         .map_err(|e| TranslateError::request(path, describe_json_error(&e)))
 }
 
+/// The elements of a request array, deserialized in one pass over the array when they all
+/// deserialize. Otherwise each element is parsed on its own when [`Items::next`] reaches it, exactly
+/// as if there had been no first pass: its error names the element, and errors the caller finds in
+/// earlier elements come first.
+#[derive(Debug)]
+pub(crate) enum Items<'a, T> {
+    Parsed(std::vec::IntoIter<T>),
+    Raw(std::vec::IntoIter<&'a RawValue>),
+}
+
+impl<'a, T: Deserialize<'a>> Items<'a, T> {
+    /// Parses `raw` (the array at `path`).
+    pub(crate) fn parse(raw: &'a RawValue, path: Path<'_>) -> Result<Self, TranslateError> {
+        // Inside the array an element is one level deeper than on its own, so the one pass never
+        // accepts what the element-by-element parse would reject.
+        match serde_json::from_str::<Vec<T>>(raw.get()) {
+            Ok(items) => Ok(Items::Parsed(items.into_iter())),
+            Err(_) => Ok(Items::Raw(
+                parse_request::<Vec<&RawValue>>(raw, path)?.into_iter(),
+            )),
+        }
+    }
+
+    /// The number of elements not yet taken.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Items::Parsed(items) => items.len(),
+            Items::Raw(items) => items.len(),
+        }
+    }
+
+    /// The next element, at `path` (which is only formatted for an error).
+    pub(crate) fn next(&mut self, path: Path<'_>) -> Option<Result<T, TranslateError>> {
+        match self {
+            Items::Parsed(items) => items.next().map(Ok),
+            Items::Raw(items) => items.next().map(|raw| parse_request(raw, path)),
+        }
+    }
+}
+
 /// Parses an optional sub-document of a request.
 pub(crate) fn parse_opt<'a, T: Deserialize<'a>>(
     raw: Option<&'a RawValue>,

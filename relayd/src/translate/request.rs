@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::json::{
-    Path, is_object, is_string, parse_opt, parse_request, push_escaped, push_hex_str, push_str,
-    push_str_parts, push_u64,
+    Items, Path, is_object, is_string, parse_opt, parse_request, push_escaped, push_hex_str,
+    push_str, push_str_parts, push_u64,
 };
 use super::tools::{ToolNames, upstream_tool_id};
 use super::{TranslateError, describe_json_error, tokens};
@@ -89,7 +89,8 @@ pub fn anthropic_to_openai(
     let Some(messages_raw) = top.messages else {
         return Err(TranslateError::request("messages", "field required"));
     };
-    let messages: Vec<&RawValue> = parse_request(messages_raw, Path::Root("messages"))?;
+    let messages_path = Path::Root("messages");
+    let mut messages: Items<'_, Message<'_>> = Items::parse(messages_raw, messages_path)?;
     let max_tokens: Option<u64> = parse_opt(top.max_tokens, Path::Root("max_tokens"))?;
     let stream: Option<bool> = parse_opt(top.stream, Path::Root("stream"))?;
     let stream = stream.unwrap_or(false);
@@ -122,8 +123,16 @@ pub fn anthropic_to_openai(
     if !system.is_empty() {
         converted.push(OutMessage::System(system));
     }
-    for (i, raw) in messages.iter().enumerate() {
-        convert_message(raw, i, opts, &mut names, &mut converted)?;
+    let mut i = 0;
+    while let Some(message) = messages.next(messages_path.index(i)) {
+        convert_message(
+            &message?,
+            messages_path.index(i),
+            opts,
+            &mut names,
+            &mut converted,
+        )?;
+        i += 1;
     }
     for (i, message) in converted.iter().enumerate() {
         if i > 0 {
@@ -292,11 +301,10 @@ pub fn anthropic_to_openai(
     out.push(b'}');
 
     // The values that cost tokens are already split off; only odd input needs another full pass.
-    let estimated_input_tokens =
-        match tokens::estimate(top.system, &messages, tools.as_deref().unwrap_or_default()) {
-            Some(n) => n,
-            None => tokens::count_with_serde(body)?.max(1),
-        };
+    let estimated_input_tokens = match tokens::estimate(top.system, Some(messages_raw), top.tools) {
+        Some(n) => n,
+        None => tokens::count_with_serde(body)?.max(1),
+    };
     let context = RequestContext {
         requested_model: requested_model.into_owned(),
         stream,
@@ -489,10 +497,12 @@ fn system_text<'a>(
         join_system(&mut joined, parse_request(raw, path)?, strip_billing);
         return Ok(joined);
     }
-    let blocks: Vec<&RawValue> = parse_request(raw, path)?;
-    for (i, block) in blocks.iter().enumerate() {
+    let mut blocks: Items<'a, Block<'a>> = Items::parse(raw, path)?;
+    let mut i = 0;
+    while let Some(block) = blocks.next(path.index(i)) {
         let block_path = path.index(i);
-        let block: Block<'a> = parse_request(block, block_path)?;
+        i += 1;
+        let block = block?;
         match (block.kind.as_ref(), block.text) {
             ("text", Some(text)) => join_system(&mut joined, text, strip_billing),
             ("text", None) => {
@@ -548,15 +558,12 @@ fn strip_billing_lines(text: Cow<'_, str>) -> Cow<'_, str> {
 }
 
 fn convert_message<'a>(
-    raw: &'a RawValue,
-    i: usize,
+    message: &Message<'a>,
+    path: Path<'_>,
     opts: &UpstreamOptions<'_>,
     names: &mut ToolNames,
     out: &mut Vec<OutMessage<'a>>,
 ) -> Result<(), TranslateError> {
-    let messages = Path::Root("messages");
-    let path = messages.index(i);
-    let message: Message<'a> = parse_request(raw, path)?;
     let content_path = path.key("content");
     match message.role.as_ref() {
         "system" => {
@@ -581,11 +588,11 @@ fn convert_message<'a>(
 fn blocks<'a>(
     raw: &'a RawValue,
     path: Path<'_>,
-) -> Result<Result<Vec<&'a RawValue>, Cow<'a, str>>, TranslateError> {
+) -> Result<Result<Items<'a, Block<'a>>, Cow<'a, str>>, TranslateError> {
     if is_string(raw) {
         Ok(Err(parse_request(raw, path)?))
     } else {
-        Ok(Ok(parse_request(raw, path)?))
+        Ok(Ok(Items::parse(raw, path)?))
     }
 }
 
@@ -603,9 +610,11 @@ fn convert_user<'a>(
     };
     let mut parts = Vec::new();
     let mut tool_images = Vec::new();
-    for (j, raw) in blocks.iter().enumerate() {
+    let (mut blocks, mut j) = (blocks, 0);
+    while let Some(block) = blocks.next(path.index(j)) {
         let block_path = path.index(j);
-        let block: Block<'a> = parse_request(raw, block_path)?;
+        j += 1;
+        let block = block?;
         match block.kind.as_ref() {
             "tool_result" => {
                 let Some(id) = block.tool_use_id else {
@@ -754,9 +763,11 @@ fn tool_result_content<'a>(
         }
     };
     let mut first = true;
-    for (k, raw) in blocks.iter().enumerate() {
+    let (mut blocks, mut k) = (blocks, 0);
+    while let Some(block) = blocks.next(path.index(k)) {
         let block_path = path.index(k);
-        let block: Block<'a> = parse_request(raw, block_path)?;
+        k += 1;
+        let block = block?;
         let mut parts = Vec::new();
         content_part(block, block_path, &mut parts)?;
         for part in parts {
@@ -785,10 +796,12 @@ fn convert_assistant<'a>(
     let mut message = Assistant::default();
     match blocks(raw, path)? {
         Err(text) => message.text.push(text),
-        Ok(blocks) => {
-            for (j, raw) in blocks.iter().enumerate() {
+        Ok(mut blocks) => {
+            let mut j = 0;
+            while let Some(block) = blocks.next(path.index(j)) {
                 let block_path = path.index(j);
-                let block: Block<'a> = parse_request(raw, block_path)?;
+                j += 1;
+                let block = block?;
                 match block.kind.as_ref() {
                     "text" => match block.text {
                         Some(text) => message.text.push(text),

@@ -394,6 +394,47 @@ fn consecutive_same_role_messages_merge_keeping_the_prefix() {
 }
 
 #[test]
+fn errors_name_the_first_bad_element_in_order() {
+    // A later element that does not even parse must not hide an earlier element's error.
+    for (messages, expected) in [
+        (
+            json!([{"role": "bogus", "content": "x"}, {"role": "user"}]),
+            r#"messages[0].role: expected "user", "assistant" or "system", not "bogus""#,
+        ),
+        (
+            json!([{"role": "user", "content": "x"}, {"role": "user"}]),
+            "messages[1]: missing field `content`",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "text"}, 5]}]),
+            "messages[0].content[0].text: field required",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "text", "text": "a"}, 5]}]),
+            "messages[0].content[1]: invalid type: integer `5`, expected struct Block",
+        ),
+        (
+            json!([{"role": "assistant", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": 1}, {"type": 2}]}]),
+            "messages[0].content[0].input: expected an object",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": [{"type": "image", "source": {"type": "file"}}, []]}]}]),
+            r#"messages[0].content[0].content[0]: unsupported image source "file""#,
+        ),
+        (
+            json!([{"role": "system", "content": [{"type": "text", "text": "a"}, {"text": 1}]}]),
+            "messages[0].content[1]: invalid type: integer `1`, expected a string",
+        ),
+        (
+            json!({}),
+            "messages: invalid type: map, expected a sequence",
+        ),
+    ] {
+        assert_eq!(err(&request(messages)), expected);
+    }
+}
+
+#[test]
 fn tools_choice_and_server_tools() {
     let long = format!("mcp__some_server__{}", "very_long_tool_name_".repeat(4));
     let mut body = request(json!([{"role": "user", "content": "hi"}]));

@@ -40,34 +40,31 @@ const PER_OBJECT: u64 = 2;
 /// [`TranslateError::InvalidRequest`] (HTTP 400).
 pub fn count_tokens(body: &[u8]) -> Result<u64, TranslateError> {
     if let Ok(raw) = serde_json::from_slice::<RawBody<'_>>(body)
-        && let Some(n) = estimate(
-            raw.system,
-            raw.messages.as_deref().unwrap_or_default(),
-            raw.tools.as_deref().unwrap_or_default(),
-        )
+        && let Some(n) = estimate(raw.system, raw.messages, raw.tools)
     {
         return Ok(n);
     }
     count_with_serde(body)
 }
 
-/// [`count_tokens`] of a body that parsed, given its `system`, `messages` and `tools` values.
-/// `None` when a value holds something only serde may judge (see [`Scanner`]): the caller then
-/// counts with [`count_with_serde`], which gives the answer (or the error) for the whole body.
+/// [`count_tokens`] of a body that parsed, given its `system`, `messages` and `tools` values
+/// (absent or `null` is `None`). `None` when a value holds something only serde may judge (see
+/// [`Scanner`]) or a list is not an array: the caller then counts with [`count_with_serde`], which
+/// gives the answer (or the error) for the whole body.
 pub(crate) fn estimate(
     system: Option<&RawValue>,
-    messages: &[&RawValue],
-    tools: &[&RawValue],
+    messages: Option<&RawValue>,
+    tools: Option<&RawValue>,
 ) -> Option<u64> {
     let mut total = match system {
-        Some(raw) => value_tokens(raw)? + PER_MESSAGE,
+        Some(raw) => scanner(raw).value(false, 0)? + PER_MESSAGE,
         None => 0,
     };
-    for raw in messages {
-        total += value_tokens(raw)? + PER_MESSAGE;
+    if let Some(raw) = messages {
+        total += scanner(raw).list(PER_MESSAGE)?;
     }
-    for raw in tools {
-        total += value_tokens(raw)? + PER_TOOL;
+    if let Some(raw) = tools {
+        total += scanner(raw).list(PER_TOOL)?;
     }
     Some(total.max(1))
 }
@@ -114,9 +111,9 @@ struct RawBody<'a> {
     #[serde(borrow)]
     system: Option<&'a RawValue>,
     #[serde(borrow)]
-    messages: Option<Vec<&'a RawValue>>,
+    messages: Option<&'a RawValue>,
     #[serde(borrow)]
-    tools: Option<Vec<&'a RawValue>>,
+    tools: Option<&'a RawValue>,
 }
 
 /// Deepest nesting the scanner follows inside one value. The visitor is limited to 128 levels
@@ -127,13 +124,11 @@ const MAX_DEPTH: usize = 100;
 /// which the visitor reports as an error.
 const MAX_NUMBER_LEN: usize = 64;
 
-/// The visitor's token count of one raw value, or `None` for what the scanner leaves to serde.
-fn value_tokens(raw: &RawValue) -> Option<u64> {
+fn scanner(raw: &RawValue) -> Scanner<'_> {
     Scanner {
         text: raw.get(),
         pos: 0,
     }
-    .value(false, 0)
 }
 
 /// A byte scanner over JSON that a serde parse has already accepted, computing exactly what the
@@ -220,6 +215,26 @@ impl<'a> Scanner<'a> {
         let len = self.pos - start;
         let exponent = matches!(self.bytes().get(self.pos), Some(b'e' | b'E' | b'+'));
         (len > 0 && len <= MAX_NUMBER_LEN && !exponent).then_some(1)
+    }
+
+    /// The count of a top-level list (`messages`, `tools`): each element's plus `per_item`.
+    fn list(&mut self, per_item: u64) -> Option<u64> {
+        self.eat(b'[')?;
+        let mut total = 0;
+        if self.eat(b']').is_some() {
+            return Some(total);
+        }
+        loop {
+            total += self.value(false, 1)? + per_item;
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(total);
+                }
+                _ => return None,
+            }
+        }
     }
 
     fn array(&mut self, depth: usize) -> Option<u64> {
@@ -565,11 +580,7 @@ mod tests {
             assert_same(&body);
             // ... and from the scan itself, not from the fallback.
             let raw: RawBody<'_> = serde_json::from_slice(&body).expect("parses");
-            let scanned = estimate(
-                raw.system,
-                raw.messages.as_deref().unwrap_or_default(),
-                raw.tools.as_deref().unwrap_or_default(),
-            );
+            let scanned = estimate(raw.system, raw.messages, raw.tools);
             assert_eq!(scanned.map(Ok), Some(count_with_serde(&body)));
             // The same body pretty-printed: whitespace everywhere the scanner looks.
             assert_same(&serde_json::to_vec_pretty(&file["body"]).expect("serializable"));
