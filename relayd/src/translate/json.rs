@@ -146,7 +146,7 @@ pub(crate) fn push_hex_str(out: &mut Vec<u8>, bytes: &[u8]) {
 /// `0x0101…01`: one in every byte of a word.
 const LOW_BITS: u64 = u64::MAX / 255;
 /// `0x8080…80`: the high bit of every byte of a word.
-const HIGH_BITS: u64 = LOW_BITS << 7;
+pub(crate) const HIGH_BITS: u64 = LOW_BITS << 7;
 
 /// Eight bytes as one little-endian word (the first byte is the lowest).
 pub(crate) fn word(chunk: &[u8]) -> u64 {

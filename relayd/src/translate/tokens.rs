@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::json::{has_byte, word};
+use super::json::{HIGH_BITS, has_byte, word};
 use super::{TranslateError, describe_json_error};
 
 /// Roughly what one image costs on Anthropic models (a ~1.2 megapixel image ≈ 1,600 tokens).
@@ -156,6 +156,13 @@ impl StrStats {
         self.ascii.div_ceil(4) + self.lead
     }
 
+    /// Adds `words` 8-byte words whose non-ASCII and leading bytes are counted per byte lane in
+    /// `high` and `lead` (see [`Scanner::count_run`]).
+    fn add_words(&mut self, words: u64, high: u64, lead: u64) {
+        self.ascii += 8 * words - lane_sum(high);
+        self.lead += lane_sum(lead);
+    }
+
     /// Adds one decoded character given its code point.
     fn add_char(&mut self, code: u32) {
         if code < 0x80 {
@@ -164,6 +171,14 @@ impl StrStats {
             self.lead += 1;
         }
     }
+}
+
+/// The sum of the eight byte lanes of `x`.
+fn lane_sum(x: u64) -> u64 {
+    const PAIRS: u64 = 0x00ff_00ff_00ff_00ff;
+    // Four 16-bit lanes of at most 510 each; the multiplication adds them all into the top lane.
+    let pairs = (x & PAIRS) + ((x >> 8) & PAIRS);
+    pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48
 }
 
 impl<'a> Scanner<'a> {
@@ -343,26 +358,42 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Counts the bytes up to the next `"` or `\`. Text between escapes is usually long: the end
-    /// is found 8 bytes at a time, and the counting loops over the run vectorize.
+    /// Counts the bytes up to the next `"` or `\`.
+    ///
+    /// Text between escapes is usually long, so it goes 8 bytes at a time: each word is checked
+    /// for a `"` or `\`, and its non-ASCII bytes (high bit set) and leading bytes of multi-byte
+    /// characters (two high bits set) are added up per byte lane. A lane gains at most 1 per word,
+    /// so the lanes are summed into `stats` every 255 words, before one can overflow.
     fn count_run(&mut self, stats: &mut StrStats) {
         let rest = &self.bytes()[self.pos..];
         let mut len = 0;
+        let (mut words, mut high, mut lead) = (0, 0u64, 0u64);
         for chunk in rest.chunks_exact(8) {
             let w = word(chunk);
             if (has_byte(w, b'"') | has_byte(w, b'\\')) != 0 {
                 break;
             }
+            high += (w & HIGH_BITS) >> 7;
+            lead += (w & (w << 1) & HIGH_BITS) >> 7;
             len += 8;
+            words += 1;
+            if words == 255 {
+                stats.add_words(words, high, lead);
+                (words, high, lead) = (0, 0, 0);
+            }
         }
-        len += rest[len..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\')
-            .unwrap_or(rest.len() - len);
-        let run = &rest[..len];
-        // ASCII bytes have the high bit clear; leading bytes of multi-byte characters start `11`.
-        stats.ascii += run.iter().filter(|&&b| b < 0x80).count() as u64;
-        stats.lead += run.iter().filter(|&&b| b >= 0xc0).count() as u64;
+        stats.add_words(words, high, lead);
+        for &b in &rest[len..] {
+            if b == b'"' || b == b'\\' {
+                break;
+            }
+            if b < 0x80 {
+                stats.ascii += 1;
+            } else if b >= 0xc0 {
+                stats.lead += 1;
+            }
+            len += 1;
+        }
         self.pos += len;
     }
 
@@ -634,6 +665,17 @@ mod tests {
         for body in &bodies {
             assert_same(body.as_bytes());
         }
+        // Long non-ASCII runs: every byte lane of the word counters fills up many times over.
+        for text in ["é", "日本語", "😀", "aé日😀"] {
+            for repeat in [255, 1_000, 5_000] {
+                let body = format!(r#"{{"messages":["{}x"]}}"#, text.repeat(repeat));
+                assert_same(body.as_bytes());
+            }
+        }
+        assert_eq!(
+            count_tokens(format!(r#"{{"messages":["{}"]}}"#, "é".repeat(5_000)).as_bytes()),
+            Ok(5_000 + PER_MESSAGE)
+        );
         // Invalid UTF-8 inside and outside the counted values.
         assert_same(b"{\"messages\":[\"\xff\"]}");
         assert_same(b"{\"model\":\"\xff\",\"messages\":[\"a\"]}");
