@@ -373,8 +373,12 @@ impl<'a> Scanner<'a> {
             if (has_byte(w, b'"') | has_byte(w, b'\\')) != 0 {
                 break;
             }
-            high += (w & HIGH_BITS) >> 7;
-            lead += (w & (w << 1) & HIGH_BITS) >> 7;
+            // Most prompt text is ASCII, which only needs counting as whole words.
+            let high_bits = w & HIGH_BITS;
+            if high_bits != 0 {
+                high += high_bits >> 7;
+                lead += (w & (w << 1) & HIGH_BITS) >> 7;
+            }
             len += 8;
             words += 1;
             if words == 255 {
