@@ -102,7 +102,11 @@ pub fn anthropic_to_openai(
         parse_opt(top.output_config, Path::Root("output_config"))?;
     let tool_choice: Option<ToolChoice<'_>> =
         parse_opt(top.tool_choice, Path::Root("tool_choice"))?;
-    let tools: Option<Vec<&RawValue>> = parse_opt(top.tools, Path::Root("tools"))?;
+    let tools_path = Path::Root("tools");
+    let tools: Option<Items<'_, Tool<'_>>> = top
+        .tools
+        .map(|raw| Items::parse(raw, tools_path))
+        .transpose()?;
     // Sampling numbers are validated, then copied as the client wrote them.
     let temperature = number(top.temperature, Path::Root("temperature"))?;
     let top_p = number(top.top_p, Path::Root("top_p"))?;
@@ -144,12 +148,13 @@ pub fn anthropic_to_openai(
 
     // tools
     let mut wrote_tools = false;
-    if let Some(tools) = &tools {
+    if let Some(mut tools) = tools {
         let mut first = true;
-        for (i, raw) in tools.iter().enumerate() {
-            let path = Path::Root("tools");
-            let path = path.index(i);
-            let tool: Tool<'_> = parse_request(raw, path)?;
+        let mut i = 0;
+        while let Some(tool) = tools.next(tools_path.index(i)) {
+            let path = tools_path.index(i);
+            i += 1;
+            let tool = tool?;
             if let Some(kind) = tool.kind.as_deref()
                 && kind != "custom"
             {

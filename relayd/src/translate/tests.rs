@@ -432,6 +432,21 @@ fn errors_name_the_first_bad_element_in_order() {
     ] {
         assert_eq!(err(&request(messages)), expected);
     }
+    for (tools, expected) in [
+        (
+            json!([{"name": "a", "description": 5}, 7]),
+            "tools[0].description: expected a string",
+        ),
+        (
+            json!([{"name": "a"}, {"input_schema": {}}]),
+            "tools[1]: missing field `name`",
+        ),
+        (json!({}), "tools: invalid type: map, expected a sequence"),
+    ] {
+        let mut body = request(json!([{"role": "user", "content": "hi"}]));
+        body["tools"] = tools;
+        assert_eq!(err(&body), expected);
+    }
 }
 
 #[test]
