@@ -192,9 +192,9 @@ pub(crate) fn parse_request<'a, T: Deserialize<'a>>(
 }
 
 /// The elements of a request array, deserialized in one pass over the array when they all
-/// deserialize. Otherwise each element is parsed on its own when [`Items::next`] reaches it, exactly
-/// as if there had been no first pass: its error names the element, and errors the caller finds in
-/// earlier elements come first.
+/// deserialize. Otherwise each element is parsed on its own when [`Items::next`] reaches it,
+/// exactly as if there had been no first pass: its error names the element, and errors the caller
+/// finds in earlier elements come first.
 #[derive(Debug)]
 pub(crate) enum Items<'a, T> {
     Parsed(std::vec::IntoIter<T>),

@@ -7,12 +7,13 @@
 //! on their byte length the way text does).
 //!
 //! Claude Code sends dozens of these at start-up and every translated request needs one, so the
-//! count is a hand-written byte scan ([`Scanner`]) over the raw `system`, `messages` and `tools`
-//! values: no tree, no allocation, 8 bytes of string at a time. [`anthropic_to_openai`] hands it the
-//! raw values it has already split off; [`count_tokens`] splits them with one serde pass that only
-//! skips. The rules themselves are defined by a serde visitor ([`count_with_serde`]), which also
-//! takes over (and words the error) whenever the body is invalid or holds something only serde may
-//! judge: the scan and the visitor return the same number for every input.
+//! count is a hand-written byte scan (`Scanner`) over the raw `system`, `messages` and `tools`
+//! values: no tree, 8 bytes of string at a time, and no allocation unless a key or image data has
+//! escapes. [`anthropic_to_openai`] hands it the raw values it has already split off;
+//! [`count_tokens`] splits them with one serde pass that only skips. The rules themselves are
+//! defined by a serde visitor (`count_with_serde`), which also takes over (and words the error)
+//! whenever the body is invalid or holds something only serde may judge: the scan and the visitor
+//! return the same number for every input.
 //!
 //! [`anthropic_to_openai`]: super::anthropic_to_openai
 
