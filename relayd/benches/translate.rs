@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the translation hot paths, the work relayd adds on top of forwarding:
-//! request translation of a real ~80 KB Claude Code tool turn, a 1,000-chunk OpenAI stream through
-//! `SseDecoder` + `StreamTranslator`, and local `count_tokens` on the same body.
+//! request translation of a real ~80 KB Claude Code tool turn and of the ~1 KB Claude-Code-shaped
+//! request the load benchmark sends, a 1,000-chunk OpenAI stream through `SseDecoder` +
+//! `StreamTranslator`, and local `count_tokens` on both bodies.
 //!
 //! Run with `cargo bench -p relayd --bench translate` (README, "Benchmarks"). Not part of
 //! `cargo test`, which only compiles this file.
@@ -41,6 +42,28 @@ fn tool_turn_body() -> Vec<u8> {
     let text = std::fs::read_to_string(TOOL_TURN).expect("fixture readable");
     let file: Value = serde_json::from_str(&text).expect("fixture is JSON");
     serde_json::to_vec(&file["body"]).expect("serializable")
+}
+
+/// The ~1 KB three-message request of the load benchmark (`tests/benches/load.rs`,
+/// `anthropic_request`): a two-block system prompt, text-block messages, metadata.
+fn small_body() -> Vec<u8> {
+    let body = json!({
+        "model": "bench-model",
+        "max_tokens": 1024,
+        "stream": false,
+        "system": [
+            {"type": "text", "text": "You are a coding assistant. Answer briefly and precisely; show code only when it helps."},
+            {"type": "text", "text": "Environment: Linux, Rust 1.88, working directory /home/dev/project.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "The test parser::tests::binary_operators fails with `expected 42, got 41`. What is the most likely cause in a Pratt parser?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Most likely a binding-power off-by-one: the right operand is parsed with the same power as the operator, so left associativity turns into right associativity for that operator."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Show the two-line fix for the loop in parse_expr that compares binding powers, and explain why it restores left associativity for subtraction and division."}]}
+        ],
+        "temperature": 0.2,
+        "metadata": {"user_id": "user_bench_0123456789abcdef"}
+    });
+    serde_json::to_vec(&body).expect("serializable")
 }
 
 fn chunk(delta: &Value, finish_reason: Option<&str>) -> Value {
@@ -156,6 +179,17 @@ fn request_translation(c: &mut Criterion) {
         b.iter(|| anthropic_to_openai(black_box(&body), &opts()).expect("translates"));
     });
     group.bench_function("count_tokens/tool_turn1_80KB", |b| {
+        b.iter(|| count_tokens(black_box(&body)).expect("counts"));
+    });
+    group.finish();
+
+    let body = small_body();
+    let mut group = c.benchmark_group("request_small");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("anthropic_to_openai/claude_code_1KB", |b| {
+        b.iter(|| anthropic_to_openai(black_box(&body), &opts()).expect("translates"));
+    });
+    group.bench_function("count_tokens/claude_code_1KB", |b| {
         b.iter(|| count_tokens(black_box(&body)).expect("counts"));
     });
     group.finish();

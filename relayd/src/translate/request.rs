@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::json::{
-    is_object, is_string, parse_opt, parse_request, push_str, push_str_parts, push_u64,
+    Items, Path, is_object, is_string, parse_opt, parse_request, push_escaped, push_hex_str,
+    push_str, push_str_parts, push_u64,
 };
 use super::tools::{ToolNames, upstream_tool_id};
 use super::{TranslateError, describe_json_error, tokens};
@@ -82,27 +83,34 @@ pub fn anthropic_to_openai(
         .map_err(|e| TranslateError::request("body", describe_json_error(&e)))?;
 
     let requested_model: Cow<'_, str> = match top.model {
-        Some(raw) => parse_request(raw, "model")?,
+        Some(raw) => parse_request(raw, Path::Root("model"))?,
         None => return Err(TranslateError::request("model", "field required")),
     };
     let Some(messages_raw) = top.messages else {
         return Err(TranslateError::request("messages", "field required"));
     };
-    let messages: Vec<&RawValue> = parse_request(messages_raw, "messages")?;
-    let max_tokens: Option<u64> = parse_opt(top.max_tokens, "max_tokens")?;
-    let stream: Option<bool> = parse_opt(top.stream, "stream")?;
+    let messages_path = Path::Root("messages");
+    let mut messages: Items<'_, Message<'_>> = Items::parse(messages_raw, messages_path)?;
+    let max_tokens: Option<u64> = parse_opt(top.max_tokens, Path::Root("max_tokens"))?;
+    let stream: Option<bool> = parse_opt(top.stream, Path::Root("stream"))?;
     let stream = stream.unwrap_or(false);
     let stop_sequences: Option<Vec<Cow<'_, str>>> =
-        parse_opt(top.stop_sequences, "stop_sequences")?;
-    let metadata: Option<Metadata<'_>> = parse_opt(top.metadata, "metadata")?;
-    let thinking: Option<Thinking<'_>> = parse_opt(top.thinking, "thinking")?;
-    let output_config: Option<OutputConfig<'_>> = parse_opt(top.output_config, "output_config")?;
-    let tool_choice: Option<ToolChoice<'_>> = parse_opt(top.tool_choice, "tool_choice")?;
-    let tools: Option<Vec<&RawValue>> = parse_opt(top.tools, "tools")?;
+        parse_opt(top.stop_sequences, Path::Root("stop_sequences"))?;
+    let metadata: Option<Metadata<'_>> = parse_opt(top.metadata, Path::Root("metadata"))?;
+    let thinking: Option<Thinking<'_>> = parse_opt(top.thinking, Path::Root("thinking"))?;
+    let output_config: Option<OutputConfig<'_>> =
+        parse_opt(top.output_config, Path::Root("output_config"))?;
+    let tool_choice: Option<ToolChoice<'_>> =
+        parse_opt(top.tool_choice, Path::Root("tool_choice"))?;
+    let tools_path = Path::Root("tools");
+    let tools: Option<Items<'_, Tool<'_>>> = top
+        .tools
+        .map(|raw| Items::parse(raw, tools_path))
+        .transpose()?;
     // Sampling numbers are validated, then copied as the client wrote them.
-    let temperature = number(top.temperature, "temperature")?;
-    let top_p = number(top.top_p, "top_p")?;
-    let _top_k: Option<u64> = parse_opt(top.top_k, "top_k")?;
+    let temperature = number(top.temperature, Path::Root("temperature"))?;
+    let top_p = number(top.top_p, Path::Root("top_p"))?;
+    let _top_k: Option<u64> = parse_opt(top.top_k, Path::Root("top_k"))?;
 
     let mut names = ToolNames::default();
     let mut out = Vec::with_capacity(body.len() + body.len() / 8);
@@ -113,14 +121,22 @@ pub fn anthropic_to_openai(
     out.extend_from_slice(b",\"messages\":[");
     let mut converted = Vec::with_capacity(messages.len() + 1);
     let system = match top.system {
-        Some(raw) => system_text(raw, "system", true)?,
-        None => String::new(),
+        Some(raw) => system_text(raw, Path::Root("system"), true)?,
+        None => Cow::Borrowed(""),
     };
     if !system.is_empty() {
         converted.push(OutMessage::System(system));
     }
-    for (i, raw) in messages.iter().enumerate() {
-        convert_message(raw, i, opts, &mut names, &mut converted)?;
+    let mut i = 0;
+    while let Some(message) = messages.next(messages_path.index(i)) {
+        convert_message(
+            &message?,
+            messages_path.index(i),
+            opts,
+            &mut names,
+            &mut converted,
+        )?;
+        i += 1;
     }
     for (i, message) in converted.iter().enumerate() {
         if i > 0 {
@@ -132,11 +148,13 @@ pub fn anthropic_to_openai(
 
     // tools
     let mut wrote_tools = false;
-    if let Some(tools) = &tools {
+    if let Some(mut tools) = tools {
         let mut first = true;
-        for (i, raw) in tools.iter().enumerate() {
-            let path = format!("tools[{i}]");
-            let tool: Tool<'_> = parse_request(raw, &path)?;
+        let mut i = 0;
+        while let Some(tool) = tools.next(tools_path.index(i)) {
+            let path = tools_path.index(i);
+            i += 1;
+            let tool = tool?;
             if let Some(kind) = tool.kind.as_deref()
                 && kind != "custom"
             {
@@ -150,7 +168,7 @@ pub fn anthropic_to_openai(
             if let Some(description) = tool.description {
                 if !is_string(description) {
                     return Err(TranslateError::request(
-                        format!("{path}.description"),
+                        path.key("description"),
                         "expected a string",
                     ));
                 }
@@ -162,7 +180,7 @@ pub fn anthropic_to_openai(
                 Some(schema) if is_object(schema) => out.extend_from_slice(schema.get().as_bytes()),
                 Some(_) => {
                     return Err(TranslateError::request(
-                        format!("{path}.input_schema"),
+                        path.key("input_schema"),
                         "expected an object",
                     ));
                 }
@@ -253,7 +271,7 @@ pub fn anthropic_to_openai(
         // Hashed: the upstream only needs a stable per-user token, not Claude Code's device id.
         let digest = Sha256::digest(user_id.as_bytes());
         out.extend_from_slice(b",\"user\":");
-        push_str(&mut out, &hex::encode(&digest[..16]));
+        push_hex_str(&mut out, &digest[..16]);
     }
     write_reasoning(
         &mut out,
@@ -287,10 +305,15 @@ pub fn anthropic_to_openai(
     }
     out.push(b'}');
 
+    // The values that cost tokens are already split off; only odd input needs another full pass.
+    let estimated_input_tokens = match tokens::estimate(top.system, Some(messages_raw), top.tools) {
+        Some(n) => n,
+        None => tokens::count_with_serde(body)?.max(1),
+    };
     let context = RequestContext {
         requested_model: requested_model.into_owned(),
         stream,
-        estimated_input_tokens: tokens::count_tokens(body)?.max(1),
+        estimated_input_tokens,
         tools: names,
         stop_sequences,
     };
@@ -431,7 +454,7 @@ struct Source<'a> {
 
 /// One OpenAI message before serialization.
 enum OutMessage<'a> {
-    System(String),
+    System(Cow<'a, str>),
     User(Vec<Part<'a>>),
     Assistant(Assistant<'a>),
     Tool { id: Cow<'a, str>, content: String },
@@ -452,86 +475,113 @@ struct Assistant<'a> {
 
 struct Call<'a> {
     id: Cow<'a, str>,
-    name: String,
+    name: Cow<'a, str>,
     arguments: Option<&'a RawValue>,
 }
 
 /// Validates an optional number and returns its text as written.
-fn number<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Option<&'a str>, TranslateError> {
+fn number<'a>(
+    raw: Option<&'a RawValue>,
+    path: Path<'_>,
+) -> Result<Option<&'a str>, TranslateError> {
     let Some(raw) = raw else { return Ok(None) };
     let _: f64 = parse_request(raw, path)?;
     Ok(Some(raw.get().trim()))
 }
 
 /// Text of a `system` value (string or array of text blocks), blocks joined with `"\n\n"`.
-/// With `strip_billing`, Claude Code's per-request billing line is removed.
-fn system_text(raw: &RawValue, path: &str, strip_billing: bool) -> Result<String, TranslateError> {
-    let mut texts: Vec<Cow<'_, str>> = Vec::new();
+/// With `strip_billing`, Claude Code's per-request billing line is removed. Borrowed from the
+/// request when it is a single text without escapes.
+fn system_text<'a>(
+    raw: &'a RawValue,
+    path: Path<'_>,
+    strip_billing: bool,
+) -> Result<Cow<'a, str>, TranslateError> {
+    let mut joined = Cow::Borrowed("");
     if is_string(raw) {
-        texts.push(parse_request(raw, path)?);
-    } else {
-        let blocks: Vec<&RawValue> = parse_request(raw, path)?;
-        for (i, block) in blocks.iter().enumerate() {
-            let block_path = format!("{path}[{i}]");
-            let block: Block<'_> = parse_request(block, &block_path)?;
-            match (block.kind.as_ref(), block.text) {
-                ("text", Some(text)) => texts.push(text),
-                ("text", None) => {
-                    return Err(TranslateError::request(
-                        format!("{block_path}.text"),
-                        "field required",
-                    ));
-                }
-                (other, _) => {
-                    return Err(TranslateError::request(
-                        format!("{block_path}.type"),
-                        format!("system blocks must be text, not {other:?}"),
-                    ));
-                }
-            }
-        }
+        join_system(&mut joined, parse_request(raw, path)?, strip_billing);
+        return Ok(joined);
     }
-    let mut joined = String::new();
-    for text in &texts {
-        let mut text: &str = text;
-        if strip_billing {
-            while text.starts_with(BILLING_HEADER_PREFIX) {
-                text = text.split_once('\n').map_or("", |(_, rest)| rest);
+    let mut blocks: Items<'a, Block<'a>> = Items::parse(raw, path)?;
+    let mut i = 0;
+    while let Some(block) = blocks.next(path.index(i)) {
+        let block_path = path.index(i);
+        i += 1;
+        let block = block?;
+        match (block.kind.as_ref(), block.text) {
+            ("text", Some(text)) => join_system(&mut joined, text, strip_billing),
+            ("text", None) => {
+                return Err(TranslateError::request(
+                    block_path.key("text"),
+                    "field required",
+                ));
+            }
+            (other, _) => {
+                return Err(TranslateError::request(
+                    block_path.key("type"),
+                    format!("system blocks must be text, not {other:?}"),
+                ));
             }
         }
-        if text.is_empty() {
-            continue;
-        }
-        if !joined.is_empty() {
-            joined.push_str(TEXT_JOINER);
-        }
-        joined.push_str(text);
     }
     Ok(joined)
 }
 
+/// Appends one system text (empty texts are skipped, so they add no joiner).
+fn join_system<'a>(joined: &mut Cow<'a, str>, text: Cow<'a, str>, strip_billing: bool) {
+    let text = if strip_billing {
+        strip_billing_lines(text)
+    } else {
+        text
+    };
+    if text.is_empty() {
+        return;
+    }
+    if joined.is_empty() {
+        *joined = text;
+    } else {
+        let joined = joined.to_mut();
+        joined.push_str(TEXT_JOINER);
+        joined.push_str(&text);
+    }
+}
+
+/// `text` without its leading billing-header lines.
+fn strip_billing_lines(text: Cow<'_, str>) -> Cow<'_, str> {
+    let mut rest: &str = &text;
+    while rest.starts_with(BILLING_HEADER_PREFIX) {
+        rest = rest.split_once('\n').map_or("", |(_, after)| after);
+    }
+    let cut = text.len() - rest.len();
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[cut..]),
+        Cow::Owned(mut text) => {
+            text.drain(..cut);
+            Cow::Owned(text)
+        }
+    }
+}
+
 fn convert_message<'a>(
-    raw: &'a RawValue,
-    i: usize,
+    message: &Message<'a>,
+    path: Path<'_>,
     opts: &UpstreamOptions<'_>,
     names: &mut ToolNames,
     out: &mut Vec<OutMessage<'a>>,
 ) -> Result<(), TranslateError> {
-    let path = format!("messages[{i}]");
-    let message: Message<'a> = parse_request(raw, &path)?;
-    let content_path = format!("{path}.content");
+    let content_path = path.key("content");
     match message.role.as_ref() {
         "system" => {
-            let text = system_text(message.content, &content_path, false)?;
+            let text = system_text(message.content, content_path, false)?;
             if !text.is_empty() {
                 out.push(OutMessage::System(text));
             }
         }
-        "user" => convert_user(message.content, &content_path, out)?,
-        "assistant" => convert_assistant(message.content, &content_path, opts, names, out)?,
+        "user" => convert_user(message.content, content_path, out)?,
+        "assistant" => convert_assistant(message.content, content_path, opts, names, out)?,
         other => {
             return Err(TranslateError::request(
-                format!("{path}.role"),
+                path.key("role"),
                 format!("expected \"user\", \"assistant\" or \"system\", not {other:?}"),
             ));
         }
@@ -542,18 +592,18 @@ fn convert_message<'a>(
 /// Content blocks of a message: a string becomes one text block.
 fn blocks<'a>(
     raw: &'a RawValue,
-    path: &str,
-) -> Result<Result<Vec<&'a RawValue>, Cow<'a, str>>, TranslateError> {
+    path: Path<'_>,
+) -> Result<Result<Items<'a, Block<'a>>, Cow<'a, str>>, TranslateError> {
     if is_string(raw) {
         Ok(Err(parse_request(raw, path)?))
     } else {
-        Ok(Ok(parse_request(raw, path)?))
+        Ok(Ok(Items::parse(raw, path)?))
     }
 }
 
 fn convert_user<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
     out: &mut Vec<OutMessage<'a>>,
 ) -> Result<(), TranslateError> {
     let blocks = match blocks(raw, path)? {
@@ -565,14 +615,16 @@ fn convert_user<'a>(
     };
     let mut parts = Vec::new();
     let mut tool_images = Vec::new();
-    for (j, raw) in blocks.iter().enumerate() {
-        let block_path = format!("{path}[{j}]");
-        let block: Block<'a> = parse_request(raw, &block_path)?;
+    let (mut blocks, mut j) = (blocks, 0);
+    while let Some(block) = blocks.next(path.index(j)) {
+        let block_path = path.index(j);
+        j += 1;
+        let block = block?;
         match block.kind.as_ref() {
             "tool_result" => {
                 let Some(id) = block.tool_use_id else {
                     return Err(TranslateError::request(
-                        format!("{block_path}.tool_use_id"),
+                        block_path.key("tool_use_id"),
                         "field required",
                     ));
                 };
@@ -583,7 +635,7 @@ fn convert_user<'a>(
                 if let Some(inner) = block.content {
                     tool_result_content(
                         inner,
-                        &format!("{block_path}.content"),
+                        block_path.key("content"),
                         &mut content,
                         &mut tool_images,
                     )?;
@@ -591,7 +643,7 @@ fn convert_user<'a>(
                 let id = decode_id(id);
                 out.push(OutMessage::Tool { id, content });
             }
-            _ => content_part(block, &block_path, &mut parts)?,
+            _ => content_part(block, block_path, &mut parts)?,
         }
     }
     // Images returned by tools can only travel in a user message; it follows the tool messages and
@@ -608,17 +660,14 @@ fn convert_user<'a>(
 /// A user-side block that becomes a content part (text, image, document); others are dropped.
 fn content_part<'a>(
     block: Block<'a>,
-    path: &str,
+    path: Path<'_>,
     parts: &mut Vec<Part<'a>>,
 ) -> Result<(), TranslateError> {
     match block.kind.as_ref() {
         "text" => match block.text {
             Some(text) => parts.push(Part::Text(text)),
             None => {
-                return Err(TranslateError::request(
-                    format!("{path}.text"),
-                    "field required",
-                ));
+                return Err(TranslateError::request(path.key("text"), "field required"));
             }
         },
         "image" => {
@@ -627,7 +676,7 @@ fn content_part<'a>(
                 "base64" => {
                     let (Some(media), Some(data)) = (source.media_type, source.data) else {
                         return Err(TranslateError::request(
-                            format!("{path}.source"),
+                            path.key("source"),
                             "base64 image needs media_type and data",
                         ));
                     };
@@ -647,7 +696,7 @@ fn content_part<'a>(
                     ])),
                     None => {
                         return Err(TranslateError::request(
-                            format!("{path}.source.url"),
+                            path.key("source").key("url"),
                             "field required",
                         ));
                     }
@@ -669,7 +718,7 @@ fn content_part<'a>(
                     let mut images = Vec::new();
                     tool_result_content(
                         content,
-                        &format!("{path}.source.content"),
+                        path.key("source").key("content"),
                         &mut text,
                         &mut images,
                     )?;
@@ -694,11 +743,11 @@ fn content_part<'a>(
     Ok(())
 }
 
-fn source<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Source<'a>, TranslateError> {
+fn source<'a>(raw: Option<&'a RawValue>, path: Path<'_>) -> Result<Source<'a>, TranslateError> {
     match raw {
-        Some(raw) => parse_request(raw, &format!("{path}.source")),
+        Some(raw) => parse_request(raw, path.key("source")),
         None => Err(TranslateError::request(
-            format!("{path}.source"),
+            path.key("source"),
             "field required",
         )),
     }
@@ -707,7 +756,7 @@ fn source<'a>(raw: Option<&'a RawValue>, path: &str) -> Result<Source<'a>, Trans
 /// Text of a tool result (string or blocks); images are collected for a following user message.
 fn tool_result_content<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
     text: &mut String,
     images: &mut Vec<Part<'a>>,
 ) -> Result<(), TranslateError> {
@@ -719,11 +768,13 @@ fn tool_result_content<'a>(
         }
     };
     let mut first = true;
-    for (k, raw) in blocks.iter().enumerate() {
-        let block_path = format!("{path}[{k}]");
-        let block: Block<'a> = parse_request(raw, &block_path)?;
+    let (mut blocks, mut k) = (blocks, 0);
+    while let Some(block) = blocks.next(path.index(k)) {
+        let block_path = path.index(k);
+        k += 1;
+        let block = block?;
         let mut parts = Vec::new();
-        content_part(block, &block_path, &mut parts)?;
+        content_part(block, block_path, &mut parts)?;
         for part in parts {
             match part {
                 Part::Text(t) => {
@@ -742,7 +793,7 @@ fn tool_result_content<'a>(
 
 fn convert_assistant<'a>(
     raw: &'a RawValue,
-    path: &str,
+    path: Path<'_>,
     opts: &UpstreamOptions<'_>,
     names: &mut ToolNames,
     out: &mut Vec<OutMessage<'a>>,
@@ -750,16 +801,18 @@ fn convert_assistant<'a>(
     let mut message = Assistant::default();
     match blocks(raw, path)? {
         Err(text) => message.text.push(text),
-        Ok(blocks) => {
-            for (j, raw) in blocks.iter().enumerate() {
-                let block_path = format!("{path}[{j}]");
-                let block: Block<'a> = parse_request(raw, &block_path)?;
+        Ok(mut blocks) => {
+            let mut j = 0;
+            while let Some(block) = blocks.next(path.index(j)) {
+                let block_path = path.index(j);
+                j += 1;
+                let block = block?;
                 match block.kind.as_ref() {
                     "text" => match block.text {
                         Some(text) => message.text.push(text),
                         None => {
                             return Err(TranslateError::request(
-                                format!("{block_path}.text"),
+                                block_path.key("text"),
                                 "field required",
                             ));
                         }
@@ -775,12 +828,12 @@ fn convert_assistant<'a>(
                             && !is_object(input)
                         {
                             return Err(TranslateError::request(
-                                format!("{block_path}.input"),
+                                block_path.key("input"),
                                 "expected an object",
                             ));
                         }
                         let id = decode_id(id);
-                        let name = names.shorten(&name).into_owned();
+                        let name = shorten(names, name);
                         message.calls.push(Call {
                             id,
                             name,
@@ -807,6 +860,14 @@ fn convert_assistant<'a>(
         out.push(OutMessage::Assistant(message));
     }
     Ok(())
+}
+
+/// The upstream's name for a tool, borrowed from the request when it needs no shortening.
+fn shorten<'a>(names: &mut ToolNames, name: Cow<'a, str>) -> Cow<'a, str> {
+    match name {
+        Cow::Borrowed(name) => names.shorten(name),
+        Cow::Owned(name) => Cow::Owned(names.shorten(&name).into_owned()),
+    }
 }
 
 /// The upstream's id for a tool-use id the client echoes back.
@@ -836,14 +897,11 @@ fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
             out.extend_from_slice(b"{\"role\":\"user\",\"content\":");
             if parts.iter().all(|p| matches!(p, Part::Text(_))) {
                 // Plain string content: many chat templates reject content-part arrays.
-                let texts: Vec<&str> = parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text(t) => Some(t.as_ref()),
-                        Part::Image(_) => None,
-                    })
-                    .collect();
-                write_joined(out, &texts);
+                let texts = parts.iter().filter_map(|p| match p {
+                    Part::Text(t) => Some(t.as_ref()),
+                    Part::Image(_) => None,
+                });
+                write_joined(out, texts);
             } else {
                 out.push(b'[');
                 for (i, part) in parts.iter().enumerate() {
@@ -870,13 +928,11 @@ fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
         }
         OutMessage::Assistant(message) => {
             out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
-            let texts: Vec<&str> = message.text.iter().map(AsRef::as_ref).collect();
             // Never null or missing: several OpenAI-compatible servers fail on that.
-            write_joined(out, &texts);
+            write_joined(out, message.text.iter().map(AsRef::as_ref));
             if !message.reasoning.is_empty() {
                 out.extend_from_slice(b",\"reasoning_content\":");
-                let texts: Vec<&str> = message.reasoning.iter().map(AsRef::as_ref).collect();
-                write_joined(out, &texts);
+                write_joined(out, message.reasoning.iter().map(AsRef::as_ref));
             }
             if !message.calls.is_empty() {
                 out.extend_from_slice(b",\"tool_calls\":[");
@@ -906,15 +962,15 @@ fn write_message(out: &mut Vec<u8>, message: &OutMessage<'_>) {
 }
 
 /// Writes texts as one JSON string joined with [`TEXT_JOINER`].
-fn write_joined(out: &mut Vec<u8>, texts: &[&str]) {
-    let mut pieces = Vec::with_capacity(texts.len() * 2);
-    for (i, text) in texts.iter().enumerate() {
+fn write_joined<'t>(out: &mut Vec<u8>, texts: impl Iterator<Item = &'t str>) {
+    out.push(b'"');
+    for (i, text) in texts.enumerate() {
         if i > 0 {
-            pieces.push(TEXT_JOINER);
+            push_escaped(out, TEXT_JOINER);
         }
-        pieces.push(text);
+        push_escaped(out, text);
     }
-    push_str_parts(out, &pieces);
+    out.push(b'"');
 }
 
 /// `reasoning_effort` or `chat_template_kwargs`, depending on the account.

@@ -34,12 +34,13 @@ pub fn openai_to_anthropic(
 
     let message_id = match completion.id.as_deref() {
         Some(id) if id.bytes().any(|b| b.is_ascii_alphanumeric()) => {
-            format!(
-                "msg_{}",
+            let mut message_id = String::with_capacity("msg_".len() + id.len());
+            message_id.push_str("msg_");
+            message_id.extend(
                 id.chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect::<String>()
-            )
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_'),
+            );
+            message_id
         }
         // No usable upstream id: derive one from the body, so it is stable for the same answer.
         _ => format!("msg_{}", hex::encode(&Sha256::digest(body)[..12])),
@@ -80,21 +81,21 @@ pub fn openai_to_anthropic(
     }
     let calls = message.tool_calls.unwrap_or_default();
     for (i, call) in calls.iter().enumerate() {
-        let path = format!("choices[0].message.tool_calls[{i}]");
+        // Formatted only on error.
+        let path = |field: &str| format!("choices[0].message.tool_calls[{i}].{field}");
         let function = call.function.as_ref();
         let name = function.and_then(|f| f.name.as_deref()).unwrap_or_default();
         if name.is_empty() {
             return Err(TranslateError::upstream(
-                format!("{path}.function.name"),
+                path("function.name"),
                 "missing tool name",
             ));
         }
         let arguments = function
             .and_then(|f| f.arguments.as_deref())
             .unwrap_or_default();
-        let input = repair_arguments(arguments).map_err(|message| {
-            TranslateError::upstream(format!("{path}.function.arguments"), message)
-        })?;
+        let input = repair_arguments(arguments)
+            .map_err(|message| TranslateError::upstream(path("function.arguments"), message))?;
         output_estimate += text_tokens(arguments);
         begin_block(&mut out);
         out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
@@ -271,22 +272,28 @@ fn preview(text: &str) -> String {
     }
 }
 
-/// A JSON value as text: strings as they are, arrays of `{type:"text",text}` parts concatenated.
-fn text_of(raw: Option<&RawValue>) -> Option<String> {
+/// A string value's text, borrowed from the body when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A JSON value as text when it is a string.
+fn text_of(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
     let raw = raw?;
     if is_string(raw) {
-        return serde_json::from_str(raw.get()).ok();
+        return serde_json::from_str(raw.get()).ok().map(|t: Text<'_>| t.0);
     }
     None
 }
 
 /// `message.content`: a string, null, or (some upstreams) an array of text parts.
-fn content_text(raw: Option<&RawValue>) -> Result<Option<String>, TranslateError> {
+fn content_text(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, TranslateError> {
     let Some(raw) = raw else { return Ok(None) };
     if is_string(raw) {
-        return serde_json::from_str(raw.get()).map(Some).map_err(|e| {
-            TranslateError::upstream("choices[0].message.content", describe_json_error(&e))
-        });
+        return serde_json::from_str(raw.get())
+            .map(|t: Text<'_>| Some(t.0))
+            .map_err(|e| {
+                TranslateError::upstream("choices[0].message.content", describe_json_error(&e))
+            });
     }
     #[derive(Deserialize)]
     struct TextPart {
@@ -295,7 +302,9 @@ fn content_text(raw: Option<&RawValue>) -> Result<Option<String>, TranslateError
     let parts: Vec<TextPart> = serde_json::from_str(raw.get()).map_err(|e| {
         TranslateError::upstream("choices[0].message.content", describe_json_error(&e))
     })?;
-    Ok(Some(parts.into_iter().filter_map(|p| p.text).collect()))
+    Ok(Some(Cow::Owned(
+        parts.into_iter().filter_map(|p| p.text).collect(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -325,7 +334,8 @@ struct ChoiceMessage<'a> {
     reasoning_content: Option<&'a RawValue>,
     #[serde(borrow)]
     reasoning: Option<&'a RawValue>,
-    refusal: Option<String>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
     #[serde(borrow)]
     tool_calls: Option<Vec<ToolCall<'a>>>,
 }

@@ -34,6 +34,11 @@ fn translate_with(
 ) -> Result<(Value, RequestContext), TranslateError> {
     let bytes = serde_json::to_vec(body).expect("serializable");
     let (out, ctx) = anthropic_to_openai(&bytes, opts)?;
+    // The estimate from the already-split values is the full count of the body.
+    assert_eq!(
+        Ok(ctx.estimated_input_tokens),
+        tokens::count_with_serde(&bytes)
+    );
     Ok((
         serde_json::from_slice(&out).expect("translator output is JSON"),
         ctx,
@@ -87,6 +92,10 @@ fn golden_files_match_fixtures() {
             "{name}: cache_control leaked"
         );
         assert!(ctx.estimated_input_tokens > 0);
+        assert_eq!(
+            Ok(ctx.estimated_input_tokens),
+            tokens::count_with_serde(&body)
+        );
         // Deterministic: the same input gives the same bytes.
         assert_eq!(
             anthropic_to_openai(&body, &opts()).map(|r| r.0).ok(),
@@ -385,6 +394,62 @@ fn consecutive_same_role_messages_merge_keeping_the_prefix() {
 }
 
 #[test]
+fn errors_name_the_first_bad_element_in_order() {
+    // A later element that does not even parse must not hide an earlier element's error.
+    for (messages, expected) in [
+        (
+            json!([{"role": "bogus", "content": "x"}, {"role": "user"}]),
+            r#"messages[0].role: expected "user", "assistant" or "system", not "bogus""#,
+        ),
+        (
+            json!([{"role": "user", "content": "x"}, {"role": "user"}]),
+            "messages[1]: missing field `content`",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "text"}, 5]}]),
+            "messages[0].content[0].text: field required",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "text", "text": "a"}, 5]}]),
+            "messages[0].content[1]: invalid type: integer `5`, expected struct Block",
+        ),
+        (
+            json!([{"role": "assistant", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": 1}, {"type": 2}]}]),
+            "messages[0].content[0].input: expected an object",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": [{"type": "image", "source": {"type": "file"}}, []]}]}]),
+            r#"messages[0].content[0].content[0]: unsupported image source "file""#,
+        ),
+        (
+            json!([{"role": "system", "content": [{"type": "text", "text": "a"}, {"text": 1}]}]),
+            "messages[0].content[1]: invalid type: integer `1`, expected a string",
+        ),
+        (
+            json!({}),
+            "messages: invalid type: map, expected a sequence",
+        ),
+    ] {
+        assert_eq!(err(&request(messages)), expected);
+    }
+    for (tools, expected) in [
+        (
+            json!([{"name": "a", "description": 5}, 7]),
+            "tools[0].description: expected a string",
+        ),
+        (
+            json!([{"name": "a"}, {"input_schema": {}}]),
+            "tools[1]: missing field `name`",
+        ),
+        (json!({}), "tools: invalid type: map, expected a sequence"),
+    ] {
+        let mut body = request(json!([{"role": "user", "content": "hi"}]));
+        body["tools"] = tools;
+        assert_eq!(err(&body), expected);
+    }
+}
+
+#[test]
 fn tools_choice_and_server_tools() {
     let long = format!("mcp__some_server__{}", "very_long_tool_name_".repeat(4));
     let mut body = request(json!([{"role": "user", "content": "hi"}]));
@@ -584,6 +649,29 @@ fn response_text_usage_and_finish_reasons() {
     );
     assert!(!usage.from_upstream);
     assert_eq!(usage.tokens.input_tokens, 1234);
+}
+
+#[test]
+fn response_refusal_and_escaped_text() {
+    let usage = json!({"prompt_tokens": 1, "completion_tokens": 1});
+    for (message, text) in [
+        (
+            json!({"content": null, "refusal": "I can't \"do\" that"}),
+            "I can't \"do\" that",
+        ),
+        (json!({"content": "", "refusal": "no"}), "no"),
+        (json!({"content": "a\n\"b\" é"}), "a\n\"b\" é"),
+    ] {
+        let out = respond(message, "stop", usage.clone(), &ctx());
+        assert_eq!(out["content"], json!([{"type": "text", "text": text}]));
+    }
+    let out = respond(
+        json!({"content": "x", "reasoning_content": "why\tnot"}),
+        "stop",
+        usage,
+        &ctx(),
+    );
+    assert_eq!(out["content"][0]["thinking"], "why\tnot");
 }
 
 #[test]
