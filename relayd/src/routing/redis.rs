@@ -12,11 +12,11 @@
 //! | `{p}tokens:{key}:{day}`    | string | tokens used on that UTC day                       |
 //!
 //! Channels: `{p}changes` (`accounts` / `keys`: reload the snapshot), `{p}slots`
-//! (`"{account} {in_flight}"` after each take and release), `{p}cooldowns`
-//! (`"{account} {until} {reason}"`).
+//! (`"{account}"` after a release on a full account, waking requests queued on other instances),
+//! `{p}cooldowns` (`"{account} {until} {reason}"`).
 //!
 //! A request costs two round trips: one script call takes a slot (pruning expired leases
-//! first), one gives it back; key limits add one each when the key has them. Leases are renewed
+//! first), one pipeline gives it back; key limits add one each when the key has them. Leases are renewed
 //! every lease/3 by a background task, so a long stream keeps its slot while a crashed
 //! instance's slots expire after the lease time. Reads that pick an account (in-flight counts,
 //! cooldowns) come from a local cache fed by the take/release answers and the channels.
@@ -42,8 +42,9 @@ use crate::accounts::AccountRegistry;
 use crate::auth::random_hex;
 use crate::keys::KeyRegistry;
 
-/// Takes a lease if fewer than the cap are live. KEYS: zset. ARGV: cap, lease ms, member,
-/// channel (`""`: do not publish), label. Returns `{taken (0/1), live leases}`.
+/// Takes a lease if fewer than the cap are live. KEYS: zset. ARGV: cap, lease ms, member.
+/// Returns `{taken (0/1), live leases}`. Lua for the atomic check-and-add and for Redis's clock:
+/// instances on different hosts must agree on when a lease expires.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -55,26 +56,9 @@ local lease = tonumber(ARGV[2])
 if n < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], lease * 2)
-  n = n + 1
-  if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. n) end
-  return {1, n}
+  return {1, n + 1}
 end
 return {0, n}
-",
-    )
-});
-
-/// Gives a lease back. KEYS: zset. ARGV: member, channel, label. Returns the live leases.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('ZREM', KEYS[1], ARGV[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local n = redis.call('ZCARD', KEYS[1])
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. n) end
-return n
 ",
     )
 });
@@ -138,8 +122,11 @@ enum Deferred {
     Release {
         zset: String,
         member: String,
-        /// The account, for slot leases (published and cached); `None` for key leases.
+        /// The account, for slot leases (cached); `None` for key leases.
         account: Option<AccountId>,
+        /// Whether to tell the other instances: only when the account looked full, since only
+        /// then can requests be queued for it.
+        announce: bool,
     },
     Tokens {
         key: KeyId,
@@ -158,6 +145,8 @@ struct Inner {
     /// This instance's live leases: zset → members.
     held: Mutex<HashMap<String, Vec<String>>>,
     in_flight: Mutex<HashMap<AccountId, u32>>,
+    /// The cap each account's slots were last taken with.
+    capacity: Mutex<HashMap<AccountId, u32>>,
     cooldowns: Mutex<HashMap<AccountId, Cooldown>>,
     freed: Notify,
     deferred: mpsc::UnboundedSender<Deferred>,
@@ -210,25 +199,20 @@ impl Inner {
             self.instance,
             self.next_lease.fetch_add(1, Ordering::Relaxed)
         );
-        let channel = if account.is_some() {
-            self.key("slots")
-        } else {
-            String::new()
-        };
-        let label = account.map(|a| a.as_str().to_owned()).unwrap_or_default();
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX / 4);
         let (taken, live): (i64, u32) = ACQUIRE
             .key(&zset)
             .arg(capacity)
             .arg(lease_ms)
             .arg(&member)
-            .arg(channel)
-            .arg(label)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| failed(&e))?;
         if let Some(account) = account {
             lock(&self.in_flight).insert(account.clone(), live);
+            if lock(&self.capacity).get(account) != Some(&capacity) {
+                lock(&self.capacity).insert(account.clone(), capacity);
+            }
         }
         if taken == 1 {
             lock(&self.held).entry(zset).or_default().push(member);
@@ -240,10 +224,19 @@ impl Inner {
     fn give_back(&self, zset: String, account: Option<AccountId>) {
         let member = lock(&self.held).get_mut(&zset).and_then(Vec::pop);
         if let Some(member) = member {
+            // A request waits (here or on another instance) only for an account that is full;
+            // releases of the others need no announcement. Queued requests also look again
+            // every `recheck_interval`, so a stale count costs time, not progress.
+            let announce = account.as_ref().is_some_and(|account| {
+                let live = lock(&self.in_flight).get(account).copied().unwrap_or(0);
+                let capacity = lock(&self.capacity).get(account).copied().unwrap_or(0);
+                live >= capacity
+            });
             let _ = self.deferred.send(Deferred::Release {
                 zset,
                 member,
                 account,
+                announce,
             });
         }
     }
@@ -254,25 +247,19 @@ impl Inner {
                 zset,
                 member,
                 account,
+                announce,
             } => {
-                let channel = if account.is_some() {
-                    self.key("slots")
-                } else {
-                    String::new()
-                };
-                let label = account
-                    .as_ref()
-                    .map(|a| a.as_str().to_owned())
-                    .unwrap_or_default();
-                let result: Result<u32, _> = RELEASE
-                    .key(&zset)
-                    .arg(&member)
-                    .arg(channel)
-                    .arg(label)
-                    .invoke_async(&mut self.conn())
-                    .await;
+                // Plain commands, no script: nothing here needs to be atomic, and a script
+                // call costs Redis several times what these do. The count is for this
+                // instance's cache; expired leases in it are pruned by the next take.
+                let mut pipe = redis::pipe();
+                pipe.zrem(&zset, &member).ignore().zcard(&zset);
+                if let Some(account) = account.as_ref().filter(|_| announce) {
+                    pipe.publish(self.key("slots"), account.as_str()).ignore();
+                }
+                let result: Result<(u32,), _> = pipe.query_async(&mut self.conn()).await;
                 match (result, account) {
-                    (Ok(live), Some(account)) => {
+                    (Ok((live,)), Some(account)) => {
                         lock(&self.in_flight).insert(account, live);
                         self.freed.notify_waiters();
                     }
@@ -365,9 +352,11 @@ impl Inner {
                 _ => None,
             },
             "slots" => {
-                let (id, live) = payload.rsplit_once(' ')?;
-                let live: u32 = live.parse().ok()?;
-                lock(&self.in_flight).insert(AccountId(id.to_owned()), live);
+                // `{account}`: a lease on it was given back somewhere. The cached count is a
+                // hint for picking accounts; the next take on it returns the real one.
+                if let Some(live) = lock(&self.in_flight).get_mut(&AccountId(payload.to_owned())) {
+                    *live = live.saturating_sub(1);
+                }
                 self.freed.notify_waiters();
                 None
             }
@@ -441,6 +430,7 @@ impl RedisCoordinator {
             next_lease: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
+            capacity: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             cooldowns: Mutex::new(HashMap::new()),
             freed: Notify::new(),
