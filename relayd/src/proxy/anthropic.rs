@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use shared::account::ThinkingMapping;
 
 use super::dispatch::dispatch;
@@ -22,26 +20,9 @@ use crate::error::{ApiError, ErrorKind, Surface};
 use crate::extract::read_body;
 use crate::state::AppState;
 use crate::translate::{
-    ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions, anthropic_to_openai,
+    AnthropicRequest, ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions,
     count_tokens, openai_to_anthropic,
 };
-
-/// The two fields routing needs before translation; everything else is skipped unparsed.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    model: Option<String>,
-    /// Kept raw and read loosely: a malformed `metadata` is the translator's to report, not
-    /// routing's.
-    #[serde(borrow)]
-    metadata: Option<&'a RawValue>,
-}
-
-/// `metadata.user_id`, when `metadata` is an object holding a string there.
-#[derive(Deserialize)]
-struct PeekMetadata<'a> {
-    #[serde(borrow)]
-    user_id: Option<Cow<'a, str>>,
-}
 
 /// `POST /v1/messages`.
 pub(super) async fn messages(
@@ -69,20 +50,19 @@ async fn messages_inner(
 ) -> Result<Response, ApiError> {
     let session_header = super::session_header(req.headers());
     let body = read_body(req, state).await?;
-    let peek: Peek<'_> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
-    let model = peek
-        .model
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::invalid("model: field required"))?;
+    // Read once: routing needs the model and the session, each account its own translation.
+    let request = AnthropicRequest::parse(&body).map_err(translate_error)?;
+    let model = request.model().map_err(translate_error)?;
+    if model.is_empty() {
+        return Err(ApiError::invalid("model: field required"));
+    }
     trace.model(&model);
     let admission = crate::limits::admit(state.routing.coordinator(), &caller.key).await?;
     let guard = in_flight_guard(state);
     // `metadata.user_id` (Claude Code puts its session in it) is the fallback session id.
     let session = session_header.or_else(|| {
-        let metadata: PeekMetadata<'_> = serde_json::from_str(peek.metadata?.get()).ok()?;
-        metadata
-            .user_id
+        request
+            .user_id()
             .filter(|s| !s.is_empty())
             .map(Cow::into_owned)
     });
@@ -105,8 +85,7 @@ async fn messages_inner(
                 },
                 send_reasoning_content: settings.send_reasoning_content,
             };
-            let (upstream_body, ctx) =
-                anthropic_to_openai(&body, &options).map_err(translate_error)?;
+            let (upstream_body, ctx) = request.to_openai(&options).map_err(translate_error)?;
             Ok((Bytes::from(upstream_body), ctx))
         },
     )

@@ -50,12 +50,18 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(ARGV[1])
 local n = redis.call('ZCARD', KEYS[1])
+-- Expired leases (of a crashed instance) only matter when they would refuse this one.
+if n >= cap then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  n = redis.call('ZCARD', KEYS[1])
+end
 local lease = tonumber(ARGV[2])
-if n < tonumber(ARGV[1]) then
+if n < cap then
   redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], lease * 2)
+  -- A new set gets its expiry here; renewals keep it alive while leases are held.
+  if n == 0 then redis.call('PEXPIRE', KEYS[1], lease * 2) end
   return {1, n + 1}
 end
 return {0, n}

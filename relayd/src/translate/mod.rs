@@ -45,7 +45,9 @@ mod json;
 pub use openai::{
     OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request, rewrite_openai_response,
 };
-pub use request::{ReasoningMode, RequestContext, UpstreamOptions, anthropic_to_openai};
+pub use request::{
+    AnthropicRequest, ReasoningMode, RequestContext, UpstreamOptions, anthropic_to_openai,
+};
 pub use response::openai_to_anthropic;
 pub use sse::{SseDecoder, SseEvent};
 pub use stream::StreamTranslator;

@@ -77,11 +77,65 @@ pub fn anthropic_to_openai(
     body: &[u8],
     opts: &UpstreamOptions<'_>,
 ) -> Result<(Vec<u8>, RequestContext), TranslateError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| TranslateError::request("body", format!("not UTF-8: {e}")))?;
-    let top: TopLevel<'_> = serde_json::from_str(text)
-        .map_err(|e| TranslateError::request("body", describe_json_error(&e)))?;
+    AnthropicRequest::parse(body)?.to_openai(opts)
+}
 
+/// An Anthropic Messages request with its top level read once, borrowed from the body: routing
+/// reads the model and the session from it, then each account tried gets its own translation
+/// without the body being parsed again.
+#[derive(Clone, Copy)]
+pub struct AnthropicRequest<'a> {
+    body: &'a [u8],
+    top: TopLevel<'a>,
+}
+
+impl std::fmt::Debug for AnthropicRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnthropicRequest")
+            .field("bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> AnthropicRequest<'a> {
+    /// Reads the top level of `body`. Errors are [`TranslateError::InvalidRequest`].
+    pub fn parse(body: &'a [u8]) -> Result<Self, TranslateError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| TranslateError::request("body", format!("not UTF-8: {e}")))?;
+        let top: TopLevel<'a> = serde_json::from_str(text)
+            .map_err(|e| TranslateError::request("body", describe_json_error(&e)))?;
+        Ok(Self { body, top })
+    }
+
+    /// The model asked for: an error naming `model` when it is missing or not a string.
+    pub fn model(&self) -> Result<Cow<'a, str>, TranslateError> {
+        match self.top.model {
+            Some(raw) => parse_request(raw, Path::Root("model")),
+            None => Err(TranslateError::request("model", "field required")),
+        }
+    }
+
+    /// `metadata.user_id` (where Claude Code puts its session), read loosely: a malformed
+    /// `metadata` is for the translation to report, not for routing.
+    pub fn user_id(&self) -> Option<Cow<'a, str>> {
+        let metadata: Metadata<'a> = serde_json::from_str(self.top.metadata?.get()).ok()?;
+        metadata.user_id
+    }
+
+    /// The OpenAI Chat Completions body for an account with `opts`.
+    pub fn to_openai(
+        &self,
+        opts: &UpstreamOptions<'_>,
+    ) -> Result<(Vec<u8>, RequestContext), TranslateError> {
+        translate(self.body, self.top, opts)
+    }
+}
+
+fn translate(
+    body: &[u8],
+    top: TopLevel<'_>,
+    opts: &UpstreamOptions<'_>,
+) -> Result<(Vec<u8>, RequestContext), TranslateError> {
     let requested_model: Cow<'_, str> = match top.model {
         Some(raw) => parse_request(raw, Path::Root("model"))?,
         None => return Err(TranslateError::request("model", "field required")),
@@ -322,7 +376,7 @@ pub fn anthropic_to_openai(
 
 /// Top-level keys we read. Everything else (`context_management`, `service_tier`, keys added by new
 /// Claude Code releases) is ignored. Each is kept raw so a type error can name its key.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Copy)]
 struct TopLevel<'a> {
     #[serde(borrow)]
     model: Option<&'a RawValue>,
