@@ -11,7 +11,9 @@
 //! | `{p}keys`                 | set    | every relay-key id            |
 //! | `{p}meta`                 | hash   | metadata (format version, …)  |
 //! | `{p}usage:rec:{request id}` | string | raw usage record JSON (with a time to live) |
-//! | `{p}usage:recs`           | zset   | request ids scored by arrival, for pruning |
+//! | `{p}usage:recs:{hour start}` | zset | that hour's request ids scored by arrival, for pruning |
+//! | `{p}usage:rechours`       | zset   | the hours that have such a set, scored by start |
+//! | `{p}usage:recs`           | zset   | the same index for all hours, as stores before the hourly sets kept it |
 //! | `{p}usage:hour:{start}`   | hash   | that hour's counters: field `{c}:[key,account,model]` |
 //! | `{p}usage:day:{start}`    | hash   | that day's counters, fields as above |
 //! | `{p}usage:hours`, `{p}usage:days` | zset | the periods that have a hash, scored by start |
@@ -167,15 +169,18 @@ static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local p, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local per = 11 -- values per record, as pushed by `record_usage`
-local recorded, new = 0, {}
+local recorded, new, hours = 0, {}, {}
 for r = 0, n - 1 do
   local b = 4 + r * per
   if redis.call('SET', p .. 'usage:rec:' .. ARGV[b], ARGV[b + 1], 'NX', 'PX', ttl) then
     recorded = recorded + 1
     new[#new + 1] = b
-    redis.call('ZADD', p .. 'usage:recs', ARGV[b + 2], ARGV[b])
+    -- An index per hour: a small set is cheaper to add to than one holding every record.
+    redis.call('ZADD', p .. 'usage:recs:' .. ARGV[b + 3], ARGV[b + 2], ARGV[b])
+    hours[ARGV[b + 3]] = true
   end
 end
+for hour, _ in pairs(hours) do redis.call('ZADD', p .. 'usage:rechours', hour, hour) end
 local s = 4 + n * per
 while s <= #ARGV do
   local g, period, fields = ARGV[s], ARGV[s + 1], tonumber(ARGV[s + 2])
@@ -227,16 +232,28 @@ return out
 
 /// Deletes up to a limit of raw records that arrived before a time. ARGV: prefix, time
 /// (exclusive), limit. Returns how many were deleted; callers repeat until it is below the limit.
+/// Records indexed in the single set of older stores go first, then the hourly sets.
 static PRUNE_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local p = ARGV[1]
-local ids = redis.call('ZRANGEBYSCORE', p .. 'usage:recs', '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(ids) do
-  redis.call('DEL', p .. 'usage:rec:' .. id)
-  redis.call('ZREM', p .. 'usage:recs', id)
+local p, before, limit = ARGV[1], '(' .. ARGV[2], tonumber(ARGV[3])
+local n = 0
+local function prune(index)
+  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', before, 'LIMIT', 0, limit - n)
+  for _, id in ipairs(ids) do
+    redis.call('DEL', p .. 'usage:rec:' .. id)
+    redis.call('ZREM', index, id)
+  end
+  n = n + #ids
 end
-return #ids
+prune(p .. 'usage:recs')
+for _, hour in ipairs(redis.call('ZRANGEBYSCORE', p .. 'usage:rechours', '-inf', before)) do
+  if n >= limit then break end
+  local index = p .. 'usage:recs:' .. hour
+  prune(index)
+  if redis.call('ZCARD', index) == 0 then redis.call('ZREM', p .. 'usage:rechours', hour) end
+end
+return n
 ",
     )
 });
