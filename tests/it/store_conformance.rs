@@ -154,7 +154,7 @@ impl Fixture {
 }
 
 /// A plain connection for raw reads and writes behind the store's back.
-async fn redis_conn(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+pub(crate) async fn redis_conn(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
     ::redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shared::time::parse_rfc3339;
 use shared::usage::{TokenCounts, UsageGroupBy, UsageQuery, UsageRecord, UsageReport};
 
-use crate::store_conformance::{Fixture, conformance};
+use crate::store_conformance::{Fixture, conformance, redis_conn};
 
 const KEEP: Duration = Duration::from_secs(3600);
 
@@ -432,4 +432,52 @@ async fn usage_crash_between_flushes_loses_only_unflushed_records(f: Fixture) {
     let report = store.usage_totals(&q(None)).await.unwrap();
     assert_eq!(report.total.requests, 4);
     assert_eq!(report.total.tokens.input_tokens, 157);
+}
+
+/// Raw records indexed the way earlier versions kept them on Redis (one set for every hour)
+/// are still found by pruning, next to the hourly sets.
+#[tokio::test]
+async fn redis_prune_reads_the_single_index_of_earlier_stores() {
+    let fixture = Fixture::redis();
+    let store = fixture.open().await;
+    store.record_usage(&mixed()[..3], KEEP).await.unwrap();
+    let Fixture::Redis { server, prefix } = &fixture else {
+        unreachable!("a Redis fixture")
+    };
+    let moved: i64 = ::redis::cmd("EVAL")
+        .arg(
+            r"
+local p, n = ARGV[1], 0
+for _, hour in ipairs(redis.call('ZRANGE', p .. 'usage:rechours', 0, -1)) do
+  local key = p .. 'usage:recs:' .. hour
+  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    redis.call('ZADD', p .. 'usage:recs', entries[i + 1], entries[i])
+    n = n + 1
+  end
+  redis.call('DEL', key)
+end
+redis.call('DEL', p .. 'usage:rechours')
+return n
+",
+        )
+        .arg(0)
+        .arg(prefix)
+        .query_async(&mut redis_conn(server).await)
+        .await
+        .unwrap();
+    assert_eq!(moved, 3);
+    // Records written now go to the hourly sets; both kinds are pruned by arrival time.
+    store.record_usage(&mixed()[3..], KEEP).await.unwrap();
+    assert_eq!(
+        store.prune_usage(t("2025-01-01T11:00:00Z")).await.unwrap(),
+        2
+    );
+    assert_eq!(store.prune_usage(t("2030-01-01")).await.unwrap(), 3);
+    let write = store.record_usage(&mixed(), KEEP).await.unwrap();
+    assert_eq!(
+        (write.recorded, write.duplicates),
+        (5, 0),
+        "pruned records are gone"
+    );
 }
