@@ -125,7 +125,7 @@ impl UpstreamResponse {
 /// Why an upstream attempt failed before any byte reached the client.
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// The proxy setting (or the TLS set-up) could not be used.
+    /// The proxy setting could not be used.
     BadProxy(String),
     /// TCP/TLS connect failed (or the proxy refused).
     Connect(String),
@@ -215,7 +215,7 @@ impl Upstreams {
             return Ok(client);
         }
         let tls = native_tls::TlsConnector::new()
-            .map_err(|e| UpstreamError::BadProxy(format!("cannot set up TLS: {e}")))?;
+            .map_err(|e| UpstreamError::Connect(format!("cannot set up TLS: {e}")))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
