@@ -21,7 +21,7 @@ use crate::extract::read_body;
 use crate::state::AppState;
 use crate::translate::{
     AnthropicRequest, ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions,
-    count_tokens, openai_to_anthropic,
+    count_tokens, openai_to_anthropic_with,
 };
 
 /// `POST /v1/messages`.
@@ -85,7 +85,9 @@ async fn messages_inner(
                 },
                 send_reasoning_content: settings.send_reasoning_content,
             };
-            let (upstream_body, ctx) = request.to_openai(&options).map_err(translate_error)?;
+            let (upstream_body, ctx) = request
+                .to_openai_estimating_streams(&options)
+                .map_err(translate_error)?;
             Ok((Bytes::from(upstream_body), ctx))
         },
     )
@@ -116,7 +118,10 @@ async fn messages_inner(
         sse_response(body)
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;
-        let (answer, usage) = openai_to_anthropic(&upstream, &ctx).map_err(translate_error)?;
+        // The estimate is made only for an upstream that reports no usage.
+        let estimate = || request.estimate_input_tokens().unwrap_or(1);
+        let (answer, usage) =
+            openai_to_anthropic_with(&upstream, &ctx, estimate).map_err(translate_error)?;
         admission.record(&usage);
         trace.answered(200, Some(usage));
         drop((guard, dispatched.slot));

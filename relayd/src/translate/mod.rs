@@ -48,7 +48,7 @@ pub use openai::{
 pub use request::{
     AnthropicRequest, ReasoningMode, RequestContext, UpstreamOptions, anthropic_to_openai,
 };
-pub use response::openai_to_anthropic;
+pub use response::{openai_to_anthropic, openai_to_anthropic_with};
 pub use sse::{SseDecoder, SseEvent};
 pub use stream::StreamTranslator;
 pub use tokens::count_tokens;

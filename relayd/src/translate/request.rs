@@ -127,14 +127,42 @@ impl<'a> AnthropicRequest<'a> {
         &self,
         opts: &UpstreamOptions<'_>,
     ) -> Result<(Vec<u8>, RequestContext), TranslateError> {
-        translate(self.body, self.top, opts)
+        translate(self.body, self.top, opts, Estimate::Always)
     }
+
+    /// As [`Self::to_openai`], but a non-streamed request gets no token estimate
+    /// (`estimated_input_tokens` is 0): its answer needs one only when the upstream reports no
+    /// usage, and then [`Self::estimate_input_tokens`] gives it. A stream's `message_start`
+    /// always carries the estimate.
+    pub fn to_openai_estimating_streams(
+        &self,
+        opts: &UpstreamOptions<'_>,
+    ) -> Result<(Vec<u8>, RequestContext), TranslateError> {
+        translate(self.body, self.top, opts, Estimate::StreamsOnly)
+    }
+
+    /// The local estimate of the request's input tokens (what `count_tokens` answers).
+    pub fn estimate_input_tokens(&self) -> Result<u64, TranslateError> {
+        let top = &self.top;
+        match tokens::estimate(top.system, top.messages, top.tools) {
+            Some(n) => Ok(n),
+            None => Ok(tokens::count_with_serde(self.body)?.max(1)),
+        }
+    }
+}
+
+/// When a translation computes the input token estimate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Estimate {
+    Always,
+    StreamsOnly,
 }
 
 fn translate(
     body: &[u8],
     top: TopLevel<'_>,
     opts: &UpstreamOptions<'_>,
+    estimate: Estimate,
 ) -> Result<(Vec<u8>, RequestContext), TranslateError> {
     let requested_model: Cow<'_, str> = match top.model {
         Some(raw) => parse_request(raw, Path::Root("model"))?,
@@ -360,9 +388,13 @@ fn translate(
     out.push(b'}');
 
     // The values that cost tokens are already split off; only odd input needs another full pass.
-    let estimated_input_tokens = match tokens::estimate(top.system, Some(messages_raw), top.tools) {
-        Some(n) => n,
-        None => tokens::count_with_serde(body)?.max(1),
+    let estimated_input_tokens = if stream || estimate == Estimate::Always {
+        match tokens::estimate(top.system, Some(messages_raw), top.tools) {
+            Some(n) => n,
+            None => tokens::count_with_serde(body)?.max(1),
+        }
+    } else {
+        0
     };
     let context = RequestContext {
         requested_model: requested_model.into_owned(),

@@ -23,6 +23,16 @@ pub fn openai_to_anthropic(
     body: &[u8],
     ctx: &RequestContext,
 ) -> Result<(Vec<u8>, Usage), TranslateError> {
+    openai_to_anthropic_with(body, ctx, || ctx.estimated_input_tokens)
+}
+
+/// As [`openai_to_anthropic`], with the input token estimate computed by `estimate` only when
+/// the upstream reports no usage.
+pub fn openai_to_anthropic_with(
+    body: &[u8],
+    ctx: &RequestContext,
+    estimate: impl FnOnce() -> u64,
+) -> Result<(Vec<u8>, Usage), TranslateError> {
     let completion: Completion<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::upstream("body", describe_json_error(&e)))?;
     let choice = completion.choices.unwrap_or_default().into_iter().next();
@@ -135,7 +145,7 @@ pub fn openai_to_anthropic(
         Some(u) => u.to_usage(),
         None => Usage {
             tokens: TokenCounts {
-                input_tokens: ctx.estimated_input_tokens,
+                input_tokens: estimate(),
                 output_tokens: output_estimate,
                 cache_read_tokens: 0,
             },

@@ -1346,3 +1346,57 @@ fn openai_response_rewrites_model_and_reads_usage() {
         Some((3, 2))
     );
 }
+
+/// A non-streamed request is translated without the token estimate; its answer computes one
+/// only when the upstream reports no usage, and then it is the full count.
+#[test]
+fn non_streamed_requests_estimate_tokens_only_for_answers_without_usage() {
+    let body = serde_json::to_vec(&json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+        "system": "Be brief.", "messages": [{"role": "user", "content": "Hello there"}]}))
+    .expect("json");
+    let request = AnthropicRequest::parse(&body).expect("parses");
+    let (_, ctx) = request
+        .to_openai_estimating_streams(&opts())
+        .expect("translates");
+    assert_eq!(ctx.estimated_input_tokens, 0);
+    let full = tokens::count_with_serde(&body).expect("counts");
+    assert_eq!(request.estimate_input_tokens(), Ok(full));
+
+    let answer = |usage: Option<Value>| {
+        let mut upstream = json!({"id": "c1", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hi"}}]});
+        if let Some(usage) = usage {
+            upstream["usage"] = usage;
+        }
+        let mut calls = 0;
+        let (out, usage) =
+            openai_to_anthropic_with(&serde_json::to_vec(&upstream).expect("json"), &ctx, || {
+                calls += 1;
+                request.estimate_input_tokens().expect("estimates")
+            })
+            .expect("translates");
+        let out: Value = serde_json::from_slice(&out).expect("json");
+        (
+            out["usage"]["input_tokens"].clone(),
+            usage.from_upstream,
+            calls,
+        )
+    };
+    assert_eq!(
+        answer(Some(json!({"prompt_tokens": 42, "completion_tokens": 1}))),
+        (json!(42), true, 0)
+    );
+    assert_eq!(answer(None), (json!(full), false, 1));
+
+    let mut streamed: Value = serde_json::from_slice(&body).expect("json");
+    streamed["stream"] = json!(true);
+    let streamed = serde_json::to_vec(&streamed).expect("json");
+    let request = AnthropicRequest::parse(&streamed).expect("parses");
+    let (_, ctx) = request
+        .to_openai_estimating_streams(&opts())
+        .expect("translates");
+    assert_eq!(
+        Ok(ctx.estimated_input_tokens),
+        tokens::count_with_serde(&streamed)
+    );
+}
