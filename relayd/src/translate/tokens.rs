@@ -235,35 +235,25 @@ impl<'a> Scanner<'a> {
 
     /// The count of a top-level list (`messages`, `tools`): each element's plus `per_item`.
     fn list(&mut self, per_item: u64) -> Option<u64> {
-        self.eat(b'[')?;
-        let mut total = 0;
-        if self.eat(b']').is_some() {
-            return Some(total);
-        }
-        loop {
-            total += self.value(false, 1)? + per_item;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Some(total);
-                }
-                _ => return None,
-            }
-        }
+        self.items(1, per_item)
     }
 
     fn array(&mut self, depth: usize) -> Option<u64> {
         if depth > MAX_DEPTH {
             return None;
         }
+        self.items(depth, 0)
+    }
+
+    /// The elements of an array at `depth`, each counted plus `per_item`.
+    fn items(&mut self, depth: usize, per_item: u64) -> Option<u64> {
         self.eat(b'[')?;
         let mut total = 0;
         if self.eat(b']').is_some() {
             return Some(total);
         }
         loop {
-            total += self.value(false, depth)?;
+            total += self.value(false, depth)? + per_item;
             match self.peek()? {
                 b',' => self.pos += 1,
                 b']' => {
