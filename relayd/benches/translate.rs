@@ -44,25 +44,11 @@ fn tool_turn_body() -> Vec<u8> {
     serde_json::to_vec(&file["body"]).expect("serializable")
 }
 
-/// The ~1 KB three-message request of the load benchmark (`tests/benches/load.rs`,
-/// `anthropic_request`): a two-block system prompt, text-block messages, metadata.
+/// The ~1 KB three-message request the load benchmark (`tests/benches/load.rs`) sends: a
+/// two-block system prompt, text-block messages, metadata.
 fn small_body() -> Vec<u8> {
-    let body = json!({
-        "model": "bench-model",
-        "max_tokens": 1024,
-        "stream": false,
-        "system": [
-            {"type": "text", "text": "You are a coding assistant. Answer briefly and precisely; show code only when it helps."},
-            {"type": "text", "text": "Environment: Linux, Rust 1.88, working directory /home/dev/project.", "cache_control": {"type": "ephemeral"}}
-        ],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "The test parser::tests::binary_operators fails with `expected 42, got 41`. What is the most likely cause in a Pratt parser?"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Most likely a binding-power off-by-one: the right operand is parsed with the same power as the operator, so left associativity turns into right associativity for that operator."}]},
-            {"role": "user", "content": [{"type": "text", "text": "Show the two-line fix for the loop in parse_expr that compares binding powers, and explain why it restores left associativity for subtraction and division."}]}
-        ],
-        "temperature": 0.2,
-        "metadata": {"user_id": "user_bench_0123456789abcdef"}
-    });
+    let text = include_str!("../testdata/bench/claude_code_1kb.json");
+    let body: Value = serde_json::from_str(text).expect("bench request is JSON");
     serde_json::to_vec(&body).expect("serializable")
 }
 

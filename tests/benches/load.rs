@@ -338,22 +338,11 @@ fn setup_relay(relay: &SocketAddr, data: &Path, mock: &SocketAddr) -> Result<Str
 
 /// A ~1 KB Anthropic request in Claude Code's shape: system blocks, a short conversation.
 fn anthropic_request(stream: bool) -> Vec<u8> {
-    let body = json!({
-        "model": MODEL,
-        "max_tokens": 1024,
-        "stream": stream,
-        "system": [
-            {"type": "text", "text": "You are a coding assistant. Answer briefly and precisely; show code only when it helps."},
-            {"type": "text", "text": "Environment: Linux, Rust 1.88, working directory /home/dev/project.", "cache_control": {"type": "ephemeral"}}
-        ],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "The test parser::tests::binary_operators fails with `expected 42, got 41`. What is the most likely cause in a Pratt parser?"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Most likely a binding-power off-by-one: the right operand is parsed with the same power as the operator, so left associativity turns into right associativity for that operator."}]},
-            {"role": "user", "content": [{"type": "text", "text": "Show the two-line fix for the loop in parse_expr that compares binding powers, and explain why it restores left associativity for subtraction and division."}]}
-        ],
-        "temperature": 0.2,
-        "metadata": {"user_id": "user_bench_0123456789abcdef"}
-    });
+    // Shared with relayd's criterion benchmark, which times its translation.
+    let text = include_str!("../../relayd/testdata/bench/claude_code_1kb.json");
+    let mut body: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    body["model"] = json!(MODEL);
+    body["stream"] = json!(stream);
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
