@@ -4,8 +4,10 @@
 //! [`UsageRecorder::record`] never waits: it puts the record into a bounded queue, and when the
 //! queue is full the record is dropped, counted, and a warning is logged at most once per
 //! [`DROP_WARN_EVERY`]. A tracked background task (`usage_writer`) moves queued records into a
-//! pending batch and writes it every `usage.flush_interval_ms`, or as soon as it holds
-//! `usage.batch_size` records. A failed write keeps the batch in memory (bounded by
+//! pending batch and writes it every `usage.flush_interval_ms`, or as soon as
+//! `usage.batch_size` records are queued. The queue is a mutex-guarded vector rather than a
+//! channel so that the writer is woken once per batch, not once per request: under load each
+//! wake-up was a cross-thread futex call and a context switch on the request path. A failed write keeps the batch in memory (bounded by
 //! `usage.max_pending`, the oldest dropped beyond it) and is retried on the next tick; the
 //! store skips request ids it already holds, so a retry after a lost acknowledgement never
 //! counts twice. A crash therefore loses at most what arrived since the last successful flush.
@@ -13,14 +15,14 @@
 //! also prunes raw records older than `usage.retention_days`, at start and every hour.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shared::time::{UnixMillis, now_millis};
 use shared::usage::UsageRecord;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -121,10 +123,80 @@ fn rate_limit(slot: &AtomicU64, epoch: Instant) -> bool {
             .is_ok()
 }
 
+/// Records waiting for the writer, shared by the request path and the writer task.
+#[derive(Debug)]
+struct Queue {
+    records: Mutex<QueueState>,
+    /// Woken when `batch` records are waiting, when a flush is asked for, and at shutdown.
+    wake: Notify,
+    capacity: usize,
+    batch: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    records: Vec<UsageRecord>,
+    /// Set when the writer stops: later records are refused.
+    closed: bool,
+}
+
+/// Why the queue refused a record.
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl Queue {
+    fn new(capacity: usize, batch: usize) -> Self {
+        Self {
+            records: Mutex::new(QueueState::default()),
+            wake: Notify::new(),
+            capacity: capacity.max(1),
+            batch: batch.max(1),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // Pushing and swapping a vector cannot panic half-way; a poisoned lock is still sound.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, record: UsageRecord) -> Result<(), Refused> {
+        let waiting = {
+            let mut state = self.state();
+            if state.closed {
+                return Err(Refused::Closed);
+            }
+            if state.records.len() >= self.capacity {
+                return Err(Refused::Full);
+            }
+            state.records.push(record);
+            state.records.len()
+        };
+        // Exactly once per batch: the writer takes everything each time it wakes.
+        if waiting == self.batch {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Everything queued, oldest first.
+    fn take(&self) -> Vec<UsageRecord> {
+        std::mem::take(&mut self.state().records)
+    }
+
+    /// Refuses further records and returns what was still queued.
+    fn close(&self) -> Vec<UsageRecord> {
+        let mut state = self.state();
+        state.closed = true;
+        std::mem::take(&mut state.records)
+    }
+}
+
 /// Records usage without blocking requests; see the module documentation.
 #[derive(Debug)]
 pub struct UsageRecorder {
-    queue: mpsc::Sender<UsageRecord>,
+    queue: Arc<Queue>,
     flushes: mpsc::Sender<oneshot::Sender<bool>>,
     counters: Arc<Counters>,
     epoch: Instant,
@@ -144,14 +216,14 @@ impl UsageRecorder {
 
     /// Starts the writer task over any sink (tests use fakes).
     pub fn start_with_sink(sink: Arc<dyn UsageSink>, config: &UsageConfig) -> Self {
-        let (queue, queue_rx) = mpsc::channel(config.queue_capacity.max(1));
+        let queue = Arc::new(Queue::new(config.queue_capacity, config.batch_size));
         let (flushes, flush_rx) = mpsc::channel(16);
         let counters = Arc::new(Counters::default());
         let epoch = Instant::now();
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let writer = Writer {
-            queue: queue_rx,
+            queue: Arc::clone(&queue),
             flushes: flush_rx,
             sink,
             config: config.clone(),
@@ -177,15 +249,15 @@ impl UsageRecorder {
     /// drops the record (counted in [`UsageStats::dropped`], warned about at most every
     /// [`DROP_WARN_EVERY`]).
     pub fn record(&self, record: UsageRecord) {
-        match self.queue.try_send(record) {
+        match self.queue.push(record) {
             Ok(()) => {
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.counters
                     .drop_record(self.epoch, "the usage queue is full");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Refused::Closed) => {
                 self.counters
                     .drop_record(self.epoch, "the usage recorder has stopped");
             }
@@ -223,9 +295,17 @@ impl UsageRecorder {
     }
 }
 
+impl Drop for UsageRecorder {
+    /// A recorder dropped without [`UsageRecorder::flush_and_stop`] still has its writer write
+    /// what is queued and stop, rather than tick for the rest of the process.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 /// The background task's state.
 struct Writer {
-    queue: mpsc::Receiver<UsageRecord>,
+    queue: Arc<Queue>,
     flushes: mpsc::Receiver<oneshot::Sender<bool>>,
     sink: Arc<dyn UsageSink>,
     config: UsageConfig,
@@ -246,7 +326,6 @@ impl Writer {
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune_tick = tokio::time::interval(PRUNE_EVERY);
         prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut received = Vec::with_capacity(batch);
         loop {
             tokio::select! {
                 biased;
@@ -259,17 +338,14 @@ impl Writer {
                         let _ = reply.send(done);
                     }
                 }
-                n = self.queue.recv_many(&mut received, batch) => {
-                    if n == 0 {
-                        // Every sender is gone: the recorder was dropped without a stop.
-                        break;
-                    }
-                    self.push(received.drain(..));
+                () = self.queue.wake.notified() => {
+                    self.drain_queue();
                     if self.healthy && self.pending.len() >= batch {
                         self.flush().await;
                     }
                 }
                 _ = flush_tick.tick() => {
+                    self.drain_queue();
                     self.flush().await;
                 }
                 _ = prune_tick.tick() => self.prune().await,
@@ -280,8 +356,8 @@ impl Writer {
 
     /// Final flush: everything still queued, retried a few times.
     async fn shutdown(mut self) {
-        self.queue.close();
-        self.drain_queue();
+        let left = self.queue.close();
+        self.push(left.into_iter());
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             if self.flush().await {
                 break;
@@ -302,11 +378,10 @@ impl Writer {
     }
 
     fn drain_queue(&mut self) {
-        let mut drained = Vec::new();
-        while let Ok(record) = self.queue.try_recv() {
-            drained.push(record);
+        let taken = self.queue.take();
+        if !taken.is_empty() {
+            self.push(taken.into_iter());
         }
-        self.push(drained.into_iter());
     }
 
     /// Adds records to the pending batch, dropping the oldest beyond `max_pending`.
