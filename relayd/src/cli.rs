@@ -188,10 +188,12 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     let deadline = async {
         drain.cancelled().await;
         let grace = state.live_config.load().shutdown_grace();
-        tokio::select! {
+        let waited = tokio::select! {
             () = tokio::time::sleep(grace) => grace,
             () = force.cancelled() => std::time::Duration::ZERO,
-        }
+        };
+        // Counted now: ending `serving` ends the requests, and with them this count.
+        (waited, state.in_flight.load(Ordering::Relaxed))
     };
     let outcome = tokio::select! {
         served = serving => served.map(|()| None),
@@ -206,8 +208,7 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     state.usage.flush_and_stop().await;
     match outcome? {
         None => tracing::info!("stopped"),
-        Some(waited) => {
-            let open = state.in_flight.load(Ordering::Relaxed);
+        Some((waited, open)) => {
             tracing::warn!(
                 cut_off = open,
                 "stopped after {} s with {open} client request(s) still open; they were cut off",
@@ -277,6 +278,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
+        config.serving_threads(),
     ));
     let usage = Arc::new(crate::usage::UsageRecorder::start(
         Arc::clone(&store),

@@ -19,6 +19,9 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RELAYD_ADMIN_TOKEN",
 ];
 
+/// Most serving threads `workers` may ask for.
+const MAX_WORKERS: usize = 1024;
+
 /// The whole configuration of one relayd process. `Serialize` is for comparing two of them key
 /// by key on reload (`SIGHUP`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,6 +29,8 @@ const NON_CONFIG_ENV: &[&str] = &[
 pub struct Config {
     /// Address of the client and admin listener.
     pub listen: SocketAddr,
+    /// Threads answering connections; 0 (the default) means one per CPU core.
+    pub workers: usize,
     /// Directory for the embedded store, the generated admin token and encryption key.
     pub data_dir: PathBuf,
     /// `embedded` (default) or a `redis://` / `rediss://` URL.
@@ -221,6 +226,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            workers: 0,
             data_dir: PathBuf::from("./relayd-data"),
             store: "embedded".to_owned(),
             redis_prefix: "relayd:".to_owned(),
@@ -334,6 +340,15 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.store_spec()?;
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::Value {
+                key: "workers",
+                message: format!(
+                    "{} is too many (maximum {MAX_WORKERS}; 0 means one per CPU core)",
+                    self.workers
+                ),
+            });
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Value {
                 key: "max_body_bytes",
@@ -407,6 +422,14 @@ impl Config {
                 key: "store",
                 message: "expected `embedded` or a redis:// URL".to_owned(),
             })
+        }
+    }
+
+    /// How many serving threads to run: [`Config::workers`], or one per CPU core when it is 0.
+    pub fn serving_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
         }
     }
 
@@ -563,6 +586,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("flush_every"), "{err}");
+    }
+
+    #[test]
+    fn workers_default_to_one_per_core_and_are_bounded() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.workers, 0);
+        assert!(c.serving_threads() >= 1);
+        let c = Config::load(None, env(&[("RELAYD_WORKERS", "3")])).unwrap();
+        assert_eq!(c.serving_threads(), 3);
+        let err = Config::load(None, env(&[("RELAYD_WORKERS", "100000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`workers`") && err.contains("1024"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`cli`]: the binary's flags and start-up sequence.
 //! - [`config`]: configuration from defaults, TOML file and `RELAYD_*` variables.
 //! - [`server`]: the router and `serve(listener, state, shutdown)`.
+//! - [`workers`]: the serving threads, one single-threaded runtime each.
 //! - [`lifecycle`]: signals (drain on SIGTERM, reload on SIGHUP) and the reloadable log filter.
 //! - [`systemd`]: `sd_notify` (READY, STOPPING, STATUS, WATCHDOG).
 //! - [`state`]: the shared [`state::AppState`].
@@ -42,3 +43,4 @@ pub mod store;
 pub mod systemd;
 pub mod translate;
 pub mod usage;
+pub mod workers;

@@ -8,7 +8,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::error::{ApiError, ErrorKind, Surface};
@@ -31,21 +30,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` completes, then stops accepting and lets open requests finish.
+/// Connections are answered on `config.workers` threads (see [`crate::workers`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // TCP_NODELAY: a streamed answer is many small writes (one SSE event each); with Nagle's
-    // algorithm each one after the first waits for the client's delayed ACK, 40 ms per event.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
-        }
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let workers = state.config.serving_threads();
+    crate::workers::serve(listener, router(state), workers, shutdown).await
 }
 
 async fn root() -> &'static str {

@@ -7,6 +7,10 @@
 //! than the rest of the upstream call. Accounts behind a proxy use reqwest, one pooled client per
 //! distinct proxy setting, for its HTTP and SOCKS5 proxy support. Either way the caller gets an
 //! [`UpstreamResponse`].
+//!
+//! Each serving thread has clients of its own ([`crate::workers::worker_index`]): a pooled
+//! connection is driven by the runtime that opened it, so sharing one pool across threads would
+//! make every request wait for another thread to read its answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,13 +38,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The client of accounts without a proxy.
 type DirectClient = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Pooled upstream clients: one for direct connections, one per proxy URL. Accounts behind the
-/// same proxy share connections; a proxy is never bypassed.
+/// Pooled upstream clients, per serving thread: one for direct connections, one per proxy URL.
+/// Accounts behind the same proxy share connections; a proxy is never bypassed.
 pub struct Upstreams {
     timeouts: Timeouts,
-    /// Built on first use: loading the system's CA certificates is not free.
-    direct: OnceLock<DirectClient>,
-    proxied: Mutex<HashMap<String, reqwest::Client>>,
+    /// The system's CA certificates, loaded once on first use (tens of milliseconds) and shared
+    /// by every client.
+    tls: OnceLock<native_tls::TlsConnector>,
+    /// Indexed by [`crate::workers::worker_index`], each built on first use.
+    direct: Box<[OnceLock<DirectClient>]>,
+    /// By serving thread and proxy URL.
+    proxied: Mutex<HashMap<(usize, String), reqwest::Client>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -191,11 +199,13 @@ impl std::fmt::Display for UpstreamError {
 }
 
 impl Upstreams {
-    /// Clients are created lazily: the direct one on first use, one per proxy setting.
-    pub fn new(timeouts: Timeouts) -> Self {
+    /// Clients for `workers` serving threads and the main runtime, each created lazily: the
+    /// direct one on first use, one per proxy setting.
+    pub fn new(timeouts: Timeouts, workers: usize) -> Self {
         Self {
             timeouts,
-            direct: OnceLock::new(),
+            tls: OnceLock::new(),
+            direct: (0..=workers).map(|_| OnceLock::new()).collect(),
             proxied: Mutex::new(HashMap::new()),
         }
     }
@@ -211,11 +221,11 @@ impl Upstreams {
     }
 
     fn direct(&self) -> Result<&DirectClient, UpstreamError> {
-        if let Some(client) = self.direct.get() {
+        let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
+        if let Some(client) = slot.get() {
             return Ok(client);
         }
-        let tls = native_tls::TlsConnector::new()
-            .map_err(|e| UpstreamError::Connect(format!("cannot set up TLS: {e}")))?;
+        let tls = self.tls()?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -225,7 +235,17 @@ impl Upstreams {
             .pool_timer(TokioTimer::new())
             .build(HttpsConnector::from((http, tls.into())));
         // Two first requests may race to build it; either client is as good.
-        Ok(self.direct.get_or_init(|| client))
+        Ok(slot.get_or_init(|| client))
+    }
+
+    fn tls(&self) -> Result<native_tls::TlsConnector, UpstreamError> {
+        if let Some(tls) = self.tls.get() {
+            return Ok(tls.clone());
+        }
+        let tls = native_tls::TlsConnector::new()
+            .map_err(|e| UpstreamError::Connect(format!("cannot set up TLS: {e}")))?;
+        // Two first requests may race to build it; either is as good.
+        Ok(self.tls.get_or_init(|| tls).clone())
     }
 
     fn proxied(&self, proxy: &str) -> Result<reqwest::Client, UpstreamError> {
@@ -234,7 +254,8 @@ impl Upstreams {
             .proxied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = clients.get(proxy) {
+        let slot = (crate::workers::worker_index(), proxy.to_owned());
+        if let Some(client) = clients.get(&slot) {
             return Ok(client.clone());
         }
         let proxy_setting = reqwest::Proxy::all(proxy)
@@ -245,10 +266,11 @@ impl Upstreams {
             .tcp_nodelay(true)
             // Upstream URLs are configured, not user-supplied; never follow redirects off them.
             .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(self.tls()?)
             .proxy(proxy_setting)
             .build()
             .map_err(|e| UpstreamError::BadProxy(e.to_string()))?;
-        clients.insert(proxy.to_owned(), client.clone());
+        clients.insert(slot, client.clone());
         Ok(client)
     }
 

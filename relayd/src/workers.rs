@@ -1,0 +1,325 @@
+//! The serving threads. Client and admin connections are answered on `workers` threads, each
+//! running its own single-threaded tokio runtime; one acceptor on the main runtime hands each
+//! new connection to the next thread in turn, and the connection stays there for its life.
+//!
+//! Why not tokio's work-stealing runtime: relaying one request is two sockets and some tens of
+//! microseconds of CPU, and on a multi-thread runtime its wake-ups bounced between worker threads
+//! (futex calls, context switches, cold caches). Measured at 64 connections on two cores, that
+//! scheduling cost relayd about a fifth of its CPU per request and cost the upstream and client
+//! as much again in lost batching. A thread also keeps its own pool of upstream connections
+//! ([`crate::proxy::upstream::Upstreams`] picks it by [`worker_index`]), so a request never
+//! waits for another thread to drive its upstream socket. Background work (usage writer, Redis,
+//! signals, probes, the metrics listener) stays on the main runtime.
+//!
+//! The trade-off: an unlucky spread of busy connections is not rebalanced. For a relay whose
+//! requests wait on GPUs for seconds, the CPU per request is too small for that to matter.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::thread::JoinHandle;
+
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+thread_local! {
+    /// 0 outside the serving threads; `i + 1` on serving thread `i`.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Which serving thread this is: `1..=workers` on the serving threads, 0 anywhere else (the
+/// main runtime, tests). Per-thread resources are indexed by it.
+pub fn worker_index() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// How long the acceptor pauses after an error that is not about one connection (out of file
+/// descriptors, say), so that it does not spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection on its way to a serving thread, with the handle that lets a drain reach it.
+type Handoff = (std::net::TcpStream, Watcher);
+
+/// The running serving threads.
+#[derive(Debug)]
+struct Workers {
+    inboxes: Vec<mpsc::UnboundedSender<Handoff>>,
+    threads: Vec<JoinHandle<()>>,
+    next: usize,
+}
+
+impl Workers {
+    /// Starts `count` threads answering with `app`. `abort` stops them at once, dropping open
+    /// connections; otherwise they stop when their inboxes close and their connections end.
+    fn start(count: usize, app: &axum::Router, abort: &CancellationToken) -> io::Result<Self> {
+        let mut workers = Self {
+            inboxes: Vec::with_capacity(count),
+            threads: Vec::with_capacity(count),
+            next: 0,
+        };
+        for i in 0..count.max(1) {
+            // Built here so that a failure is an error of `serve`, not a dead thread.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (inbox, connections) = mpsc::unbounded_channel();
+            let app = app.clone();
+            let abort = abort.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("relayd-worker-{i}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(i + 1));
+                    runtime.block_on(serve_connections(connections, app, abort));
+                    // Dropping the runtime here, on this thread, ends whatever the connections
+                    // spawned (finished requests record their usage as they are dropped) before
+                    // `join` reports the thread done.
+                    drop(runtime);
+                })?;
+            workers.inboxes.push(inbox);
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    /// Hands a new connection to the next thread.
+    fn dispatch(&mut self, tcp: TcpStream, watcher: Watcher) {
+        // Each event-driven socket belongs to one runtime's reactor: move it out of this one.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a client connection to a serving thread");
+                return;
+            }
+        };
+        let inbox = &self.inboxes[self.next];
+        self.next = (self.next + 1) % self.inboxes.len();
+        if inbox.send((tcp, watcher)).is_err() {
+            // Only after an abort; the connection is closed as it is dropped.
+            tracing::warn!("a serving thread has stopped; connection closed");
+        }
+    }
+
+    /// Stops handing out connections and waits until every thread has finished its own.
+    async fn join(self) {
+        drop(self.inboxes);
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            threads.into_iter().filter_map(|t| t.join().err()).count()
+        })
+        .await;
+        match joined {
+            Ok(0) => {}
+            Ok(n) => tracing::error!(panicked = n, "{n} serving threads panicked"),
+            Err(e) => tracing::error!(error = %e, "waiting for the serving threads failed"),
+        }
+    }
+}
+
+/// One serving thread: serves each connection it is handed until the inbox closes, then waits
+/// for its connections to end (a drain tells them to close after their current request).
+async fn serve_connections(
+    mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    app: axum::Router,
+    abort: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let serving = async {
+        while let Some((tcp, watcher)) = inbox.recv().await {
+            let tcp = match TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot serve a client connection");
+                    continue;
+                }
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service);
+            let served = watcher.watch(connection);
+            connections.spawn(async move {
+                if let Err(e) = served.await {
+                    // Clients that leave mid-request are routine, not worth more than debug.
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            });
+        }
+        connections.close();
+        connections.wait().await;
+    };
+    tokio::select! {
+        () = serving => {}
+        () = abort.cancelled() => {}
+    }
+}
+
+/// Accepts on `listener` until `shutdown` completes, serving on `workers` threads; then stops
+/// accepting, lets open requests finish, and returns once every serving thread has stopped.
+/// Dropping the returned future (a drain cut off by its deadline) stops the threads at once.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    workers: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let abort = CancellationToken::new();
+    let _abort_when_dropped = abort.clone().drop_guard();
+    let mut workers = Workers::start(workers, &app, &abort)?;
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    // TCP_NODELAY: a streamed answer is many small writes (one SSE event each);
+                    // with Nagle's algorithm each one after the first waits for the client's
+                    // delayed ACK, 40 ms per event.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::warn!(error = %e, "cannot set TCP_NODELAY on a client connection");
+                    }
+                    workers.dispatch(tcp, graceful.watcher());
+                }
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting connections failed; retrying in 1 s");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    // Tells every open connection to close after its current request, and waits for them.
+    graceful.shutdown().await;
+    workers.join().await;
+    Ok(())
+}
+
+/// Errors that concern one incoming connection (it was reset before we took it), not the
+/// listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use tokio::sync::{Notify, oneshot};
+
+    use super::*;
+
+    /// Binds port 0 and serves `app` on `workers` threads until the returned sender fires.
+    async fn start(
+        app: axum::Router,
+        workers: usize,
+    ) -> (
+        std::net::SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(serve(listener, app, workers, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, served)
+    }
+
+    #[tokio::test]
+    async fn connections_are_spread_over_every_serving_thread() {
+        let app = axum::Router::new().route("/", get(|| async { worker_index().to_string() }));
+        let (addr, stop, served) = start(app, 3).await;
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            // A new client per request: a new connection each time.
+            let body = reqwest::get(format!("http://{addr}/"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            seen.insert(body);
+        }
+        assert_eq!(seen, BTreeSet::from(["1".into(), "2".into(), "3".into()]));
+        assert_eq!(
+            worker_index(),
+            0,
+            "the test's own thread is no serving thread"
+        );
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_an_open_request_finish_first() {
+        let started = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let app = {
+            let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+            axum::Router::new().route(
+                "/",
+                get(move || async move {
+                    started.notify_one();
+                    release.notified().await;
+                    "done"
+                }),
+            )
+        };
+        let (addr, stop, mut served) = start(app, 2).await;
+        let request = tokio::spawn(reqwest::get(format!("http://{addr}/")));
+        started.notified().await;
+        stop.send(()).unwrap();
+        // The drain waits for the open request...
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut served)
+                .await
+                .is_err(),
+            "serve returned with a request still open"
+        );
+        // ...which then completes normally, and the server stops.
+        release.notify_one();
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.text().await.unwrap(), "done");
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn dropping_serve_closes_open_connections_at_once() {
+        let started = Arc::new(Notify::new());
+        let app = {
+            let started = Arc::clone(&started);
+            axum::Router::new().route(
+                "/",
+                get(move || async move {
+                    started.notify_one();
+                    std::future::pending::<()>().await;
+                }),
+            )
+        };
+        let (addr, _stop, served) = start(app, 2).await;
+        let request = tokio::spawn(reqwest::get(format!("http://{addr}/")));
+        started.notified().await;
+        // What a drain cut off by its deadline does.
+        served.abort();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), request)
+            .await
+            .expect("the client still waits after serve was dropped")
+            .unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+}
