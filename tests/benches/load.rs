@@ -126,15 +126,17 @@ fn main() -> Result<()> {
     );
     let mut rows = Vec::new();
     let mut peak_rss_kb = 0;
-    // At 64 connections both sides are saturated, so p50 is mostly queueing (connections / rate);
-    // one connection shows the latency relayd adds to a single request.
+    // At 64 connections both sides are saturated, so p50 is mostly queueing (connections / rate,
+    // Little's law: at 25% of the direct rate relayd's p50 is 4x the direct one, whatever relayd
+    // does) and the rate is what is judged; one connection shows the latency relayd adds to a
+    // single request, and that is what the latency target judges.
     let runs = [
-        (&scenarios[0], connections),
-        (&scenarios[1], connections),
-        (&scenarios[0], 1),
-        (&scenarios[2], connections),
+        (&scenarios[0], connections, Target::Rate),
+        (&scenarios[1], connections, Target::Rate),
+        (&scenarios[0], 1, Target::AddedLatency),
+        (&scenarios[2], connections, Target::Rate),
     ];
-    for (s, connections) in runs {
+    for (s, connections, target) in runs {
         let scripts = s.write_scripts(work.path())?;
         // Warm both paths (connection pools, allocator, page cache), then measure each.
         wrk(&scripts.direct, &s.direct_url, connections, WARMUP)?;
@@ -154,12 +156,18 @@ fn main() -> Result<()> {
         )?;
         let rss = sampler.stop();
         peak_rss_kb = peak_rss_kb.max(rss);
-        rows.push((format!("{} c={connections}", s.name), direct, relayed, rss));
+        rows.push(Row {
+            name: format!("{} c={connections}", s.name),
+            direct,
+            relayed,
+            rss_kb: rss,
+            target,
+        });
     }
     let hwm_kb = proc_status_kb(relay.child.id(), "VmHWM:").unwrap_or(0);
     report(&rows[..3], hwm_kb.max(peak_rss_kb));
     // Redis mode against embedded mode, both at `connections`, measured in this run.
-    let (embedded, redis_mode) = (&rows[0].2, &rows[3].2);
+    let (embedded, redis_mode) = (&rows[0].relayed, &rows[3].relayed);
     let share = redis_mode.rate / embedded.rate;
     println!(
         "redis store: {:.0} req/s = {:.1}% of embedded-store relayd ({:.0} req/s); p50 {:.2} ms; target >= 70%: {}",
@@ -588,10 +596,51 @@ impl RssSampler {
     }
 }
 
-fn report(rows: &[(String, Measured, Measured, u64)], hwm_kb: u64) {
+/// Which issue-3 target a measured row is judged by.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// relayd's request rate against the mock's (saturated, many connections).
+    Rate,
+    /// The p50 latency relayd adds (one connection, nothing queued).
+    AddedLatency,
+}
+
+/// One measured scenario: the same load direct and through relayd.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    direct: Measured,
+    relayed: Measured,
+    rss_kb: u64,
+    target: Target,
+}
+
+impl Row {
+    /// The target this row is judged by, and whether it holds.
+    fn verdict(&self) -> (String, bool) {
+        match self.target {
+            Target::Rate => {
+                let ratio = self.relayed.rate / self.direct.rate;
+                (
+                    format!("rate >= {:.0}%", MIN_RATE_RATIO * 100.0),
+                    ratio >= MIN_RATE_RATIO,
+                )
+            }
+            Target::AddedLatency => {
+                let added = self.relayed.p50_ms - self.direct.p50_ms;
+                (
+                    format!("added p50 <= {MAX_ADDED_P50_MS} ms"),
+                    added <= MAX_ADDED_P50_MS,
+                )
+            }
+        }
+    }
+}
+
+fn report(rows: &[Row], hwm_kb: u64) {
     println!();
     println!(
-        "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9}",
+        "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9}  target",
         "scenario",
         "direct req/s",
         "relayd req/s",
@@ -603,20 +652,21 @@ fn report(rows: &[(String, Measured, Measured, u64)], hwm_kb: u64) {
         "RSS max"
     );
     let mut ok = true;
-    for (name, direct, relayed, rss_kb) in rows {
-        let ratio = relayed.rate / direct.rate;
-        let added = relayed.p50_ms - direct.p50_ms;
+    for row in rows {
+        let (direct, relayed) = (&row.direct, &row.relayed);
+        let (target, met) = row.verdict();
         println!(
-            "{:<28} {:>12.0} {:>12.0} {:>7.1}% {:>8.2}ms {:>8.2}ms {:>9.2}ms {:>8.2}ms {:>6.1} MB",
-            name,
+            "{:<28} {:>12.0} {:>12.0} {:>7.1}% {:>8.2}ms {:>8.2}ms {:>9.2}ms {:>8.2}ms {:>6.1} MB  {target}: {}",
+            row.name,
             direct.rate,
             relayed.rate,
-            ratio * 100.0,
+            relayed.rate / direct.rate * 100.0,
             direct.p50_ms,
             relayed.p50_ms,
-            added,
+            relayed.p50_ms - direct.p50_ms,
             relayed.p99_ms,
-            *rss_kb as f64 / 1024.0
+            row.rss_kb as f64 / 1024.0,
+            if met { "met" } else { "NOT met" }
         );
         if direct.errors + relayed.errors > 0 {
             println!(
@@ -625,14 +675,13 @@ fn report(rows: &[(String, Measured, Measured, u64)], hwm_kb: u64) {
             );
             ok = false;
         }
-        ok &= ratio >= MIN_RATE_RATIO && added <= MAX_ADDED_P50_MS;
+        ok &= met;
     }
     let hwm_mb = hwm_kb as f64 / 1024.0;
     ok &= hwm_mb <= MAX_RSS_MB;
-    println!("relayd peak RSS (VmHWM): {hwm_mb:.1} MB");
+    println!("relayd peak RSS (VmHWM): {hwm_mb:.1} MB (target <= {MAX_RSS_MB} MB)");
     println!(
-        "targets: ratio >= {:.0}%, added p50 <= {MAX_ADDED_P50_MS} ms, RSS <= {MAX_RSS_MB} MB: {}",
-        MIN_RATE_RATIO * 100.0,
+        "targets (each row's, and RSS): {}",
         if ok { "met" } else { "NOT met" }
     );
     let _ = std::io::stdout().flush();
