@@ -89,11 +89,11 @@ pub fn init_logging(config: &Config) -> LogControl {
     let output = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(crate::logbuf::BufferedStderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .fmt_fields(tracing_subscriber::fmt::format::debug_fn(write_field).delimited(" "))
-            .with_writer(std::io::stderr)
+            .with_writer(crate::logbuf::BufferedStderr)
             // Colours only for a person at a terminal: journald and log files get plain text.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
@@ -102,6 +102,7 @@ pub fn init_logging(config: &Config) -> LogControl {
         .with(filter)
         .with(output)
         .init();
+    crate::logbuf::flush_on_panic();
     LogControl::new(handle)
 }
 

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
+            relayd::logbuf::flush();
             eprintln!("relayd: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     // Whatever a cut-off drain left behind (connection tasks, blocking store calls) gets a moment,
     // not a veto over exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    relayd::logbuf::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
