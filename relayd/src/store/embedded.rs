@@ -582,12 +582,19 @@ impl EmbeddedStore {
             let mut cells: [HashMap<CellRef<'_>, UsageCounters>; 2] = Default::default();
             for (record, json) in batch {
                 let key = record_time_key(record.at, &record.request_id);
-                // Checked inside the transaction, so a duplicate within the batch is caught too.
-                if log.get(key.as_str()).map_err(from_redb)?.is_some() {
+                // Inserting first and looking at what it replaced is one tree walk where a
+                // lookup before the insert was two; duplicates are rare. Inside the transaction,
+                // so a duplicate within the batch is caught too.
+                let replaced = log
+                    .insert(key.as_str(), json.as_str())
+                    .map_err(from_redb)?
+                    .map(|old| old.value().to_owned());
+                if let Some(old) = replaced {
+                    // The first record stays as it was written.
+                    log.insert(key.as_str(), old.as_str()).map_err(from_redb)?;
                     write.duplicates += 1;
                     continue;
                 }
-                log.insert(key.as_str(), json.as_str()).map_err(from_redb)?;
                 let counters = UsageCounters::of(record);
                 for (sums, granularity) in cells.iter_mut().zip(GRANULARITIES) {
                     let cell = CellRef {
