@@ -720,6 +720,43 @@ mod tests {
         }
     }
 
+    /// A request id seen before is skipped, and the record first written is the one kept.
+    #[tokio::test]
+    async fn a_duplicate_record_leaves_the_first_one_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("s.redb"))
+            .await
+            .unwrap();
+        let keep = std::time::Duration::from_secs(60);
+        let first = record("req_1", 5_000);
+        let mut again = first.clone();
+        again.tokens.input_tokens = 999;
+        let write = store.record_usage(&[first], keep).await.unwrap();
+        assert_eq!((write.recorded, write.duplicates), (1, 0));
+        let write = store.record_usage(&[again], keep).await.unwrap();
+        assert_eq!((write.recorded, write.duplicates), (0, 1));
+        let stored = store
+            .run(|db| {
+                let txn = db.begin_read().map_err(from_redb)?;
+                let log = txn.open_table(USAGE_LOG).map_err(from_redb)?;
+                let json = log
+                    .get(record_time_key(5_000, "req_1").as_str())
+                    .map_err(from_redb)?
+                    .map(|v| v.value().to_owned());
+                Ok(json)
+            })
+            .await
+            .unwrap()
+            .expect("the record is stored");
+        let stored: UsageRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored.tokens.input_tokens, 10);
+        let totals = store
+            .usage_totals(&shared::usage::UsageQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(totals.total.tokens.input_tokens, 10);
+    }
+
     /// A store written with the two-table raw usage layout opens with its records moved into the
     /// time-keyed log: still found as duplicates, still pruned by age, old tables gone.
     #[tokio::test]
