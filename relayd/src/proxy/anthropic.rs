@@ -114,7 +114,8 @@ async fn messages_inner(
             admission,
             trace.hand_over(),
             Box::new((guard, dispatched.slot)),
-        );
+        )
+        .await;
         sse_response(body)
     } else {
         let upstream = read_upstream_body(dispatched.response, state).await?;

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt as _, Stream, StreamExt};
 
 use super::trace::Trace;
 use crate::limits::Admission;
@@ -32,6 +32,8 @@ pub(super) type Guard = Box<dyn Send + Sync>;
 
 struct AnthropicState {
     upstream: ByteStream,
+    /// `message_start`, until it goes out with the first write.
+    head: Option<Vec<u8>>,
     decoder: SseDecoder,
     translator: StreamTranslator,
     idle: Duration,
@@ -64,8 +66,10 @@ impl Drop for AnthropicState {
 }
 
 /// The Anthropic SSE body for an upstream OpenAI stream. `message_start` is sent at once (the
-/// commit point: the upstream answered 2xx), then events as chunks arrive.
-pub(super) fn anthropic_sse(
+/// commit point: the upstream answered 2xx), together with whatever chunks arrive within
+/// [`LINGER`] — waited for here, before the response head goes out, so that head, `message_start`
+/// and the first events leave in one write — then events as chunks arrive.
+pub(super) async fn anthropic_sse(
     response: super::upstream::UpstreamResponse,
     mut translator: StreamTranslator,
     idle: Duration,
@@ -76,8 +80,9 @@ pub(super) fn anthropic_sse(
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let mut first = Vec::with_capacity(512);
     translator.start(&mut first);
-    let state = AnthropicState {
+    let mut state = AnthropicState {
         upstream: Box::pin(response.bytes_stream()),
+        head: None,
         decoder: SseDecoder::new(),
         translator,
         idle,
@@ -90,13 +95,17 @@ pub(super) fn anthropic_sse(
         trace,
         _guard: guard,
     };
-    let head = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
-    head.chain(futures_util::stream::unfold(state, next_anthropic))
+    linger_anthropic(&mut state, &mut first).await;
+    state.head = Some(first);
+    futures_util::stream::unfold(state, next_anthropic)
 }
 
 async fn next_anthropic(
     mut state: AnthropicState,
 ) -> Option<(Result<Bytes, std::convert::Infallible>, AnthropicState)> {
+    if let Some(head) = state.head.take() {
+        return Some((Ok(Bytes::from(head)), state));
+    }
     if state.done {
         if !state.failed && !state.upstream_ended {
             read_to_end(&mut state.upstream).await;
@@ -106,7 +115,7 @@ async fn next_anthropic(
     let mut out = Vec::new();
     while out.is_empty() {
         let wait = state.ping.min(state.idle.saturating_sub(state.silent));
-        match tokio::time::timeout(wait, state.upstream.next()).await {
+        match next_within(wait, &mut state.upstream).await {
             Err(_) => {
                 state.silent += wait;
                 if state.silent >= state.idle {
@@ -128,13 +137,29 @@ async fn next_anthropic(
             return None;
         }
     }
-    while !state.done {
-        match ready_soon(&mut state.upstream).await {
-            Some(item) => take_anthropic(&mut state, item, &mut out),
-            None => break,
+    linger_anthropic(&mut state, &mut out).await;
+    Some((Ok(Bytes::from(out)), state))
+}
+
+/// Translates into `out` what else arrives within [`LINGER`] (see [`ready_before`]). Once the
+/// answer is complete, the end of the upstream body (it usually follows `[DONE]` at once) is
+/// waited for within the same time: the stream can then end right after this write, and hyper
+/// sends the end of the chunked body in the same system call instead of one of its own.
+async fn linger_anthropic(state: &mut AnthropicState, out: &mut Vec<u8>) {
+    let mut linger = std::pin::pin!(tokio::time::sleep(LINGER));
+    while !state.upstream_ended && !state.failed {
+        let Some(item) = ready_before(&mut state.upstream, linger.as_mut()).await else {
+            break;
+        };
+        if state.done {
+            // After the answer: only the end of the body is still of interest.
+            if !matches!(item, Some(Ok(_))) {
+                state.upstream_ended = true;
+            }
+        } else {
+            take_anthropic(state, item, out);
         }
     }
-    Some((Ok(Bytes::from(out)), state))
 }
 
 /// After `[DONE]` (and after the client has the last event), reads the rest of the upstream
@@ -177,15 +202,37 @@ fn take_anthropic(state: &mut AnthropicState, item: Option<UpstreamItem>, out: &
     }
 }
 
-/// The next upstream item if it comes within [`LINGER`].
+/// The next upstream item if it comes before `linger` (one timer for a whole burst) fires.
 ///
 /// Chunks that arrive together still reach this stream one at a time: hyper's client hands a
 /// body over chunk by chunk from its connection task. Each item the client body yields becomes
 /// one write (and one system call) to the client, so waiting a moment for the rest of a burst
 /// lets one write carry it. A millisecond is nothing next to the tens of milliseconds between
-/// a model's tokens, and the wait is only taken right after a chunk came.
-async fn ready_soon(upstream: &mut ByteStream) -> Option<Option<UpstreamItem>> {
-    tokio::time::timeout(LINGER, upstream.next()).await.ok()
+/// a model's tokens, and the wait is only taken right after a chunk came. One timer per burst,
+/// not per chunk: registering a timer that is due before the runtime's next wake-up costs a
+/// system call to wake it.
+async fn ready_before(
+    upstream: &mut ByteStream,
+    linger: Pin<&mut tokio::time::Sleep>,
+) -> Option<Option<UpstreamItem>> {
+    tokio::select! {
+        biased;
+        item = upstream.next() => Some(item),
+        () = linger => None,
+    }
+}
+
+/// The next upstream item, or `Elapsed` after `wait`. A timer costs a timer-wheel insertion and
+/// removal; in a burst the next item is usually there already, so it is asked for once without
+/// one first.
+async fn next_within(
+    wait: Duration,
+    upstream: &mut ByteStream,
+) -> Result<Option<UpstreamItem>, tokio::time::error::Elapsed> {
+    if let Some(item) = upstream.next().now_or_never() {
+        return Ok(item);
+    }
+    tokio::time::timeout(wait, upstream.next()).await
 }
 
 fn drain(state: &mut AnthropicState, out: &mut Vec<u8>) {
@@ -264,7 +311,7 @@ async fn next_openai(
     }
     let mut out = Vec::new();
     while out.is_empty() {
-        match tokio::time::timeout(state.idle, state.upstream.next()).await {
+        match next_within(state.idle, &mut state.upstream).await {
             Ok(item) => take_openai(&mut state, item, &mut out),
             Err(_) => {
                 tracing::warn!(idle_secs = state.idle.as_secs(), "upstream stream stalled");
@@ -278,9 +325,10 @@ async fn next_openai(
             return Some((Err(std::io::Error::other(broken)), state));
         }
     }
-    // What else already arrived goes into the same write (see `ready_soon`).
+    // What else already arrived goes into the same write (see `ready_before`).
+    let mut linger = std::pin::pin!(tokio::time::sleep(LINGER));
     while !state.done {
-        match ready_soon(&mut state.upstream).await {
+        match ready_before(&mut state.upstream, linger.as_mut()).await {
             Some(item) => take_openai(&mut state, item, &mut out),
             None => break,
         }

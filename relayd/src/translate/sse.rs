@@ -50,7 +50,7 @@ impl LineSplitter {
     /// trailing lone `\r` is taken as a line end rather than waiting for a `\n`).
     pub fn next_line(&mut self, at_eof: bool) -> Option<Line> {
         let rest = &self.buf[self.scan..];
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        match memchr::memchr2(b'\n', b'\r', rest) {
             Some(offset) => {
                 let end = self.scan + offset;
                 let term = if self.buf[end] == b'\r' {
