@@ -295,6 +295,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
                     Duration::from_secs(config.routing.lease_secs),
                     Arc::clone(&accounts),
                     Arc::clone(&keys),
+                    config.serving_threads(),
                 )
                 .await
                 .context("cannot share routing state through Redis")?,

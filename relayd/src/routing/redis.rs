@@ -16,7 +16,8 @@
 //! `{p}cooldowns` (`"{account} {until} {reason}"`).
 //!
 //! A request costs two round trips: one script call takes a slot (pruning expired leases
-//! first), one pipeline gives it back; key limits add one each when the key has them. Leases are renewed
+//! first), on the serving thread's own connection (one per serving thread, plus one for the
+//! background tasks and one subscriber), one pipeline gives it back; key limits add one each when the key has them. Leases are renewed
 //! every lease/3 by a background task, so a long stream keeps its slot while a crashed
 //! instance's slots expire after the lease time. Reads that pick an account (in-flight counts,
 //! cooldowns) come from a local cache fed by the take/release answers and the channels.
@@ -142,7 +143,14 @@ enum Deferred {
 }
 
 struct Inner {
+    /// The main runtime's connection: background tasks and threads outside the serving ones.
     conn: ConnectionManager,
+    /// One connection per serving thread (serving thread `i` has [`crate::workers::worker_index`]
+    /// `i + 1` and slot `i`), opened there on first use: a connection is driven by the runtime that opened it, so a slot taken through
+    /// the main runtime's connection cost the request two hand-offs between threads.
+    local: Box<[tokio::sync::OnceCell<ConnectionManager>]>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     prefix: String,
     instance: String,
     lease: Duration,
@@ -194,6 +202,23 @@ impl Inner {
         self.conn.clone()
     }
 
+    /// The connection of the thread this runs on (see [`Inner::local`]).
+    async fn conn_here(&self) -> Result<ConnectionManager, CoordinationError> {
+        let Some(cell) = crate::workers::worker_index()
+            .checked_sub(1)
+            .and_then(|slot| self.local.get(slot))
+        else {
+            return Ok(self.conn());
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        cell.get_or_try_init(|| {
+            ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
+        })
+        .await
+        .cloned()
+        .map_err(|e| failed(&e))
+    }
+
     async fn take_lease(
         &self,
         zset: String,
@@ -211,7 +236,7 @@ impl Inner {
             .arg(capacity)
             .arg(lease_ms)
             .arg(&member)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn_here().await?)
             .await
             .map_err(|e| failed(&e))?;
         if let Some(account) = account {
@@ -416,6 +441,7 @@ impl RedisCoordinator {
         lease: Duration,
         accounts: Arc<AccountRegistry>,
         keys: Arc<KeyRegistry>,
+        workers: usize,
     ) -> Result<Self, CoordinationError> {
         let client = redis::Client::open(url).map_err(|e| failed(&e))?;
         let config = ConnectionManagerConfig::new()
@@ -424,12 +450,15 @@ impl RedisCoordinator {
             .set_factor(2)
             .set_max_delay(500)
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .map_err(|e| failed(&e))?;
         let (deferred, mut jobs) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
+            local: (0..workers).map(|_| tokio::sync::OnceCell::new()).collect(),
+            client: client.clone(),
+            config,
             prefix: prefix.to_owned(),
             instance: random_hex(8),
             lease,
