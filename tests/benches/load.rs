@@ -5,7 +5,13 @@
 //!
 //! Run: `cargo bench -p relayd-tests --bench load` (needs `wrk`: `apt-get install -y wrk`). It
 //! builds the release relayd itself (`cargo build --release -p relayd`) before measuring. Not part
-//! of `cargo test`. Knobs: `LOAD_SECS` (default 10), `LOAD_CONNECTIONS` (default 64).
+//! of `cargo test`. Knobs: `LOAD_SECS` (default 5), `LOAD_ROUNDS` (default 3),
+//! `LOAD_CONNECTIONS` (default 64).
+//!
+//! Each scenario is measured in `LOAD_ROUNDS` rounds of direct-then-relayd, `LOAD_SECS` each, and
+//! the round with the median result is reported (with every round's ratio): on a shared machine
+//! the load of other tenants drifts between two measurements, and alternating short rounds keeps
+//! each ratio's two halves close in time.
 //!
 //! The mock upstream is this same executable re-run with `RELAYD_BENCH_ROLE=mock`: a separate
 //! process, like a real upstream, so relayd and the mock do not share a runtime or allocator on a
@@ -44,7 +50,8 @@ fn main() -> Result<()> {
         return mock::run();
     }
     // `cargo bench` passes `--bench`; any other argument is a filter we do not support.
-    let secs: u64 = env_number("LOAD_SECS", 10)?;
+    let secs: u64 = env_number("LOAD_SECS", 5)?;
+    let rounds: usize = usize::try_from(env_number("LOAD_ROUNDS", 3)?)?.max(1);
     let connections: u64 = env_number("LOAD_CONNECTIONS", 64)?;
     check_wrk()?;
     let relayd = build_relayd()?;
@@ -141,31 +148,36 @@ fn main() -> Result<()> {
         // Warm both paths (connection pools, allocator, page cache), then measure each.
         wrk(&scripts.direct, &s.direct_url, connections, WARMUP)?;
         wrk(&scripts.relay, &s.relay_url, connections, WARMUP)?;
-        let direct = wrk(
-            &scripts.direct,
-            &s.direct_url,
-            connections,
-            Duration::from_secs(secs),
-        )?;
-        let sampler = RssSampler::start(relay.child.id());
-        let relayed = wrk(
-            &scripts.relay,
-            &s.relay_url,
-            connections,
-            Duration::from_secs(secs),
-        )?;
-        let rss = sampler.stop();
-        peak_rss_kb = peak_rss_kb.max(rss);
-        rows.push(Row {
-            name: format!("{} c={connections}", s.name),
-            direct,
-            relayed,
-            rss_kb: rss,
-            target,
-        });
+        let mut measured = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let direct = wrk(
+                &scripts.direct,
+                &s.direct_url,
+                connections,
+                Duration::from_secs(secs),
+            )?;
+            let sampler = RssSampler::start(relay.child.id());
+            let relayed = wrk(
+                &scripts.relay,
+                &s.relay_url,
+                connections,
+                Duration::from_secs(secs),
+            )?;
+            let rss = sampler.stop();
+            peak_rss_kb = peak_rss_kb.max(rss);
+            measured.push(Row {
+                name: format!("{} c={connections}", s.name),
+                direct,
+                relayed,
+                rss_kb: rss,
+                target,
+                rounds: Vec::new(),
+            });
+        }
+        rows.push(Row::median(measured));
     }
     let hwm_kb = proc_status_kb(relay.child.id(), "VmHWM:").unwrap_or(0);
-    report(&rows[..3], hwm_kb.max(peak_rss_kb));
+    report(&rows[..3], hwm_kb.max(peak_rss_kb), rounds);
     // Redis mode against embedded mode, both at `connections`, measured in this run.
     let (embedded, redis_mode) = (&rows[0].relayed, &rows[3].relayed);
     let share = redis_mode.rate / embedded.rate;
@@ -613,9 +625,33 @@ struct Row {
     relayed: Measured,
     rss_kb: u64,
     target: Target,
+    /// Every round's figure of merit (ratio or added p50), in the order measured.
+    rounds: Vec<f64>,
 }
 
 impl Row {
+    /// What the row is judged by: the rate ratio, or the added p50 in ms.
+    fn merit(&self) -> f64 {
+        match self.target {
+            Target::Rate => self.relayed.rate / self.direct.rate,
+            Target::AddedLatency => self.relayed.p50_ms - self.direct.p50_ms,
+        }
+    }
+
+    /// The round with the median figure of merit, carrying every round's figure.
+    fn median(mut rounds: Vec<Row>) -> Row {
+        let merits: Vec<f64> = rounds.iter().map(Row::merit).collect();
+        // Errors of any round count, not only the median one's.
+        let direct_errors = rounds.iter().map(|r| r.direct.errors).sum();
+        let relayed_errors = rounds.iter().map(|r| r.relayed.errors).sum();
+        rounds.sort_by(|a, b| a.merit().total_cmp(&b.merit()));
+        let mut median = rounds.swap_remove(rounds.len() / 2);
+        median.rounds = merits;
+        median.direct.errors = direct_errors;
+        median.relayed.errors = relayed_errors;
+        median
+    }
+
     /// The target this row is judged by, and whether it holds.
     fn verdict(&self) -> (String, bool) {
         match self.target {
@@ -637,7 +673,7 @@ impl Row {
     }
 }
 
-fn report(rows: &[Row], hwm_kb: u64) {
+fn report(rows: &[Row], hwm_kb: u64, rounds: usize) {
     println!();
     println!(
         "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9}  target",
@@ -668,6 +704,15 @@ fn report(rows: &[Row], hwm_kb: u64) {
             row.rss_kb as f64 / 1024.0,
             if met { "met" } else { "NOT met" }
         );
+        let each: Vec<String> = row
+            .rounds
+            .iter()
+            .map(|m| match row.target {
+                Target::Rate => format!("{:.1}%", m * 100.0),
+                Target::AddedLatency => format!("{m:.2}ms"),
+            })
+            .collect();
+        println!("  {rounds} rounds: {} (median shown)", each.join(", "));
         if direct.errors + relayed.errors > 0 {
             println!(
                 "  errors: direct {}, relayd {} (non-2xx or socket errors)",
