@@ -79,7 +79,6 @@ pub fn load_config(args: &Args) -> anyhow::Result<Config> {
 /// SIGHUP.
 pub fn init_logging(config: &Config) -> LogControl {
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::field::MakeExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -92,7 +91,8 @@ pub fn init_logging(config: &Config) -> LogControl {
             .with_writer(crate::logbuf::BufferedStderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(write_field).delimited(" "))
+            .fmt_fields(crate::logfmt::TextFields)
+            .event_format(crate::logfmt::TextFormat::new())
             .with_writer(crate::logbuf::BufferedStderr)
             // Colours only for a person at a terminal: journald and log files get plain text.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -104,20 +104,6 @@ pub fn init_logging(config: &Config) -> LogControl {
         .init();
     crate::logbuf::flush_on_panic();
     LogControl::new(handle)
-}
-
-/// One field of a text log line: `name=value`, or the message bare. The default field formatter
-/// writes the same through layers of styling that cost more than the rest of a request's line.
-fn write_field(
-    writer: &mut tracing_subscriber::fmt::format::Writer<'_>,
-    field: &tracing::field::Field,
-    value: &dyn std::fmt::Debug,
-) -> std::fmt::Result {
-    if field.name() == "message" {
-        write!(writer, "{value:?}")
-    } else {
-        write!(writer, "{}={value:?}", field.name())
-    }
 }
 
 /// Runs relayd until SIGTERM or Ctrl-C and the drain that follows; `args` are kept to re-read

@@ -6,6 +6,7 @@
 //! - [`config`]: configuration from defaults, TOML file and `RELAYD_*` variables.
 //! - [`server`]: the router and `serve(listener, state, shutdown)`.
 //! - [`workers`]: the serving threads, one single-threaded runtime each.
+//! - [`logfmt`]: the text log format (the default one, written with less machinery).
 //! - [`logbuf`]: the log's buffered standard error (one write per batch of lines, not per line).
 //! - [`lifecycle`]: signals (drain on SIGTERM, reload on SIGHUP) and the reloadable log filter.
 //! - [`systemd`]: `sd_notify` (READY, STOPPING, STATUS, WATCHDOG).
@@ -36,6 +37,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod limits;
 pub mod logbuf;
+pub mod logfmt;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
