@@ -112,19 +112,11 @@ impl Visit for FieldWriter<'_> {
 }
 
 /// Decimal digits of `n` without the formatting machinery.
-fn write_u64(writer: &mut Writer<'_>, mut n: u64) -> fmt::Result {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    writer.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
+fn write_u64(writer: &mut Writer<'_>, n: u64) -> fmt::Result {
+    let mut buf = [0u8; 20];
+    let digits = crate::translate::json::decimal(n, &mut buf);
+    // Only ASCII digits.
+    writer.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
 }
 
 /// The event format of text logs (see the module documentation).
@@ -223,33 +215,13 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
 fn write_second(out: &mut String, secs: u64) -> fmt::Result {
     let days = i64::try_from(secs / 86_400).map_err(|_| fmt::Error)?;
     let of_day = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = shared::time::civil_from_days(days);
     write!(
         out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
         of_day / 3600,
         of_day / 60 % 60,
         of_day % 60
-    )
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Both are in range by construction (1..=31, 1..=12).
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
     )
 }
 
@@ -344,13 +316,12 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_have_the_default_shape_and_date() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_418), (2025, 11, 26));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn the_second_is_formatted_like_the_default_timer() {
         let mut second = String::new();
         write_second(&mut second, 1_795_700_103).unwrap();
         assert_eq!(second, "2026-11-26T13:35:03.");
+        second.clear();
+        write_second(&mut second, 951_782_400).unwrap();
+        assert_eq!(second, "2000-02-29T00:00:00.");
     }
 }

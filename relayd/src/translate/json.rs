@@ -167,19 +167,24 @@ pub(crate) fn has_byte(w: u64, b: u8) -> u64 {
 }
 
 /// Appends a number.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    // Digits from the right into a buffer that fits u64::MAX, without a String per number.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    out.extend_from_slice(decimal(n, &mut buf));
+}
+
+/// The decimal digits of `n` (ASCII), written from the right into `buf`, which fits `u64::MAX`:
+/// no `String` and no formatting machinery per number.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
     loop {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
+        buf[start] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[start..]);
+    &buf[start..]
 }
 
 /// Parses a sub-document of a request, naming `path` on failure (a client error).

@@ -40,7 +40,7 @@ pub mod stream;
 pub mod tokens;
 pub mod tools;
 
-mod json;
+pub(crate) mod json;
 
 pub use openai::{
     OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request, rewrite_openai_response,
