@@ -265,6 +265,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),
+        config.upstream.clone(),
         config.serving_threads(),
     ));
     let usage = Arc::new(crate::usage::UsageRecorder::start(

@@ -58,6 +58,41 @@ pub struct Config {
     pub usage: UsageConfig,
     /// Account selection, queueing, failover and cooldowns.
     pub routing: Routing,
+    /// Upstream connections and the size of what upstreams may send.
+    pub upstream: UpstreamConfig,
+}
+
+/// `[upstream]`: pooled upstream connections and bounds on upstream answers. An upstream that
+/// breaks a bound fails its attempt like any other upstream fault (failover while nothing went
+/// to the client, an `error` event after).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// How long an idle pooled connection is kept. Short by default: uvicorn (vLLM, SGLang)
+    /// closes idle connections after 5 s without announcing it, and a connection reused just as
+    /// the server closes it fails. A server's `Keep-Alive: timeout=N` shortens it further.
+    pub pool_idle_secs: u64,
+    /// Longest line of a streamed (SSE) answer.
+    pub max_line_bytes: usize,
+    /// Largest non-streamed answer (and largest JSON answer to a streaming request).
+    pub max_answer_bytes: usize,
+}
+
+impl UpstreamConfig {
+    /// The idle time of pooled connections.
+    pub fn pool_idle(&self) -> Duration {
+        Duration::from_secs(self.pool_idle_secs)
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            pool_idle_secs: 4,
+            max_line_bytes: 8 * 1024 * 1024,
+            max_answer_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// Usage accounting: how records are batched on their way to the store and how long raw records
@@ -240,6 +275,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
             routing: Routing::default(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -378,6 +414,12 @@ impl Config {
             });
         }
         self.check_usage()?;
+        if self.upstream.max_line_bytes < 1024 || self.upstream.max_answer_bytes < 1024 {
+            return Err(ConfigError::Value {
+                key: "upstream.max_line_bytes / upstream.max_answer_bytes",
+                message: "must be at least 1024".to_owned(),
+            });
+        }
         Ok(())
     }
 

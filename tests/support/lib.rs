@@ -1,11 +1,13 @@
 //! Support code for the end-to-end tests in `it/`: an in-process relayd on a real socket
 //! ([`app`]), the real binaries ([`daemon`]), HTTP helpers ([`http`]), private redis-server
-//! instances ([`redis_server`]), in-process mock upstreams ([`mock_upstream`]), outbound proxies
+//! instances ([`redis_server`]), in-process mock upstreams ([`mock_upstream`]), misbehaving upstreams ([`fault_upstream`]),
+//! outbound proxies
 //! ([`forward_proxy`]) and the official
 //! client SDKs and Claude Code ([`python`]). The tests themselves live in `it/`.
 
 pub mod app;
 pub mod daemon;
+pub mod fault_upstream;
 pub mod forward_proxy;
 pub mod http;
 pub mod mock_upstream;

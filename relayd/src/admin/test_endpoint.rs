@@ -772,7 +772,21 @@ impl<'a> Checker<'a> {
                 "check the proxy URL: http://, https:// or socks5://[user:pass@]HOST:PORT"
                     .to_owned(),
             ),
+            UpstreamError::ProxyConnect(_) => Some(
+                "the proxy refused or could not be reached: check its host, port and credentials"
+                    .to_owned(),
+            ),
             UpstreamError::Connect(text) => Some(self.connect_hint(text)),
+            UpstreamError::Dropped(_) => Some(
+                "the server closed the connection without answering, twice: it may reject this \
+                 request's body, or be restarting"
+                    .to_owned(),
+            ),
+            UpstreamError::BadAnswer(_) => Some(
+                "the server answered 200 with something that is not an OpenAI answer: check \
+                 that the endpoint is the API base URL (usually ending in /v1)"
+                    .to_owned(),
+            ),
             UpstreamError::FirstByteTimeout(_) => Some(
                 "the server accepted the connection but did not answer: it may be loading the \
                  model or overloaded"

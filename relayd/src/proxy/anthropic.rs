@@ -8,15 +8,16 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use shared::account::ThinkingMapping;
 
-use super::dispatch::dispatch;
-use super::stream::anthropic_sse;
+use super::answer::Answer;
+use super::dispatch::{Attempt, dispatch};
+use super::stream::{anthropic_sse, stream_limits};
 use super::trace::Trace;
 use super::{
     Caller, RequestId, account_header, in_flight_guard, json_response, sse_response,
     translate_error,
 };
 use crate::auth::random_hex;
-use crate::error::{ApiError, ErrorKind, Surface};
+use crate::error::{ApiError, Surface};
 use crate::extract::read_body;
 use crate::state::AppState;
 use crate::translate::{
@@ -88,7 +89,11 @@ async fn messages_inner(
             let (upstream_body, ctx) = request
                 .to_openai_estimating_streams(&options)
                 .map_err(translate_error)?;
-            Ok((Bytes::from(upstream_body), ctx))
+            Ok(Attempt {
+                body: Bytes::from(upstream_body),
+                stream: ctx.stream,
+                extra: ctx,
+            })
         },
     )
     .await?;
@@ -104,53 +109,33 @@ async fn messages_inner(
         "dispatched"
     );
     let message_id = format!("msg_{}", random_hex(12));
-    let mut response = if ctx.stream {
-        let translator = StreamTranslator::new(&ctx, message_id);
-        let body = anthropic_sse(
-            dispatched.response,
-            translator,
-            state.upstreams.idle_timeout(),
-            state.upstreams.ping_interval(),
-            admission,
-            trace.hand_over(),
-            Box::new((guard, dispatched.slot)),
-        )
-        .await;
-        sse_response(body)
-    } else {
-        let upstream = read_upstream_body(dispatched.response, state).await?;
-        // The estimate is made only for an upstream that reports no usage.
-        let estimate = || request.estimate_input_tokens().unwrap_or(1);
-        let (answer, usage) =
-            openai_to_anthropic_with(&upstream, &ctx, estimate).map_err(translate_error)?;
-        admission.record(&usage);
-        trace.answered(200, Some(usage));
-        drop((guard, dispatched.slot));
-        json_response(answer)
+    let mut response = match dispatched.answer {
+        Answer::Stream(upstream) => {
+            let translator = StreamTranslator::new(&ctx, message_id);
+            let body = anthropic_sse(
+                upstream,
+                translator,
+                stream_limits(state),
+                admission,
+                trace.hand_over(),
+                Box::new((guard, dispatched.slot)),
+            )
+            .await;
+            sse_response(body)
+        }
+        Answer::Complete(upstream) => {
+            // The estimate is made only for an upstream that reports no usage.
+            let estimate = || request.estimate_input_tokens().unwrap_or(1);
+            let (answer, usage) =
+                openai_to_anthropic_with(&upstream, &ctx, estimate).map_err(translate_error)?;
+            admission.record(&usage);
+            trace.answered(200, Some(usage));
+            drop((guard, dispatched.slot));
+            json_response(answer)
+        }
     };
     account_header(&mut response, &account);
     Ok(response)
-}
-
-/// Reads a whole non-streamed upstream body, bounded by the idle timeout.
-pub(super) async fn read_upstream_body(
-    response: super::upstream::UpstreamResponse,
-    state: &AppState,
-) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(state.upstreams.idle_timeout(), response.bytes()).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "upstream body broke");
-            Err(ApiError::new(
-                ErrorKind::BadGateway,
-                "the upstream connection broke before the answer was complete",
-            ))
-        }
-        Err(_) => Err(ApiError::new(
-            ErrorKind::GatewayTimeout,
-            "the upstream stopped sending its answer (idle timeout)",
-        )),
-    }
 }
 
 /// `POST /v1/messages/count_tokens`: computed locally, never forwarded.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use shared::time::now_millis;
 
+use super::answer::{Answer, Bounds, settle};
 use super::trace::Trace;
 use super::upstream::UpstreamError;
 use crate::accounts::LiveAccount;
@@ -16,14 +17,26 @@ use crate::routing::{Slot, key_may_request};
 use crate::state::AppState;
 use crate::store::KeyRecord;
 
-/// A successful upstream attempt: the account that answered and its response (headers read,
-/// body not yet).
+/// What one account's attempt sends: the upstream body, whether a stream is asked for, and
+/// what the handler needs to read the answer.
+#[derive(Debug)]
+pub(super) struct Attempt<T> {
+    /// The upstream request body.
+    pub body: Bytes,
+    /// Whether the request asks for a stream.
+    pub stream: bool,
+    /// Handed back with the answer.
+    pub extra: T,
+}
+
+/// A successful upstream attempt: the account that answered and its answer (a complete body,
+/// or a stream whose start has been seen).
 #[derive(Debug)]
 pub(super) struct Dispatched<T> {
     /// The account that answered.
     pub account: Arc<LiveAccount>,
-    /// The upstream response, status 2xx.
-    pub response: super::upstream::UpstreamResponse,
+    /// The upstream's usable answer.
+    pub answer: Answer,
     /// What `build` returned alongside the body for this account.
     pub extra: T,
     /// The account's concurrency slot, held until the answer's last byte.
@@ -39,7 +52,7 @@ pub(super) async fn dispatch<T>(
     caller: &KeyRecord,
     model: &str,
     session: Option<&str>,
-    build: impl Fn(&LiveAccount) -> Result<(Bytes, T), ApiError>,
+    build: impl Fn(&LiveAccount) -> Result<Attempt<T>, ApiError>,
 ) -> Result<Dispatched<T>, ApiError> {
     if !key_may_request(&caller.key, model) {
         return Err(ApiError::new(
@@ -72,16 +85,28 @@ pub(super) async fn dispatch<T>(
         tried[index] = true;
         let account = Arc::clone(&list[index]);
         trace.account(&account.settings.name, &account.settings.deployment_name);
-        let (body, extra) = build(&account)?;
-        match state.upstreams.chat(&account, body).await {
-            Ok(response) => {
+        let attempt = build(&account)?;
+        let upstreams = &state.upstreams;
+        let bounds = Bounds {
+            first_byte_deadline: tokio::time::Instant::now() + upstreams.first_byte_timeout(),
+            first_byte: upstreams.first_byte_timeout(),
+            idle: upstreams.idle_timeout(),
+            max_answer_bytes: upstreams.limits().max_answer_bytes,
+            max_line_bytes: upstreams.limits().max_line_bytes,
+        };
+        let outcome = match upstreams.chat(&account, attempt.body).await {
+            Ok(response) => settle(response, attempt.stream, bounds).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(answer) => {
                 if let Some(session) = &session {
                     router.stick(session, &account.id);
                 }
                 return Ok(Dispatched {
                     account,
-                    response,
-                    extra,
+                    answer,
+                    extra: attempt.extra,
                     slot,
                 });
             }
@@ -131,9 +156,27 @@ pub(super) fn client_error(account: &LiveAccount, error: UpstreamError) -> ApiEr
             ErrorKind::BadGateway,
             format!("account {name:?} has an unusable proxy setting: {e}"),
         ),
-        UpstreamError::Connect(_) | UpstreamError::Transport(_) => ApiError::new(
+        UpstreamError::ProxyConnect(_) => ApiError::new(
+            ErrorKind::BadGateway,
+            format!("cannot connect to the proxy of account {name:?}"),
+        ),
+        UpstreamError::Connect(_) => ApiError::new(
             ErrorKind::BadGateway,
             format!("cannot reach the upstream of account {name:?}"),
+        ),
+        UpstreamError::Transport(_) => ApiError::new(
+            ErrorKind::BadGateway,
+            format!(
+                "the connection to the upstream of account {name:?} broke before the answer was complete"
+            ),
+        ),
+        UpstreamError::Dropped(_) => ApiError::new(
+            ErrorKind::BadGateway,
+            format!("the upstream of account {name:?} closed the connection without answering"),
+        ),
+        UpstreamError::BadAnswer(_) => ApiError::new(
+            ErrorKind::BadGateway,
+            format!("the upstream of account {name:?} answered with something relayd cannot use"),
         ),
         UpstreamError::FirstByteTimeout(d) => ApiError::new(
             ErrorKind::GatewayTimeout,

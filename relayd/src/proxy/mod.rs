@@ -5,6 +5,7 @@
 //! Every route here requires a relay key (see [`authenticate`]); errors are answered in the
 //! protocol of the route that was called.
 
+mod answer;
 mod anthropic;
 mod dispatch;
 mod models;

@@ -6,9 +6,9 @@ use axum::extract::{Extension, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::anthropic::read_upstream_body;
-use super::dispatch::dispatch;
-use super::stream::openai_passthrough;
+use super::answer::Answer;
+use super::dispatch::{Attempt, dispatch};
+use super::stream::{openai_passthrough, stream_limits};
 use super::trace::Trace;
 use super::{
     Caller, RequestId, account_header, in_flight_guard, json_response, sse_response,
@@ -62,7 +62,11 @@ async fn inner(
         |account| {
             let (upstream, info) = prepare_openai_request(&body, &account.settings.deployment_name)
                 .map_err(translate_error)?;
-            Ok((Bytes::from(upstream), info))
+            Ok(Attempt {
+                body: Bytes::from(upstream),
+                stream: info.stream,
+                extra: info,
+            })
         },
     )
     .await?;
@@ -77,27 +81,29 @@ async fn inner(
         stream = info.stream,
         "dispatched"
     );
-    let mut response = if info.stream {
-        let tap = OpenAiStreamTap::new(&info);
-        let body = openai_passthrough(
-            dispatched.response,
-            tap,
-            state.upstreams.idle_timeout(),
-            admission,
-            trace.hand_over(),
-            Box::new((guard, dispatched.slot)),
-        );
-        sse_response(body)
-    } else {
-        let upstream = read_upstream_body(dispatched.response, state).await?;
-        let (answer, usage) =
-            rewrite_openai_response(&upstream, &info.requested_model).map_err(translate_error)?;
-        if let Some(usage) = &usage {
-            admission.record(usage);
+    let mut response = match dispatched.answer {
+        Answer::Stream(upstream) => {
+            let tap = OpenAiStreamTap::new(&info);
+            let body = openai_passthrough(
+                upstream,
+                tap,
+                stream_limits(state),
+                admission,
+                trace.hand_over(),
+                Box::new((guard, dispatched.slot)),
+            );
+            sse_response(body)
         }
-        trace.answered(200, usage);
-        drop((guard, dispatched.slot));
-        json_response(answer)
+        Answer::Complete(upstream) => {
+            let (answer, usage) = rewrite_openai_response(&upstream, &info.requested_model)
+                .map_err(translate_error)?;
+            if let Some(usage) = &usage {
+                admission.record(usage);
+            }
+            trace.answered(200, usage);
+            drop((guard, dispatched.slot));
+            json_response(answer)
+        }
     };
     account_header(&mut response, &account);
     Ok(response)

@@ -25,7 +25,28 @@ const LINGER: Duration = Duration::from_millis(1);
 /// One item of an upstream body.
 type UpstreamItem = Result<Bytes, super::upstream::BodyError>;
 
-type ByteStream = Pin<Box<dyn Stream<Item = UpstreamItem> + Send>>;
+type ByteStream = super::upstream::BodyStream;
+
+/// Time and size bounds of a streamed answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StreamLimits {
+    /// Longest upstream silence before the stream is given up.
+    pub idle: Duration,
+    /// How often an Anthropic stream gets a `ping` while the upstream is silent.
+    pub ping: Duration,
+    /// Longest upstream line (or event) held while it is incomplete: one endless line must not
+    /// take all memory.
+    pub max_line: usize,
+}
+
+/// The configured stream bounds.
+pub(super) fn stream_limits(state: &crate::state::AppState) -> StreamLimits {
+    StreamLimits {
+        idle: state.upstreams.idle_timeout(),
+        ping: state.upstreams.ping_interval(),
+        max_line: state.upstreams.limits().max_line_bytes,
+    }
+}
 
 /// Something that lives exactly as long as the response body (in-flight counters, slots).
 pub(super) type Guard = Box<dyn Send + Sync>;
@@ -36,9 +57,7 @@ struct AnthropicState {
     head: Option<Vec<u8>>,
     decoder: SseDecoder,
     translator: StreamTranslator,
-    idle: Duration,
-    /// How often a `ping` is sent while the upstream says nothing (long prefill on big prompts).
-    ping: Duration,
+    limits: StreamLimits,
     /// Upstream silence so far; survives across emitted pings so the idle timeout still fires.
     silent: Duration,
     done: bool,
@@ -70,10 +89,9 @@ impl Drop for AnthropicState {
 /// [`LINGER`] — waited for here, before the response head goes out, so that head, `message_start`
 /// and the first events leave in one write — then events as chunks arrive.
 pub(super) async fn anthropic_sse(
-    response: super::upstream::UpstreamResponse,
+    upstream: ByteStream,
     mut translator: StreamTranslator,
-    idle: Duration,
-    ping: Duration,
+    limits: StreamLimits,
     admission: Admission,
     trace: Trace,
     guard: Guard,
@@ -81,12 +99,11 @@ pub(super) async fn anthropic_sse(
     let mut first = Vec::with_capacity(512);
     translator.start(&mut first);
     let mut state = AnthropicState {
-        upstream: Box::pin(response.bytes_stream()),
+        upstream,
         head: None,
         decoder: SseDecoder::new(),
         translator,
-        idle,
-        ping,
+        limits,
         silent: Duration::ZERO,
         done: false,
         failed: false,
@@ -114,12 +131,13 @@ async fn next_anthropic(
     }
     let mut out = Vec::new();
     while out.is_empty() {
-        let wait = state.ping.min(state.idle.saturating_sub(state.silent));
+        let idle = state.limits.idle;
+        let wait = state.limits.ping.min(idle.saturating_sub(state.silent));
         match next_within(wait, &mut state.upstream).await {
             Err(_) => {
                 state.silent += wait;
-                if state.silent >= state.idle {
-                    tracing::warn!(idle_secs = state.idle.as_secs(), "upstream stream stalled");
+                if state.silent >= idle {
+                    tracing::warn!(idle_secs = idle.as_secs(), "upstream stream stalled");
                     state.translator.fail(
                         "api_error",
                         "the upstream stopped sending data (idle timeout)",
@@ -178,6 +196,19 @@ fn take_anthropic(state: &mut AnthropicState, item: Option<UpstreamItem>, out: &
             state.silent = Duration::ZERO;
             state.decoder.push(&bytes);
             drain(state, out);
+            if !state.done && state.decoder.pending_bytes() > state.limits.max_line {
+                tracing::warn!(
+                    max_line_bytes = state.limits.max_line,
+                    "upstream stream line too long"
+                );
+                state.translator.fail(
+                    "api_error",
+                    "the upstream sent a line longer than relayd accepts (upstream.max_line_bytes)",
+                    out,
+                );
+                state.done = true;
+                state.failed = true;
+            }
         }
         Some(Err(e)) => {
             tracing::warn!(error = %e, "upstream stream broke");
@@ -252,7 +283,7 @@ fn drain(state: &mut AnthropicState, out: &mut Vec<u8>) {
 struct OpenAiState {
     upstream: ByteStream,
     tap: OpenAiStreamTap,
-    idle: Duration,
+    limits: StreamLimits,
     done: bool,
     failed: bool,
     /// A failure still to be reported to the client (as a broken body) after the bytes before it.
@@ -279,17 +310,17 @@ impl Drop for OpenAiState {
 /// The OpenAI SSE body for an OpenAI client: upstream bytes forwarded as they arrive, with the
 /// model name rewritten and the usage chunk relayd asked for removed again.
 pub(super) fn openai_passthrough(
-    response: super::upstream::UpstreamResponse,
+    upstream: ByteStream,
     tap: OpenAiStreamTap,
-    idle: Duration,
+    limits: StreamLimits,
     admission: Admission,
     trace: Trace,
     guard: Guard,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let state = OpenAiState {
-        upstream: Box::pin(response.bytes_stream()),
+        upstream,
         tap,
-        idle,
+        limits,
         done: false,
         failed: false,
         broken: None,
@@ -311,10 +342,13 @@ async fn next_openai(
     }
     let mut out = Vec::new();
     while out.is_empty() {
-        match next_within(state.idle, &mut state.upstream).await {
+        match next_within(state.limits.idle, &mut state.upstream).await {
             Ok(item) => take_openai(&mut state, item, &mut out),
             Err(_) => {
-                tracing::warn!(idle_secs = state.idle.as_secs(), "upstream stream stalled");
+                tracing::warn!(
+                    idle_secs = state.limits.idle.as_secs(),
+                    "upstream stream stalled"
+                );
                 state.done = true;
                 state.failed = true;
                 state.broken = Some("upstream stalled");
@@ -340,7 +374,18 @@ async fn next_openai(
 /// Passes one upstream item (a chunk, the end, or a failure) through the tap into `out`.
 fn take_openai(state: &mut OpenAiState, item: Option<UpstreamItem>, out: &mut Vec<u8>) {
     match item {
-        Some(Ok(bytes)) => state.tap.push(&bytes, out),
+        Some(Ok(bytes)) => {
+            state.tap.push(&bytes, out);
+            if state.tap.pending_bytes() > state.limits.max_line {
+                tracing::warn!(
+                    max_line_bytes = state.limits.max_line,
+                    "upstream stream line too long"
+                );
+                state.done = true;
+                state.failed = true;
+                state.broken = Some("upstream line too long");
+            }
+        }
         None => {
             state.tap.finish(out);
             state.done = true;

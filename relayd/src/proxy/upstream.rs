@@ -11,14 +11,22 @@
 //! Each serving thread has clients of its own ([`crate::workers::worker_index`]): a pooled
 //! connection is driven by the runtime that opened it, so sharing one pool across threads would
 //! make every request wait for another thread to read its answer.
+//!
+//! Pooled connections die on the server's schedule: uvicorn (vLLM, SGLang) closes idle ones
+//! after 5 s, llama.cpp's server after the `Keep-Alive: timeout=` it announces. A request sent on
+//! a connection the server is closing fails before any response byte; it is sent once more on a
+//! new connection (not a failover, no cooldown). Idle connections are kept `pool_idle_secs`, or
+//! less when the server announces a shorter keep-alive: clients are kept per idle time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper_tls::HttpsConnector;
@@ -28,27 +36,46 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use shared::account::AccountKind;
 
 use crate::accounts::LiveAccount;
-use crate::config::Timeouts;
-
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
+use crate::config::{Timeouts, UpstreamConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client of accounts without a proxy.
 type DirectClient = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Pooled upstream clients, per serving thread: one for direct connections, one per proxy URL.
-/// Accounts behind the same proxy share connections; a proxy is never bypassed.
+/// Pooled upstream clients, per serving thread: for direct connections one per pool idle time,
+/// and one per proxy URL and idle time. Accounts behind the same proxy share connections; a
+/// proxy is never bypassed.
 pub struct Upstreams {
     timeouts: Timeouts,
+    limits: UpstreamConfig,
     /// The system's CA certificates, loaded once on first use (tens of milliseconds) and shared
     /// by every client.
     tls: OnceLock<native_tls::TlsConnector>,
-    /// Indexed by [`crate::workers::worker_index`], each built on first use.
-    direct: Box<[OnceLock<DirectClient>]>,
-    /// By serving thread and proxy URL.
-    proxied: Mutex<HashMap<(usize, String), reqwest::Client>>,
+    /// Indexed by [`crate::workers::worker_index`]. Only its own thread locks an entry, so the
+    /// lock is never contended; it is held for a lookup, never across an await.
+    direct: Box<[Mutex<ThreadClients>]>,
+    /// By serving thread, proxy URL and pool idle time.
+    proxied: Mutex<HashMap<(usize, String, Duration), reqwest::Client>>,
+}
+
+/// One serving thread's direct clients and what servers told it about their keep-alive.
+#[derive(Default)]
+struct ThreadClients {
+    /// By pool idle time; `Duration::ZERO` keeps no idle connection (a new one per request).
+    clients: Vec<(Duration, DirectClient)>,
+    /// The pool idle time to use per endpoint, where a server announced a keep-alive timeout
+    /// shorter than the configured idle time.
+    keep_alive: HashMap<Box<str>, Duration>,
+}
+
+/// Which connections a request may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    /// A pooled one, if there is one.
+    Pooled,
+    /// A new one (the retry after a pooled connection closed under the request).
+    Fresh,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -116,7 +143,8 @@ impl UpstreamResponse {
         &self.headers
     }
 
-    /// The whole body.
+    /// The whole body (test-endpoint's small answers; the relay path bounds its reads in
+    /// `proxy::answer`).
     pub async fn bytes(self) -> Result<Bytes, BodyError> {
         match self.body.collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
@@ -124,23 +152,52 @@ impl UpstreamResponse {
         }
     }
 
+    /// At most `limit` bytes of the body; the rest is not read.
+    pub async fn bytes_within(self, limit: usize) -> Result<Bytes, BodyError> {
+        let mut stream = self.bytes_stream();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match stream.next().await {
+                Some(Ok(bytes)) => {
+                    let room = limit - out.len();
+                    out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
     /// The body as it arrives.
-    pub fn bytes_stream(self) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
-        self.body.into_data_stream().map_err(|e| BodyError::of(&e))
+    pub fn bytes_stream(self) -> BodyStream {
+        Box::pin(self.body.into_data_stream().map_err(|e| BodyError::of(&e)))
     }
 }
+
+/// An upstream body as a stream of reads.
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
 
 /// Why an upstream attempt failed before any byte reached the client.
 #[derive(Debug)]
 pub enum UpstreamError {
     /// The proxy setting could not be used.
     BadProxy(String),
-    /// TCP/TLS connect failed (or the proxy refused).
+    /// The account's proxy could not be reached or refused the connection.
+    ProxyConnect(String),
+    /// TCP/TLS connect failed.
     Connect(String),
-    /// No response headers within the first-byte timeout.
+    /// No answer (headers, or the first byte of the body) within the first-byte timeout.
     FirstByteTimeout(Duration),
-    /// Anything else on the way (reset, protocol error).
+    /// The connection broke while the answer was read (reset, truncated body, protocol error).
     Transport(String),
+    /// The server closed a new connection without answering, after the same happened on a
+    /// pooled one: the request itself is the likely cause (some servers drop a body they
+    /// cannot parse), so the account is not cooled down.
+    Dropped(String),
+    /// A 2xx answer relayd cannot use: not the format asked for (an HTML page, JSON that is no
+    /// completion), empty, or beyond the configured size bounds.
+    BadAnswer(String),
     /// The upstream answered with a non-2xx status.
     Status {
         /// HTTP status.
@@ -158,9 +215,12 @@ impl UpstreamError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::BadProxy(_)
+            | Self::ProxyConnect(_)
             | Self::Connect(_)
             | Self::FirstByteTimeout(_)
-            | Self::Transport(_) => true,
+            | Self::Transport(_)
+            | Self::Dropped(_)
+            | Self::BadAnswer(_) => true,
             Self::Status { status, .. } => {
                 matches!(status, 401 | 403 | 404 | 408 | 409 | 429) || *status >= 500
             }
@@ -172,10 +232,12 @@ impl UpstreamError {
     /// A short cause label for metrics.
     pub fn cause(&self) -> &'static str {
         match self {
-            Self::BadProxy(_) => "proxy",
+            Self::BadProxy(_) | Self::ProxyConnect(_) => "proxy",
             Self::Connect(_) => "connect",
             Self::FirstByteTimeout(_) => "timeout",
             Self::Transport(_) => "transport",
+            Self::Dropped(_) => "dropped",
+            Self::BadAnswer(_) => "bad_answer",
             Self::Status {
                 status: 401 | 403, ..
             } => "auth",
@@ -190,9 +252,12 @@ impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::BadProxy(e) => write!(f, "unusable proxy setting: {e}"),
+            Self::ProxyConnect(e) => write!(f, "cannot connect through the proxy: {e}"),
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
             Self::FirstByteTimeout(d) => write!(f, "no response within {}s", d.as_secs()),
             Self::Transport(e) => write!(f, "transport error: {e}"),
+            Self::Dropped(e) => write!(f, "connection closed without an answer: {e}"),
+            Self::BadAnswer(e) => write!(f, "unusable answer: {e}"),
             Self::Status { status, body, .. } => write!(f, "HTTP {status}: {body}"),
         }
     }
@@ -200,12 +265,13 @@ impl std::fmt::Display for UpstreamError {
 
 impl Upstreams {
     /// Clients for `workers` serving threads and the main runtime, each created lazily: the
-    /// direct one on first use, one per proxy setting.
-    pub fn new(timeouts: Timeouts, workers: usize) -> Self {
+    /// direct ones on first use, one per proxy setting.
+    pub fn new(timeouts: Timeouts, limits: UpstreamConfig, workers: usize) -> Self {
         Self {
             timeouts,
+            limits,
             tls: OnceLock::new(),
-            direct: (0..=workers).map(|_| OnceLock::new()).collect(),
+            direct: (0..=workers).map(|_| Mutex::default()).collect(),
             proxied: Mutex::new(HashMap::new()),
         }
     }
@@ -215,27 +281,83 @@ impl Upstreams {
         self.timeouts.idle()
     }
 
+    /// The first-byte timeout.
+    pub fn first_byte_timeout(&self) -> Duration {
+        self.timeouts.first_byte()
+    }
+
     /// The keep-alive interval of Anthropic streams.
     pub fn ping_interval(&self) -> Duration {
         self.timeouts.ping()
     }
 
-    fn direct(&self) -> Result<&DirectClient, UpstreamError> {
+    /// Bounds on what upstreams may send.
+    pub fn limits(&self) -> &UpstreamConfig {
+        &self.limits
+    }
+
+    /// The pool idle time for `endpoint` on this thread, and the client that keeps it.
+    fn direct(
+        &self,
+        endpoint: &str,
+        connection: Connection,
+    ) -> Result<DirectClient, UpstreamError> {
         let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
-        if let Some(client) = slot.get() {
-            return Ok(client);
+        // Only this thread locks its slot; a poisoned lock still holds usable clients.
+        let mut clients = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = match connection {
+            Connection::Fresh => Duration::ZERO,
+            Connection::Pooled => clients
+                .keep_alive
+                .get(endpoint)
+                .copied()
+                .unwrap_or(self.limits.pool_idle()),
+        };
+        if let Some((_, client)) = clients.clients.iter().find(|(d, _)| *d == idle) {
+            return Ok(client.clone());
         }
         let tls = self.tls()?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.timeouts.connect()));
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(HttpsConnector::from((http, tls.into())));
-        // Two first requests may race to build it; either client is as good.
-        Ok(slot.get_or_init(|| client))
+        let mut builder = HyperClient::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new());
+        if idle.is_zero() {
+            builder.pool_max_idle_per_host(0);
+        } else {
+            builder.pool_idle_timeout(idle);
+        }
+        let client = builder.build(HttpsConnector::from((http, tls.into())));
+        clients.clients.push((idle, client.clone()));
+        Ok(client)
+    }
+
+    /// Notes the keep-alive timeout a server announced (`Keep-Alive: timeout=N`): its idle
+    /// connections are then kept at most a second less, so relayd never reuses one the server
+    /// is about to close.
+    fn learn_keep_alive(&self, account: &LiveAccount, headers: &HeaderMap) {
+        let Some(announced) = headers
+            .get("keep-alive")
+            .and_then(|v| v.to_str().ok())
+            .and_then(keep_alive_timeout)
+        else {
+            return;
+        };
+        let idle = announced
+            .saturating_sub(Duration::from_secs(1))
+            .min(self.limits.pool_idle());
+        let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
+        let mut clients = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let endpoint = account.settings.endpoint.as_str();
+        if clients.keep_alive.get(endpoint) != Some(&idle) {
+            tracing::debug!(account = %account.settings.name, idle_ms = idle.as_millis() as u64, "upstream announced its keep-alive timeout");
+            clients.keep_alive.insert(endpoint.into(), idle);
+        }
     }
 
     fn tls(&self) -> Result<native_tls::TlsConnector, UpstreamError> {
@@ -248,26 +370,39 @@ impl Upstreams {
         Ok(self.tls.get_or_init(|| tls).clone())
     }
 
-    fn proxied(&self, proxy: &str) -> Result<reqwest::Client, UpstreamError> {
+    fn proxied(
+        &self,
+        proxy: &str,
+        connection: Connection,
+    ) -> Result<reqwest::Client, UpstreamError> {
+        let idle = match connection {
+            Connection::Fresh => Duration::ZERO,
+            Connection::Pooled => self.limits.pool_idle(),
+        };
         // Short critical section, never held across an await: a std mutex is right here.
         let mut clients = self
             .proxied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = (crate::workers::worker_index(), proxy.to_owned());
+        let slot = (crate::workers::worker_index(), proxy.to_owned(), idle);
         if let Some(client) = clients.get(&slot) {
             return Ok(client.clone());
         }
         let proxy_setting = reqwest::Proxy::all(proxy)
             .map_err(|e| UpstreamError::BadProxy(redact(&e.to_string(), proxy)))?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(self.timeouts.connect())
-            .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
             // Upstream URLs are configured, not user-supplied; never follow redirects off them.
             .redirect(reqwest::redirect::Policy::none())
             .use_preconfigured_tls(self.tls()?)
-            .proxy(proxy_setting)
+            .proxy(proxy_setting);
+        builder = if idle.is_zero() {
+            builder.pool_max_idle_per_host(0)
+        } else {
+            builder.pool_idle_timeout(idle)
+        };
+        let client = builder
             .build()
             .map_err(|e| UpstreamError::BadProxy(e.to_string()))?;
         clients.insert(slot, client.clone());
@@ -298,6 +433,9 @@ impl Upstreams {
         self.send(account, Method::GET, url, Bytes::new()).await
     }
 
+    /// Sends one request and classifies the answer. A connection closed under the request
+    /// before any response byte is retried once on a new connection, within the same
+    /// first-byte deadline.
     async fn send(
         &self,
         account: &LiveAccount,
@@ -305,51 +443,35 @@ impl Upstreams {
         url: String,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let auth = auth_header(account)?;
-        let first_byte = self.timeouts.first_byte();
-        let response = match account.secrets.proxy.as_deref() {
-            None => {
-                let client = self.direct()?;
-                let mut request = Request::builder()
-                    .method(method)
-                    .uri(&url)
-                    .header(header::CONTENT_TYPE, JSON);
-                if let Some((name, value)) = auth {
-                    request = request.header(name, value);
-                }
-                let request = request.body(Full::new(body)).map_err(|e| {
-                    UpstreamError::Transport(format!("bad upstream URL {url}: {e}"))
-                })?;
-                match tokio::time::timeout(first_byte, client.request(request)).await {
-                    Err(_) => return Err(UpstreamError::FirstByteTimeout(first_byte)),
-                    Ok(Err(e)) if e.is_connect() => {
-                        return Err(UpstreamError::Connect(describe(&e)));
-                    }
-                    Ok(Err(e)) => return Err(UpstreamError::Transport(describe(&e))),
-                    Ok(Ok(response)) => UpstreamResponse::new(response),
-                }
-            }
-            Some(proxy) => {
-                let client = self.proxied(proxy)?;
-                let mut request = client
-                    .request(method, url)
-                    .header(header::CONTENT_TYPE, JSON)
-                    .body(body);
-                if let Some((name, value)) = auth {
-                    request = request.header(name, value);
-                }
-                match tokio::time::timeout(first_byte, request.send()).await {
-                    Err(_) => return Err(UpstreamError::FirstByteTimeout(first_byte)),
-                    Ok(Err(e)) if e.is_connect() || e.is_timeout() => {
-                        return Err(UpstreamError::Connect(describe(&e)));
-                    }
-                    Ok(Err(e)) => return Err(UpstreamError::Transport(describe(&e))),
-                    Ok(Ok(response)) => {
-                        UpstreamResponse::new(axum::http::Response::<reqwest::Body>::from(response))
-                    }
+        let deadline = Instant::now() + self.timeouts.first_byte();
+        let first = self
+            .attempt(
+                account,
+                &method,
+                &url,
+                body.clone(),
+                Connection::Pooled,
+                deadline,
+            )
+            .await;
+        let response = match first {
+            Err(Failure::ClosedEarly(e)) => {
+                tracing::debug!(account = %account.settings.name, error = %e, "connection closed under the request; sending it once more on a new connection");
+                match self
+                    .attempt(account, &method, &url, body, Connection::Fresh, deadline)
+                    .await
+                {
+                    Ok(response) => response,
+                    Err(Failure::ClosedEarly(e)) => return Err(UpstreamError::Dropped(e)),
+                    Err(Failure::Error(e)) => return Err(e),
                 }
             }
+            Err(Failure::Error(e)) => return Err(e),
+            Ok(response) => response,
         };
+        if account.secrets.proxy.is_none() {
+            self.learn_keep_alive(account, response.headers());
+        }
         if response.status().is_success() {
             return Ok(response);
         }
@@ -360,8 +482,10 @@ impl Upstreams {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         // Error bodies are small; bound the read anyway so a misbehaving upstream cannot stall us.
-        let body = match tokio::time::timeout(Duration::from_secs(10), response.bytes()).await {
-            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned(),
+        let body = match tokio::time::timeout(Duration::from_secs(10), response.bytes_within(4096))
+            .await
+        {
+            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
             _ => String::new(),
         };
         Err(UpstreamError::Status {
@@ -370,6 +494,131 @@ impl Upstreams {
             body,
         })
     }
+
+    /// One try on one connection, until the response headers or `deadline`.
+    async fn attempt(
+        &self,
+        account: &LiveAccount,
+        method: &Method,
+        url: &str,
+        body: Bytes,
+        connection: Connection,
+        deadline: Instant,
+    ) -> Result<UpstreamResponse, Failure> {
+        let auth = auth_header(account)?;
+        let timeout = self.timeouts.first_byte();
+        match account.secrets.proxy.as_deref() {
+            None => {
+                let client = self.direct(&account.settings.endpoint, connection)?;
+                let mut request = Request::builder()
+                    .method(method.clone())
+                    .uri(url)
+                    .header(header::CONTENT_TYPE, JSON);
+                if let Some((name, value)) = auth {
+                    request = request.header(name, value);
+                }
+                let request = request.body(Full::new(body)).map_err(|e| {
+                    UpstreamError::Transport(format!("bad upstream URL {url}: {e}"))
+                })?;
+                match tokio::time::timeout_at(deadline, client.request(request)).await {
+                    Err(_) => Err(UpstreamError::FirstByteTimeout(timeout).into()),
+                    Ok(Err(e)) if e.is_connect() => {
+                        Err(UpstreamError::Connect(describe(&e)).into())
+                    }
+                    Ok(Err(e)) if closed_early(&e) => Err(Failure::ClosedEarly(describe(&e))),
+                    Ok(Err(e)) => Err(UpstreamError::Transport(describe(&e)).into()),
+                    Ok(Ok(response)) => Ok(UpstreamResponse::new(response)),
+                }
+            }
+            Some(proxy) => {
+                let client = self.proxied(proxy, connection)?;
+                let mut request = client
+                    .request(method.clone(), url)
+                    .header(header::CONTENT_TYPE, JSON)
+                    .body(body);
+                if let Some((name, value)) = auth {
+                    request = request.header(name, value);
+                }
+                match tokio::time::timeout_at(deadline, request.send()).await {
+                    Err(_) => Err(UpstreamError::FirstByteTimeout(timeout).into()),
+                    Ok(Err(e)) if e.is_connect() || e.is_timeout() => {
+                        let text = redact(&describe(&e), proxy);
+                        // relayd connects to the proxy, which connects on: a refused or
+                        // failed tunnel is the proxy reporting the upstream, anything else
+                        // at connect time is the proxy itself.
+                        Err(if text.contains("tunnel") {
+                            UpstreamError::Connect(text)
+                        } else {
+                            UpstreamError::ProxyConnect(text)
+                        }
+                        .into())
+                    }
+                    Ok(Err(e)) if closed_early(&e) => {
+                        Err(Failure::ClosedEarly(redact(&describe(&e), proxy)))
+                    }
+                    Ok(Err(e)) => {
+                        Err(UpstreamError::Transport(redact(&describe(&e), proxy)).into())
+                    }
+                    Ok(Ok(response)) => {
+                        Ok(UpstreamResponse::new(
+                            axum::http::Response::<reqwest::Body>::from(response),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How one try on one connection failed.
+enum Failure {
+    /// The connection closed before any response byte: worth one more try on a new one.
+    ClosedEarly(String),
+    /// Anything else, final for this account.
+    Error(UpstreamError),
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(e: UpstreamError) -> Self {
+        Self::Error(e)
+    }
+}
+
+/// Whether a request failed because its connection closed before any response byte arrived
+/// (the server closed an idle connection as relayd reused it, or dropped the request).
+fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// The `timeout=N` of a `Keep-Alive` header value (`timeout=5, max=100`).
+fn keep_alive_timeout(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|part| {
+        let (name, secs) = part.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        secs.trim().parse::<u64>().ok().map(Duration::from_secs)
+    })
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");

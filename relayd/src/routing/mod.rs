@@ -452,12 +452,24 @@ async fn probe_cooling(
 /// transports, 5xx, 429 (for its `retry-after` when given) and 401/403.
 pub fn cooldown_for(config: &Routing, error: &UpstreamError, now: UnixMillis) -> Option<Cooldown> {
     let (secs, reason) = match error {
-        UpstreamError::BadProxy(_) | UpstreamError::Connect(_) => {
-            (config.cooldown_connect_secs, "connect error".to_owned())
+        UpstreamError::BadProxy(_) | UpstreamError::ProxyConnect(_) => {
+            (config.cooldown_connect_secs, "proxy unusable".to_owned())
         }
-        UpstreamError::FirstByteTimeout(_) | UpstreamError::Transport(_) => {
+        UpstreamError::Connect(_) => (config.cooldown_connect_secs, "connect error".to_owned()),
+        UpstreamError::FirstByteTimeout(_) => {
             (config.cooldown_timeout_secs, "no answer in time".to_owned())
         }
+        UpstreamError::Transport(_) => (
+            config.cooldown_server_error_secs,
+            "connection broke".to_owned(),
+        ),
+        UpstreamError::BadAnswer(_) => (
+            config.cooldown_server_error_secs,
+            "unusable answer".to_owned(),
+        ),
+        // Closed without an answer on a new connection as well: the request is the likely
+        // cause (a client-caused failure must not cool the account down).
+        UpstreamError::Dropped(_) => return None,
         UpstreamError::Status {
             status,
             retry_after,

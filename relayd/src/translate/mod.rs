@@ -12,6 +12,8 @@
 //! - [`sse`]: incremental SSE decoder ([`SseDecoder`]).
 //! - [`openai`]: OpenAI-client passthrough ([`prepare_openai_request`], [`OpenAiStreamTap`],
 //!   [`rewrite_openai_response`]).
+//! - [`replay`]: a complete OpenAI completion as the chunk stream that would have carried it
+//!   ([`completion_as_sse`]), for servers that ignore `stream: true`.
 //! - [`tokens`]: local `count_tokens` ([`count_tokens`]).
 //! - [`tools`]: tool-name shortening ([`ToolNames`]) and tool-call id mapping.
 //!
@@ -33,6 +35,7 @@
 //!   their SHA-256; [`ToolNames`] in the [`RequestContext`] maps them back in responses.
 
 pub mod openai;
+pub mod replay;
 pub mod request;
 pub mod response;
 pub mod sse;
@@ -45,6 +48,7 @@ pub(crate) mod json;
 pub use openai::{
     OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request, rewrite_openai_response,
 };
+pub use replay::completion_as_sse;
 pub use request::{
     AnthropicRequest, ReasoningMode, RequestContext, UpstreamOptions, anthropic_to_openai,
 };

@@ -176,6 +176,11 @@ impl OpenAiStreamTap {
         self.usage
     }
 
+    /// Bytes of an unfinished line held back, for the caller to bound.
+    pub fn pending_bytes(&self) -> usize {
+        self.lines.pending_bytes()
+    }
+
     fn drain(&mut self, at_eof: bool, out: &mut Vec<u8>) {
         while let Some(line) = self.lines.next_line(at_eof) {
             let content = self.lines.bytes(line.content.clone());

@@ -173,7 +173,17 @@ fn translate(
     };
     let messages_path = Path::Root("messages");
     let mut messages: Items<'_, Message<'_>> = Items::parse(messages_raw, messages_path)?;
+    if messages.len() == 0 {
+        // Anthropic answers 400 too; an upstream would get a prompt of nothing but the system.
+        return Err(TranslateError::request(
+            "messages",
+            "at least one message is required",
+        ));
+    }
     let max_tokens: Option<u64> = parse_opt(top.max_tokens, Path::Root("max_tokens"))?;
+    if max_tokens == Some(0) {
+        return Err(TranslateError::request("max_tokens", "must be at least 1"));
+    }
     let stream: Option<bool> = parse_opt(top.stream, Path::Root("stream"))?;
     let stream = stream.unwrap_or(false);
     let stop_sequences: Option<Vec<Cow<'_, str>>> =
@@ -821,10 +831,29 @@ fn content_part<'a>(
                 }
             }
         }
-        other => tracing::debug!(
-            kind = other,
-            "dropping user content block the upstream cannot take"
-        ),
+        // Blocks that only mean something to Anthropic's own servers carry nothing an
+        // OpenAI-compatible upstream could use.
+        "server_tool_use"
+        | "web_search_tool_result"
+        | "web_fetch_tool_result"
+        | "code_execution_tool_result"
+        | "bash_code_execution_tool_result"
+        | "text_editor_code_execution_tool_result"
+        | "mcp_tool_use"
+        | "mcp_tool_result"
+        | "container_upload" => {
+            tracing::debug!(kind = %block.kind, "dropping server-side content block");
+        }
+        // Anything else would be lost without a word: refuse it, as Anthropic refuses what it
+        // does not know.
+        other => {
+            return Err(TranslateError::request(
+                path.key("type"),
+                format!(
+                    "unsupported content block type {other:?} (text, image, document and tool_result can be sent to this upstream)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -933,7 +962,27 @@ fn convert_assistant<'a>(
                     }
                     // Thinking is dropped unless asked for; redacted thinking is opaque to any upstream
                     // but Anthropic's; server tool blocks belong to tools we never forwarded.
-                    other => tracing::debug!(kind = other, "dropping assistant content block"),
+                    "thinking"
+                    | "redacted_thinking"
+                    | "server_tool_use"
+                    | "web_search_tool_result"
+                    | "web_fetch_tool_result"
+                    | "code_execution_tool_result"
+                    | "bash_code_execution_tool_result"
+                    | "text_editor_code_execution_tool_result"
+                    | "mcp_tool_use"
+                    | "mcp_tool_result"
+                    | "container_upload" => {
+                        tracing::debug!(kind = %block.kind, "dropping assistant content block");
+                    }
+                    other => {
+                        return Err(TranslateError::request(
+                            block_path.key("type"),
+                            format!(
+                                "unsupported content block type {other:?} in an assistant message (text, tool_use and thinking are understood)"
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -91,6 +91,12 @@ impl LineSplitter {
         }
     }
 
+    /// Bytes buffered but not yet returned as a line: the unfinished line, which a caller bounds
+    /// so that an upstream sending one endless line cannot take all memory.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     /// The bytes of a range returned by [`LineSplitter::next_line`] (valid until the next push).
     pub fn bytes(&self, range: Range<usize>) -> &[u8] {
         &self.buf[range]
@@ -162,6 +168,12 @@ impl SseDecoder {
             }
         }
         if self.eof { self.dispatch() } else { None }
+    }
+
+    /// Bytes held for events not yet complete (the unfinished line and the `data` collected for
+    /// the current event), for the caller to bound.
+    pub fn pending_bytes(&self) -> usize {
+        self.lines.pending_bytes() + self.data.len()
     }
 
     /// The stream ended: makes a last event without a trailing blank line available to

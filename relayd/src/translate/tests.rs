@@ -1400,3 +1400,32 @@ fn non_streamed_requests_estimate_tokens_only_for_answers_without_usage() {
         tokens::count_with_serde(&streamed)
     );
 }
+
+#[test]
+fn nothing_is_dropped_silently_and_empty_asks_are_refused() {
+    let base = |messages: Value| json!({"model": "m", "max_tokens": 5, "messages": messages});
+    // An unknown user block would vanish on its way upstream: refused, naming where it is.
+    let unknown_user = base(json!([{"role": "user", "content": [
+        {"type": "text", "text": "a"}, {"type": "hologram", "data": "b"}]}]));
+    let message = err(&unknown_user);
+    assert!(message.contains("messages[0].content[1].type"), "{message}");
+    assert!(message.contains("hologram"), "{message}");
+    let unknown_assistant = base(json!([
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "hologram"}]},
+        {"role": "user", "content": "b"}]));
+    assert!(err(&unknown_assistant).contains("messages[1].content[0].type"));
+    // Blocks that are known and mean nothing upstream are still dropped.
+    let known = base(json!([
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": ""},
+                                          {"type": "redacted_thinking", "data": "x"},
+                                          {"type": "text", "text": "b"}]},
+        {"role": "user", "content": "c"}]));
+    assert_eq!(ok(&known)["messages"][1]["content"], "b");
+    // Empty conversations and a zero budget are the client's mistake, as Anthropic says.
+    assert!(err(&base(json!([]))).contains("messages"));
+    let zero =
+        json!({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "a"}]});
+    assert!(err(&zero).contains("max_tokens"));
+}
