@@ -3,9 +3,11 @@
 //! instances ([`redis_server`]), in-process mock upstreams ([`mock_upstream`]), misbehaving upstreams ([`fault_upstream`]),
 //! outbound proxies
 //! ([`forward_proxy`]) and the official
-//! client SDKs and Claude Code ([`python`]). The tests themselves live in `it/`.
+//! client SDKs and Claude Code ([`python`]), and what the benchmarks share ([`bench`]). The tests
+//! themselves live in `it/`.
 
 pub mod app;
+pub mod bench;
 pub mod daemon;
 pub mod fault_upstream;
 pub mod forward_proxy;
