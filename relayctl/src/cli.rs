@@ -369,7 +369,7 @@ pub struct UsageArgs {
     /// Only this account (by name).
     #[arg(long)]
     pub account: Option<String>,
-    /// Only this requested model.
+    /// Only this model label: a configured model name or pattern, or `other`.
     #[arg(long)]
     pub model: Option<String>,
 }
@@ -381,7 +381,7 @@ pub enum GroupByArg {
     Key,
     /// Account name.
     Account,
-    /// Requested model.
+    /// Model label: the configured name or pattern that routed the request, or `other`.
     Model,
     /// UTC hour.
     Hour,

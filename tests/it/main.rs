@@ -7,6 +7,7 @@ mod admin_api;
 mod claude_code;
 mod client_auth;
 mod metrics;
+mod model_labels;
 mod operations;
 mod relay;
 mod relayctl;

@@ -49,12 +49,15 @@ pub(super) async fn dispatch<T>(
     }
     let router = &state.routing;
     let table = router.table_for(state.accounts.snapshot());
-    let list = table.candidates(&caller.key, model);
-    if list.is_empty() {
+    let route = table.candidates(&caller.key, model);
+    if route.accounts.is_empty() {
         return Err(ApiError::not_found(format!(
             "model {model:?} is not served by any account"
         )));
     }
+    // Recorded under the entry that routed it, never the client's string (bounded labels).
+    trace.route(route.label);
+    let list = route.accounts;
     // Sessions are per key: two keys never share an account binding.
     let session = session.map(|s| format!("{}\u{0}{s}", caller.key.id.0));
     let sticky = session.as_deref().and_then(|s| router.sticky(s));
