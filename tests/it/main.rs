@@ -6,6 +6,7 @@ mod accounting;
 mod admin_api;
 mod claude_code;
 mod client_auth;
+mod cooldown_reset;
 mod metrics;
 mod model_labels;
 mod operations;

@@ -123,11 +123,20 @@ pub(super) async fn dispatch<T>(
             &"empty candidate list",
         ));
     };
-    Err(client_error(&account, error))
+    Err(client_error(
+        &account,
+        error,
+        router.config().max_retry_after_secs,
+    ))
 }
 
-/// The client's view of an upstream failure.
-pub(super) fn client_error(account: &LiveAccount, error: UpstreamError) -> ApiError {
+/// The client's view of an upstream failure; a relayed `retry-after` is at most
+/// `max_retry_after` seconds.
+pub(super) fn client_error(
+    account: &LiveAccount,
+    error: UpstreamError,
+    max_retry_after: u64,
+) -> ApiError {
     let name = &account.settings.name;
     match error {
         UpstreamError::BadProxy(e) => ApiError::new(
@@ -167,7 +176,7 @@ pub(super) fn client_error(account: &LiveAccount, error: UpstreamError) -> ApiEr
                 ErrorKind::RateLimited,
                 format!("the upstream of account {name:?} is rate limiting; retry later"),
             )
-            .with_retry_after(retry_after.unwrap_or(5)),
+            .with_retry_after(retry_after.unwrap_or(5).min(max_retry_after)),
             400..=499 => {
                 let message = upstream_message(&body);
                 match context_overflow(&message) {
