@@ -72,7 +72,7 @@ pub enum Command {
   relayctl models
   relayctl models --check claude-sonnet-4-5-20250929")]
     Models(ModelsArgs),
-    /// List, show, update, enable, disable or remove accounts.
+    /// List, show, update, enable, disable, reset or remove accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
     /// Create, list, update or revoke relay API keys (what clients present).
@@ -248,6 +248,13 @@ pub enum AccountsCommand {
     },
     /// Take an account out of routing (kept, not deleted).
     Disable {
+        /// Account id or name.
+        account: String,
+    },
+    /// End an account's cooldown now, so it takes traffic again at once (`enable` does too).
+    #[command(after_help = "Example:
+  relayctl accounts reset qwen3-32b   # after fixing what made it fail, or a too-long retry-after")]
+    Reset {
         /// Account id or name.
         account: String,
     },

@@ -442,8 +442,14 @@ async fn probe_cooling(
         // Bounded well below the first-byte timeout: a probe must not hang the loop.
         let answer = tokio::time::timeout(Duration::from_secs(10), upstreams.models(account)).await;
         if matches!(answer, Ok(Ok(_))) {
-            tracing::info!(account = %account.settings.name, "probe answered: cooldown ended");
-            coordinator.clear_cooldown(&account.id).await;
+            match coordinator.clear_cooldown(&account.id).await {
+                Ok(()) => {
+                    tracing::info!(account = %account.settings.name, "probe answered: cooldown ended");
+                }
+                Err(e) => {
+                    tracing::warn!(account = %account.settings.name, error = %e, "probe answered but the cooldown could not be ended");
+                }
+            }
         }
     }
 }
