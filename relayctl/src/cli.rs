@@ -72,7 +72,7 @@ pub enum Command {
   relayctl models
   relayctl models --check claude-sonnet-4-5-20250929")]
     Models(ModelsArgs),
-    /// List, show, update, enable, disable or remove accounts.
+    /// List, show, update, enable, disable, reset or remove accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
     /// Create, list, update or revoke relay API keys (what clients present).
@@ -251,6 +251,13 @@ pub enum AccountsCommand {
         /// Account id or name.
         account: String,
     },
+    /// End an account's cooldown now, so it takes traffic again at once (`enable` does too).
+    #[command(after_help = "Example:
+  relayctl accounts reset qwen3-32b   # after fixing what made it fail, or a too-long retry-after")]
+    Reset {
+        /// Account id or name.
+        account: String,
+    },
     /// Delete an account.
     Remove {
         /// Account id or name.
@@ -369,7 +376,7 @@ pub struct UsageArgs {
     /// Only this account (by name).
     #[arg(long)]
     pub account: Option<String>,
-    /// Only this requested model.
+    /// Only this model label: a configured model name or pattern, or `other`.
     #[arg(long)]
     pub model: Option<String>,
 }
@@ -381,7 +388,7 @@ pub enum GroupByArg {
     Key,
     /// Account name.
     Account,
-    /// Requested model.
+    /// Model label: the configured name or pattern that routed the request, or `other`.
     Model,
     /// UTC hour.
     Hour,

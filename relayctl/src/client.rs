@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::account::{Account, AccountInput, AccountPatch};
 use shared::admin::{
-    AccountList, KeyList, RoutingTable, Status, TestEndpointReport, TestEndpointRequest,
+    AccountList, CooldownReset, KeyList, RoutingTable, Status, TestEndpointReport,
+    TestEndpointRequest,
 };
 use shared::error::{AdminErrorBody, FieldError};
 use shared::import::ImportReport;
@@ -147,6 +148,15 @@ impl AdminClient {
     ) -> Result<Account, ClientError> {
         let action = if enabled { "enable" } else { "disable" };
         self.call(Method::POST, &["accounts", id_or_name, action], None::<&()>)
+    }
+
+    /// `POST /admin/v1/accounts/{idOrName}/reset`: ends the account's cooldown.
+    pub fn reset_account(&self, id_or_name: &str) -> Result<CooldownReset, ClientError> {
+        self.call(
+            Method::POST,
+            &["accounts", id_or_name, "reset"],
+            None::<&()>,
+        )
     }
 
     /// `DELETE /admin/v1/accounts/{idOrName}`.

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::json;
 use shared::account::{Account, AccountInput, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY};
 use shared::admin::{
-    AccountList, AccountState, KeyList, ModelRoute, RoutingTable, Status, TestEndpointReport,
+    AccountList, AccountState, CooldownReset, KeyList, ModelRoute, RoutingTable, Status,
+    TestEndpointReport,
 };
 use shared::error::FieldError;
 use shared::import::ImportReport;
@@ -121,6 +122,14 @@ impl Printer {
             return self.json(&json!({ "removed": id_or_name }));
         }
         stdout(&format!("removed account {id_or_name}\n"))
+    }
+
+    /// The outcome of `accounts reset`: which cooldown ended, and whether the account is routable.
+    pub fn cooldown_reset(self, reset: &CooldownReset) -> io::Result<()> {
+        if self.is_json() {
+            return self.json(reset);
+        }
+        stdout(&cooldown_reset_text(reset))
     }
 
     /// Local or server-side validation errors of an import file: one row per problem.
@@ -532,6 +541,24 @@ fn routes_table(routes: &[ModelRoute]) -> Table {
     table
 }
 
+fn cooldown_reset_text(reset: &CooldownReset) -> String {
+    let name = &reset.name;
+    let mut text = match &reset.ended {
+        Some(ended) => format!(
+            "account {name}: cooldown ended (it was cooling down until {}: {})\n",
+            format_time(ended.until),
+            ended.reason
+        ),
+        None => format!("account {name}: was not cooling down\n"),
+    };
+    if reset.state == AccountState::Disabled {
+        text.push_str(&format!(
+            "account {name} is disabled: `relayctl accounts enable {name}` puts it back into routing\n"
+        ));
+    }
+    text
+}
+
 fn state_text(state: &AccountState) -> String {
     match state {
         AccountState::Ok => "ok".to_owned(),
@@ -618,6 +645,30 @@ mod tests {
     fn times_are_utc_dates() {
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(format_time(1_709_210_096_000), "2024-02-29 12:34 UTC");
+    }
+
+    #[test]
+    fn a_reset_says_what_ended_and_whether_the_account_routes() {
+        let reset = |ended, state| CooldownReset {
+            id: shared::account::AccountId("acc_1".into()),
+            name: "box".into(),
+            ended,
+            state,
+        };
+        let ended = Some(shared::admin::EndedCooldown {
+            until: 1_709_210_096_000,
+            reason: "HTTP 429".into(),
+        });
+        assert_eq!(
+            cooldown_reset_text(&reset(ended, AccountState::Ok)),
+            "account box: cooldown ended (it was cooling down until 2024-02-29 12:34 UTC: HTTP 429)\n"
+        );
+        let text = cooldown_reset_text(&reset(None, AccountState::Disabled));
+        assert!(
+            text.starts_with("account box: was not cooling down\n"),
+            "{text}"
+        );
+        assert!(text.contains("relayctl accounts enable box"), "{text}");
     }
 
     #[test]

@@ -170,8 +170,13 @@ pub struct Routing {
     pub cooldown_timeout_secs: u64,
     /// Cooldown after an HTTP 5xx.
     pub cooldown_server_error_secs: u64,
-    /// Cooldown after an HTTP 429 without `retry-after` (with one, its value is used).
+    /// Cooldown after an HTTP 429 without `retry-after` (with one, its value is used, up to
+    /// `max_retry_after_secs`).
     pub cooldown_rate_limit_secs: u64,
+    /// Ceiling on an upstream's `retry-after`: the longest cooldown one earns, and the most
+    /// relayd passes on to a client in its own `retry-after`. One header saying `999999999` must
+    /// not take an account out of routing for decades.
+    pub max_retry_after_secs: u64,
     /// Cooldown after an HTTP 401 or 403 (relayd's credentials are wrong: a human must act).
     pub cooldown_auth_secs: u64,
     /// Every this many seconds, accounts cooling down are checked with `GET {endpoint}/models`
@@ -195,6 +200,7 @@ impl Default for Routing {
             cooldown_timeout_secs: 60,
             cooldown_server_error_secs: 10,
             cooldown_rate_limit_secs: 30,
+            max_retry_after_secs: 600,
             cooldown_auth_secs: 300,
             probe_interval_secs: 0,
             lease_secs: 30,
@@ -407,6 +413,12 @@ impl Config {
                 message: "must be at least 1".to_owned(),
             });
         }
+        if self.routing.max_retry_after_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "routing.max_retry_after_secs",
+                message: "must be at least 1 second".to_owned(),
+            });
+        }
         if self.routing.lease_secs == 0 {
             return Err(ConfigError::Value {
                 key: "routing.lease_secs",
@@ -592,6 +604,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("routing.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn the_retry_after_ceiling_defaults_to_ten_minutes_and_is_checked() {
+        assert_eq!(Routing::default().max_retry_after_secs, 600);
+        let c = Config::load(None, env(&[("RELAYD_ROUTING__MAX_RETRY_AFTER_SECS", "60")])).unwrap();
+        assert_eq!(c.routing.max_retry_after_secs, 60);
+        let err = Config::load(None, env(&[("RELAYD_ROUTING__MAX_RETRY_AFTER_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.max_retry_after_secs"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! short mutex section per finished request, and rendering stays dependency-free. Gauges that
 //! describe current state (in flight, cooldowns, queue) are not stored here; the scrape handler
 //! reads them from live state and passes them to [`Metrics::render`].
+//!
+//! Every label value comes from a bounded set — protocols, statuses, account names and the
+//! configured model names and patterns (`other` for the rest, see `proxy::trace`) — because a
+//! series, once created, is kept for the life of the process.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -59,7 +63,8 @@ struct Registry {
 pub struct RequestObservation<'a> {
     /// `anthropic` or `openai`.
     pub protocol: &'static str,
-    /// Client-facing model name.
+    /// Model label: the configured exact name or `*` pattern that routed the request, or
+    /// `other` — never the client's string, so the series stay bounded by configuration.
     pub model: &'a str,
     /// Account that served it (empty when none was chosen).
     pub account: &'a str,

@@ -39,6 +39,32 @@ pub enum AccountState {
     Disabled,
 }
 
+/// A cooldown that was running when it was ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedCooldown {
+    /// When it would have ended by itself.
+    pub until: UnixMillis,
+    /// What had gone wrong.
+    pub reason: String,
+}
+
+/// `POST /admin/v1/accounts/{id or name}/reset`: the account's cooldown was ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CooldownReset {
+    /// Account id.
+    pub id: AccountId,
+    /// Account name.
+    pub name: String,
+    /// The cooldown that was ended; absent when the account was not cooling down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<EndedCooldown>,
+    /// The account's state now: `ok`, or `disabled` (a reset does not enable an account).
+    #[serde(flatten)]
+    pub state: AccountState,
+}
+
 /// One account in the routing order of one model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

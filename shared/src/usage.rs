@@ -43,7 +43,9 @@ pub struct UsageRecord {
     /// Account name, when one was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    /// The model the client asked for.
+    /// The model label: the account's `supportedModels` entry that routed the request (the
+    /// exact name, or the `*` pattern that matched), or `other` for the default route and for
+    /// requests refused before routing. Never the client's own string, so totals stay bounded.
     pub model: String,
     /// The deployment sent upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,7 +115,7 @@ pub enum UsageGroupBy {
     Key,
     /// Account name (`(none)` for requests refused before an account was chosen).
     Account,
-    /// The model the client asked for.
+    /// The model label (configured name, pattern, or `other`).
     Model,
     /// UTC hour (`2025-01-31T13:00:00Z`).
     Hour,
@@ -170,7 +172,7 @@ pub struct UsageQuery {
     /// Only this account name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    /// Only this requested model.
+    /// Only this model label (configured name, pattern, or `other`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// From this time on (rounded down to the hour, the aggregates' resolution).

@@ -1,4 +1,4 @@
-//! `relayctl accounts list|show|update|enable|disable|remove`.
+//! `relayctl accounts list|show|update|enable|disable|reset|remove`.
 
 use shared::account::AccountPatch;
 
@@ -23,6 +23,9 @@ pub(super) fn run(ctx: &Context<'_>, command: &AccountsCommand) -> anyhow::Resul
         AccountsCommand::Disable { account } => ctx
             .printer
             .account(&client.set_account_enabled(account, false)?)?,
+        AccountsCommand::Reset { account } => ctx
+            .printer
+            .cooldown_reset(&client.reset_account(account)?)?,
         AccountsCommand::Remove { account, yes } => {
             if !yes {
                 if !prompt::interactive() {

@@ -1,4 +1,5 @@
-//! Account endpoints: list, get, create, partial update, delete, enable/disable, batch import.
+//! Account endpoints: list, get, create, partial update, delete, enable/disable, cooldown reset,
+//! batch import.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -7,11 +8,13 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use shared::account::{Account, AccountInput, AccountPatch};
-use shared::admin::AccountList;
+use shared::admin::{AccountList, CooldownReset, EndedCooldown};
 use shared::import::{ImportReport, parse_rows};
+use shared::time::now_millis;
 
-use crate::error::{AdminApiError, ApiError};
+use crate::error::{AdminApiError, ApiError, ErrorKind};
 use crate::extract::{AdminJson, parse_json, read_body};
+use crate::routing::coordinator::CoordinationError;
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;
@@ -84,7 +87,66 @@ async fn set_enabled(
     };
     let account = state.accounts.update(&id, patch).await?;
     tracing::info!(account = %account.settings.name, enabled, "account enabled state set");
+    if enabled {
+        // Putting an account back into routing means now: a cooldown it earned before (perhaps
+        // the reason it was disabled) would keep it out silently.
+        state
+            .routing
+            .coordinator()
+            .clear_cooldown(&account.id)
+            .await
+            .map_err(|e| {
+                cannot_end_cooldown(
+                    &account.settings.name,
+                    &e,
+                    "the account was enabled, but its cooldown could not be ended (routing state unavailable); retry",
+                )
+            })?;
+    }
     Ok(Json(account))
+}
+
+/// `POST /admin/v1/accounts/{id or name}/reset`: ends the account's cooldown now — on every
+/// instance with Redis — and says which one was ended. It does not enable a disabled account.
+pub(super) async fn reset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CooldownReset>> {
+    let snapshot = state.accounts.snapshot();
+    let account = snapshot
+        .find(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no account with id or name {id:?}")))?;
+    let coordinator = state.routing.coordinator();
+    let ended = coordinator.cooldown(&account.id, now_millis());
+    // Cleared even when none is known here: the shared copy is what counts, and this is cheap.
+    coordinator.clear_cooldown(&account.id).await.map_err(|e| {
+        cannot_end_cooldown(
+            &account.settings.name,
+            &e,
+            "the cooldown could not be ended (routing state unavailable); retry",
+        )
+    })?;
+    tracing::info!(
+        account = %account.settings.name,
+        was_cooling_down = ended.is_some(),
+        "cooldown reset"
+    );
+    Ok(Json(CooldownReset {
+        id: account.id.clone(),
+        name: account.settings.name.clone(),
+        ended: ended.map(|c| EndedCooldown {
+            until: c.until,
+            reason: c.reason,
+        }),
+        state: crate::routing::account_state(account, coordinator.as_ref(), now_millis()),
+    }))
+}
+
+/// A cooldown the shared routing state would not clear (Redis unreachable): a 503 saying what
+/// failed, the cause in the log only.
+fn cannot_end_cooldown(account: &str, error: &CoordinationError, message: &str) -> ApiError {
+    tracing::warn!(account, error = %error, "cannot end a cooldown");
+    ApiError::new(ErrorKind::Unavailable, message).with_retry_after(1)
 }
 
 /// Query of `POST /admin/v1/import`.

@@ -62,12 +62,15 @@ pub(super) async fn dispatch<T>(
     }
     let router = &state.routing;
     let table = router.table_for(state.accounts.snapshot());
-    let list = table.candidates(&caller.key, model);
-    if list.is_empty() {
+    let route = table.candidates(&caller.key, model);
+    if route.accounts.is_empty() {
         return Err(ApiError::not_found(format!(
             "model {model:?} is not served by any account"
         )));
     }
+    // Recorded under the entry that routed it, never the client's string (bounded labels).
+    trace.route(route.label);
+    let list = route.accounts;
     // Sessions are per key: two keys never share an account binding.
     let session = session.map(|s| format!("{}\u{0}{s}", caller.key.id.0));
     let sticky = session.as_deref().and_then(|s| router.sticky(s));
@@ -145,11 +148,20 @@ pub(super) async fn dispatch<T>(
             &"empty candidate list",
         ));
     };
-    Err(client_error(&account, error))
+    Err(client_error(
+        &account,
+        error,
+        router.config().max_retry_after_secs,
+    ))
 }
 
-/// The client's view of an upstream failure.
-pub(super) fn client_error(account: &LiveAccount, error: UpstreamError) -> ApiError {
+/// The client's view of an upstream failure; a relayed `retry-after` is at most
+/// `max_retry_after` seconds.
+pub(super) fn client_error(
+    account: &LiveAccount,
+    error: UpstreamError,
+    max_retry_after: u64,
+) -> ApiError {
     let name = &account.settings.name;
     match error {
         UpstreamError::BadProxy(e) => ApiError::new(
@@ -207,7 +219,7 @@ pub(super) fn client_error(account: &LiveAccount, error: UpstreamError) -> ApiEr
                 ErrorKind::RateLimited,
                 format!("the upstream of account {name:?} is rate limiting; retry later"),
             )
-            .with_retry_after(retry_after.unwrap_or(5)),
+            .with_retry_after(retry_after.unwrap_or(5).min(max_retry_after)),
             400..=499 => {
                 let message = upstream_message(&body);
                 match context_overflow(&message) {

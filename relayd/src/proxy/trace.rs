@@ -4,7 +4,13 @@
 //! metrics and its usage record. Exactly once, whatever path the request took.
 //!
 //! The log line carries ids, names, status, tokens and timings; never a prompt or a secret.
+//!
+//! Metrics and usage record the request's *label* — the configured exact name or pattern that
+//! routed it, or `other` (default route, or refused before routing) — not the name the client
+//! sent: every distinct client string would otherwise be a Prometheus series and a usage total
+//! kept for good. Only the log line carries the requested name, cut to [`MAX_LOGGED_MODEL`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::time::{UnixMillis, now_millis};
@@ -12,11 +18,16 @@ use shared::usage::{TokenCounts, UsageRecord};
 
 use crate::error::{ApiError, Surface};
 use crate::metrics::RequestObservation;
+use crate::routing::table::OTHER_LABEL;
 use crate::state::AppState;
 use crate::translate::Usage;
 
 /// Status recorded when the client left before the answer was complete (nginx's convention).
 pub(super) const CLIENT_CLOSED: u16 = 499;
+
+/// Longest requested model name written to the log line, in characters: real names are well
+/// under 100, and a client sending 16 KB names must not get them into every line.
+const MAX_LOGGED_MODEL: usize = 200;
 
 /// What is known about one client request so far.
 pub(super) struct Trace {
@@ -24,7 +35,10 @@ pub(super) struct Trace {
     request_id: String,
     protocol: &'static str,
     key: String,
+    /// The requested name, for the log line only (cut to [`MAX_LOGGED_MODEL`]).
     model: String,
+    /// The configured entry that routed the request; `None` until routed (recorded as `other`).
+    label: Option<Arc<str>>,
     at: UnixMillis,
     started: Instant,
     account: Option<String>,
@@ -58,6 +72,7 @@ impl Trace {
             },
             key: key.to_owned(),
             model: String::new(),
+            label: None,
             at: now_millis(),
             started: Instant::now(),
             account: None,
@@ -71,9 +86,15 @@ impl Trace {
         }
     }
 
-    /// The model the client asked for.
+    /// The model the client asked for (kept for the log line only, shortened).
     pub(super) fn model(&mut self, model: &str) {
-        model.clone_into(&mut self.model);
+        truncate_chars(model, MAX_LOGGED_MODEL).clone_into(&mut self.model);
+    }
+
+    /// The configured entry (exact name, pattern or `other`) that routed the request: the model
+    /// label of its metrics and usage.
+    pub(super) fn route(&mut self, label: Arc<str>) {
+        self.label = Some(label);
     }
 
     /// The account (and deployment) the request went to.
@@ -110,6 +131,7 @@ impl Trace {
             protocol: self.protocol,
             key: std::mem::take(&mut self.key),
             model: std::mem::take(&mut self.model),
+            label: self.label.take(),
             at: self.at,
             started: self.started,
             account: self.account.take(),
@@ -146,6 +168,7 @@ impl Drop for Trace {
         let tokens = self.usage.map_or_else(TokenCounts::default, |u| u.tokens);
         let estimated = self.usage.is_some_and(|u| !u.from_upstream);
         let account = self.account.as_deref().unwrap_or("");
+        let label = self.label.as_deref().unwrap_or(OTHER_LABEL);
         tracing::info!(
             request_id = %self.request_id,
             key = %self.key,
@@ -162,7 +185,7 @@ impl Drop for Trace {
         );
         self.state.metrics.observe_request(&RequestObservation {
             protocol: self.protocol,
-            model: &self.model,
+            model: label,
             account,
             status: self.status,
             latency,
@@ -174,7 +197,7 @@ impl Drop for Trace {
             at: self.at,
             key: std::mem::take(&mut self.key),
             account: self.account.take(),
-            model: std::mem::take(&mut self.model),
+            model: label.to_owned(),
             upstream_model: self.upstream_model.take(),
             tokens,
             estimated,
@@ -183,5 +206,28 @@ impl Drop for Trace {
             latency_ms: latency.as_millis() as u64,
             ttfb_ms: self.ttfb.map(|t| t.as_millis() as u64),
         });
+    }
+}
+
+/// The first `max` characters of `s` (a prefix ending on a character boundary).
+fn truncate_chars(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(end, _)| &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_names_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate_chars("claude-opus", 200), "claude-opus");
+        assert_eq!(truncate_chars("abcdef", 3), "abc");
+        assert_eq!(truncate_chars("", 3), "");
+        // Multi-byte characters are kept whole: 3 characters, 9 bytes.
+        assert_eq!(truncate_chars("模型名称", 3), "模型名");
+        let long = "é".repeat(16 * 1024);
+        let cut = truncate_chars(&long, MAX_LOGGED_MODEL);
+        assert_eq!(cut.chars().count(), MAX_LOGGED_MODEL);
+        assert_eq!(cut.len(), 2 * MAX_LOGGED_MODEL);
     }
 }

@@ -480,7 +480,7 @@ impl Upstreams {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(|v| crate::routing::retry_after_secs(v, std::time::SystemTime::now()));
         // Error bodies are small; bound the read anyway so a misbehaving upstream cannot stall us.
         let body = match tokio::time::timeout(Duration::from_secs(10), response.bytes_within(4096))
             .await

@@ -63,8 +63,9 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug + 'static {
     fn cooldown(&self, account: &AccountId, now: UnixMillis) -> Option<Cooldown>;
     /// Starts (or extends) a cooldown.
     async fn cool_down(&self, account: &AccountId, cooldown: Cooldown);
-    /// Ends a cooldown early (an active probe found the account healthy).
-    async fn clear_cooldown(&self, account: &AccountId);
+    /// Ends a cooldown now (an active probe found the account healthy, or an operator reset or
+    /// enabled it); with a shared store, on every instance.
+    async fn clear_cooldown(&self, account: &AccountId) -> Result<(), CoordinationError>;
     /// Counts one request against a requests-per-minute limit; refuses when it is reached.
     async fn take_request(
         &self,
@@ -197,11 +198,13 @@ impl Coordinator for LocalCoordinator {
         }
     }
 
-    async fn clear_cooldown(&self, account: &AccountId) {
+    async fn clear_cooldown(&self, account: &AccountId) -> Result<(), CoordinationError> {
         if let Some(entry) = self.accounts().get_mut(account) {
             entry.cooldown = None;
         }
+        // Requests queued while every candidate was cooling may go now.
         self.freed.notify_waiters();
+        Ok(())
     }
 
     async fn take_request(
@@ -323,5 +326,24 @@ mod tests {
         .await;
         assert_eq!(c.cooldown(&a, 1000), Some(long));
         assert_eq!(c.cooldown(&a, 5000), None);
+    }
+
+    #[tokio::test]
+    async fn clearing_ends_even_the_longest_cooldown() {
+        let c = LocalCoordinator::new();
+        let a = AccountId("acc_1".into());
+        c.cool_down(
+            &a,
+            Cooldown {
+                until: i64::MAX,
+                reason: "HTTP 429".into(),
+            },
+        )
+        .await;
+        assert!(c.cooldown(&a, 0).is_some());
+        c.clear_cooldown(&a).await.unwrap();
+        assert_eq!(c.cooldown(&a, 0), None);
+        // Clearing an account that never cooled down is fine too.
+        c.clear_cooldown(&AccountId("acc_2".into())).await.unwrap();
     }
 }

@@ -16,7 +16,7 @@ pub mod table;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use shared::account::{AccountId, is_pattern, model_matches};
@@ -442,14 +442,36 @@ async fn probe_cooling(
         // Bounded well below the first-byte timeout: a probe must not hang the loop.
         let answer = tokio::time::timeout(Duration::from_secs(10), upstreams.models(account)).await;
         if matches!(answer, Ok(Ok(_))) {
-            tracing::info!(account = %account.settings.name, "probe answered: cooldown ended");
-            coordinator.clear_cooldown(&account.id).await;
+            match coordinator.clear_cooldown(&account.id).await {
+                Ok(()) => {
+                    tracing::info!(account = %account.settings.name, "probe answered: cooldown ended");
+                }
+                Err(e) => {
+                    tracing::warn!(account = %account.settings.name, error = %e, "probe answered but the cooldown could not be ended");
+                }
+            }
         }
     }
 }
 
+/// Seconds an upstream's `retry-after` value asks for at `now`: delay-seconds, or an HTTP-date
+/// (seconds until then, rounded up; 0 once past). A run of digits too large for `u64` saturates
+/// rather than being ignored: it asks for a long wait, which the caller caps. `None` for
+/// anything else (negative, fractional, garbage).
+pub fn retry_after_secs(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse().unwrap_or(u64::MAX));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).map_or(0, |d| {
+        d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+    }))
+}
+
 /// The cooldown `error` earns under `config`: connect errors, first-byte timeouts, broken
-/// transports, 5xx, 429 (for its `retry-after` when given) and 401/403.
+/// transports, 5xx, 429 (for its `retry-after` when given, at most `max_retry_after_secs`) and
+/// 401/403.
 pub fn cooldown_for(config: &Routing, error: &UpstreamError, now: UnixMillis) -> Option<Cooldown> {
     let (secs, reason) = match error {
         UpstreamError::BadProxy(_) | UpstreamError::ProxyConnect(_) => {
@@ -476,7 +498,9 @@ pub fn cooldown_for(config: &Routing, error: &UpstreamError, now: UnixMillis) ->
             ..
         } => match status {
             429 => (
-                retry_after.unwrap_or(config.cooldown_rate_limit_secs),
+                retry_after.map_or(config.cooldown_rate_limit_secs, |secs| {
+                    secs.min(config.max_retry_after_secs)
+                }),
                 "HTTP 429".to_owned(),
             ),
             401 | 403 => (config.cooldown_auth_secs, format!("HTTP {status}")),
@@ -592,6 +616,83 @@ mod tests {
             "the request's fault, not the account's"
         );
         assert_eq!(at(&status(404, None)), None);
+    }
+
+    #[test]
+    fn a_retry_after_is_capped_and_never_overflows() {
+        let config = Routing {
+            max_retry_after_secs: 600,
+            ..Routing::default()
+        };
+        let until = |secs: u64, now: UnixMillis| {
+            cooldown_for(&config, &status(429, Some(secs)), now).map(|c| c.until)
+        };
+        assert_eq!(until(7, 1_000), Some(8_000), "under the cap: as asked");
+        assert_eq!(until(600, 1_000), Some(601_000));
+        assert_eq!(
+            until(999_999_999, 1_000),
+            Some(601_000),
+            "the issue's header"
+        );
+        assert_eq!(until(u64::MAX, 1_000), Some(601_000));
+        assert_eq!(
+            until(u64::MAX, i64::MAX - 5),
+            Some(i64::MAX),
+            "saturates at the end of time"
+        );
+        assert_eq!(until(0, 1_000), None, "retry-after: 0 means no wait");
+        // The ceiling is for what an upstream says; configured durations stay as configured.
+        let long = Routing {
+            max_retry_after_secs: 1,
+            cooldown_rate_limit_secs: 30,
+            cooldown_auth_secs: 300,
+            ..Routing::default()
+        };
+        let at = |e: &UpstreamError| cooldown_for(&long, e, 0).map(|c| c.until);
+        assert_eq!(at(&status(429, Some(u64::MAX))), Some(1_000));
+        assert_eq!(at(&status(429, None)), Some(30_000));
+        assert_eq!(at(&status(401, None)), Some(300_000));
+        // Configured durations near u64::MAX do not overflow either.
+        let huge = Routing {
+            cooldown_auth_secs: u64::MAX,
+            ..Routing::default()
+        };
+        assert!(cooldown_for(&huge, &status(403, None), 0).is_some_and(|c| c.until > 0));
+    }
+
+    #[test]
+    fn retry_after_values_parse_as_seconds_or_http_dates() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let parse = |v: &str| retry_after_secs(v, now);
+        assert_eq!(parse("120"), Some(120));
+        assert_eq!(parse(" 7 "), Some(7));
+        assert_eq!(parse("0"), Some(0));
+        assert_eq!(parse("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(
+            parse("99999999999999999999999999"),
+            Some(u64::MAX),
+            "saturates"
+        );
+        assert_eq!(parse("Sun, 06 Nov 1994 08:50:37 GMT"), Some(60));
+        assert_eq!(
+            parse("Sunday, 06-Nov-94 08:49:47 GMT"),
+            Some(10),
+            "RFC 850 form"
+        );
+        assert_eq!(parse("Sun Nov  6 08:49:57 1994"), Some(20), "asctime form");
+        assert_eq!(
+            parse("Sat, 05 Nov 1994 08:49:37 GMT"),
+            Some(0),
+            "in the past"
+        );
+        assert_eq!(
+            parse("Fri, 31 Dec 9999 23:59:59 GMT").map(|s| s > 0),
+            Some(true)
+        );
+        for bad in ["", "-1", "1.5", "soon", "0x10", "Sun, 06 Nov 1994"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -398,7 +398,7 @@ impl Inner {
                 let reason = parts.next().unwrap_or_default().to_owned();
                 let mut cooldowns = lock(&self.cooldowns);
                 if until == 0 {
-                    // Ended early by a probe.
+                    // Ended early by a probe or an operator.
                     cooldowns.remove(&AccountId(id.to_owned()));
                     self.freed.notify_waiters();
                     return None;
@@ -661,21 +661,21 @@ impl Coordinator for RedisCoordinator {
         }
     }
 
-    async fn clear_cooldown(&self, account: &AccountId) {
+    async fn clear_cooldown(&self, account: &AccountId) -> Result<(), CoordinationError> {
         lock(&self.inner.cooldowns).remove(account);
-        let result: Result<(), _> = redis::pipe()
+        self.inner.freed.notify_waiters();
+        // Until 0 tells the other instances to forget it (see `on_message`).
+        redis::pipe()
             .del(self.inner.key(&format!("cooldown:{}", account.as_str())))
             .ignore()
             .publish(
                 self.inner.key("cooldowns"),
-                format!("{} 0 probe", account.as_str()),
+                format!("{} 0 cleared", account.as_str()),
             )
             .ignore()
             .exec_async(&mut self.inner.conn())
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %failed(&e), "cannot end a shared cooldown");
-        }
+            .await
+            .map_err(|e| failed(&e))
     }
 
     async fn take_request(

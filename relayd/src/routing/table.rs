@@ -2,6 +2,10 @@
 //! routing order (priority, then name), plus the enabled pattern entries and the configured
 //! default route. Built once per account snapshot and swapped atomically, so resolving a model
 //! on the request path is a hash lookup without any lock.
+//!
+//! Resolving a name also says which configured entry matched ([`Route::label`]): that label, not
+//! the client's string, is what metrics and usage record, so their label sets stay as small as the
+//! configuration however many distinct names clients send.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +16,29 @@ use shared::key::RelayKey;
 use super::key_may_use;
 use crate::accounts::{AccountSnapshot, LiveAccount};
 
+/// The label of requests no exact name or pattern routed: the default route, and everything
+/// refused before routing (unknown model, model not allowed, bad body, key limits).
+pub const OTHER_LABEL: &str = "other";
+
+/// The accounts that may serve one request, and the configured entry that chose them.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Candidates in routing order; empty when no account serves the name for this key.
+    pub accounts: Vec<Arc<LiveAccount>>,
+    /// The exact `supportedModels` name or `*` pattern that matched, or [`OTHER_LABEL`] for the
+    /// default route and for no match. Shared with the table, so a clone costs no allocation.
+    pub label: Arc<str>,
+}
+
 /// An immutable route table, valid for the account snapshot it was built from.
 #[derive(Debug)]
 pub struct RouteTable {
     source: Arc<AccountSnapshot>,
-    exact: HashMap<String, Vec<Arc<LiveAccount>>>,
+    exact: HashMap<Arc<str>, Vec<Arc<LiveAccount>>>,
     /// `(pattern, account)` of enabled accounts, in routing order.
-    patterns: Vec<(String, Arc<LiveAccount>)>,
+    patterns: Vec<(Arc<str>, Arc<LiveAccount>)>,
     default_route: Vec<Arc<LiveAccount>>,
+    other: Arc<str>,
 }
 
 fn routing_order(a: &Arc<LiveAccount>, b: &Arc<LiveAccount>) -> std::cmp::Ordering {
@@ -30,15 +49,15 @@ impl RouteTable {
     /// Precomputes the table of `snapshot`. `default_route` names accounts (unknown names are
     /// ignored: the account may be created later).
     pub fn build(snapshot: Arc<AccountSnapshot>, default_route: &[String]) -> Self {
-        let mut exact: HashMap<String, Vec<Arc<LiveAccount>>> = HashMap::new();
+        let mut exact: HashMap<Arc<str>, Vec<Arc<LiveAccount>>> = HashMap::new();
         let mut patterns = Vec::new();
         for account in snapshot.accounts.iter().filter(|a| a.settings.enabled) {
             for model in &account.settings.supported_models {
                 if is_pattern(model) {
-                    patterns.push((model.clone(), Arc::clone(account)));
+                    patterns.push((Arc::from(model.as_str()), Arc::clone(account)));
                 } else {
                     exact
-                        .entry(model.clone())
+                        .entry(Arc::from(model.as_str()))
                         .or_default()
                         .push(Arc::clone(account));
                 }
@@ -62,6 +81,7 @@ impl RouteTable {
             exact,
             patterns,
             default_route: default_accounts,
+            other: Arc::from(OTHER_LABEL),
         }
     }
 
@@ -71,35 +91,48 @@ impl RouteTable {
     }
 
     /// Accounts that may serve `model` for `key`, in routing order: exact names win over
-    /// patterns, patterns over the default route. Empty when none does.
-    pub fn candidates(&self, key: &RelayKey, model: &str) -> Vec<Arc<LiveAccount>> {
-        if let Some(list) = self.exact.get(model) {
+    /// patterns, patterns over the default route. Empty when none does. The label is the entry
+    /// that matched: the exact name, the first matching pattern in routing order, else `other`.
+    pub fn candidates(&self, key: &RelayKey, model: &str) -> Route {
+        if let Some((name, list)) = self.exact.get_key_value(model) {
             let usable: Vec<_> = list
                 .iter()
                 .filter(|a| key_may_use(key, a))
                 .cloned()
                 .collect();
             if !usable.is_empty() {
-                return usable;
+                return Route {
+                    accounts: usable,
+                    label: Arc::clone(name),
+                };
             }
         }
         let mut matched: Vec<Arc<LiveAccount>> = Vec::new();
+        let mut label = None;
         for (pattern, account) in &self.patterns {
             if model_matches(pattern, model)
                 && key_may_use(key, account)
                 && !matched.iter().any(|m| m.id == account.id)
             {
+                label.get_or_insert(pattern);
                 matched.push(Arc::clone(account));
             }
         }
-        if !matched.is_empty() {
-            return matched;
+        if let Some(pattern) = label {
+            return Route {
+                accounts: matched,
+                label: Arc::clone(pattern),
+            };
         }
-        self.default_route
-            .iter()
-            .filter(|a| key_may_use(key, a))
-            .cloned()
-            .collect()
+        Route {
+            accounts: self
+                .default_route
+                .iter()
+                .filter(|a| key_may_use(key, a))
+                .cloned()
+                .collect(),
+            label: Arc::clone(&self.other),
+        }
     }
 }
 
@@ -143,8 +176,12 @@ mod tests {
         }
     }
 
-    fn names(list: &[Arc<LiveAccount>]) -> Vec<&str> {
-        list.iter().map(|a| a.settings.name.as_str()).collect()
+    fn names(route: &Route) -> Vec<&str> {
+        route
+            .accounts
+            .iter()
+            .map(|a| a.settings.name.as_str())
+            .collect()
     }
 
     fn table(default_route: &[&str]) -> RouteTable {
@@ -175,7 +212,7 @@ mod tests {
         let t = table(&["fallback", "unknown-name"]);
         assert_eq!(names(&t.candidates(&key(&[]), "m-9")), ["pattern"]);
         assert_eq!(names(&t.candidates(&key(&[]), "x")), ["fallback"]);
-        assert!(table(&[]).candidates(&key(&[]), "x").is_empty());
+        assert!(table(&[]).candidates(&key(&[]), "x").accounts.is_empty());
     }
 
     #[test]
@@ -187,6 +224,53 @@ mod tests {
             names(&t.candidates(&key(&["acc_exact-a"]), "m-1")),
             ["exact-a"]
         );
-        assert!(t.candidates(&key(&["fallback"]), "m-1").is_empty());
+        assert!(t.candidates(&key(&["fallback"]), "m-1").accounts.is_empty());
+    }
+
+    #[test]
+    fn the_label_is_the_entry_that_matched_never_the_requested_name() {
+        let t = table(&["fallback"]);
+        let label = |key: &RelayKey, model: &str| t.candidates(key, model).label.to_string();
+        assert_eq!(
+            label(&key(&[]), "m-1"),
+            "m-1",
+            "an exact name is its own label"
+        );
+        assert_eq!(
+            label(&key(&[]), "m-9"),
+            "m-*",
+            "a pattern match is labelled by the pattern"
+        );
+        assert_eq!(
+            label(&key(&[]), "x"),
+            OTHER_LABEL,
+            "the default route is `other`"
+        );
+        assert_eq!(
+            label(&key(&["pattern"]), "m-1"),
+            "m-*",
+            "what matched for this key, not what matched for others"
+        );
+        assert_eq!(
+            label(&key(&["exact-a"]), "zzz"),
+            OTHER_LABEL,
+            "no candidate: `other`"
+        );
+        // The label is shared with the table: resolving allocates no copy of it.
+        let a = t.candidates(&key(&[]), "m-1").label;
+        let b = t.candidates(&key(&[]), "m-1").label;
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn the_first_pattern_in_routing_order_labels_a_match_of_several() {
+        let snapshot = AccountSnapshot::new(vec![
+            account("late", 30, &["claude-*"], true),
+            account("early", 10, &["*opus*"], true),
+        ]);
+        let t = RouteTable::build(Arc::new(snapshot), &[]);
+        let route = t.candidates(&key(&[]), "claude-opus-9");
+        assert_eq!(names(&route), ["early", "late"]);
+        assert_eq!(&*route.label, "*opus*");
     }
 }
