@@ -316,10 +316,15 @@ async fn an_endless_stream_ends_upstream_when_the_client_leaves() {
 
 #[tokio::test]
 async fn slow_but_steady_bytes_are_not_a_timeout() {
-    // One byte every 5 ms: the whole answer takes longer than the 1 s timeouts, but no gap does.
+    // One byte every 5 ms: the whole answer takes longer than the 1 s idle timeout, but no gap
+    // does. (The first-byte timeout covers the trickled headers; it is kept generous so that a
+    // loaded machine does not turn this into a test of the scheduler.)
     for protocol in BOTH {
         for stream in [false, true] {
-            let s = setup(Fault::SlowBytes(Duration::from_millis(5))).await;
+            let s = setup_with(Fault::SlowBytes(Duration::from_millis(5)), |c| {
+                c.timeouts.first_byte_secs = 10;
+            })
+            .await;
             let reply = s.send(protocol, stream).await;
             assert_eq!(reply.status, 200, "{}", reply.text);
             assert_eq!(reply.headers["x-relay-account"], "faulty");
