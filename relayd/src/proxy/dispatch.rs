@@ -71,8 +71,8 @@ pub(super) async fn dispatch<T>(
     // Recorded under the entry that routed it, never the client's string (bounded labels).
     trace.route(route.label);
     let list = route.accounts;
-    // Sessions are per key: two keys never share an account binding.
-    let session = session.map(|s| format!("{}\u{0}{s}", caller.key.id.0));
+    // Per key, and bounded in size (see `session_key`).
+    let session = session.map(|s| crate::routing::session_key(&caller.key.id, s));
     let sticky = session.as_deref().and_then(|s| router.sticky(s));
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_secs(router.config().queue_timeout_secs);

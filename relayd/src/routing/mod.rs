@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 use shared::account::{AccountId, is_pattern, model_matches};
 use shared::admin::{AccountState, ModelRoute, RouteEntry, RoutingTable};
-use shared::key::RelayKey;
+use shared::key::{KeyId, RelayKey};
 use shared::time::{UnixMillis, now_millis};
 
 use self::coordinator::{Cooldown, Coordinator};
@@ -142,6 +143,23 @@ struct Waiting<'a>(&'a AtomicUsize);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Longest client session id used as is in the sticky map, in bytes. Real ids (Claude Code's
+/// UUIDs, its `metadata.user_id`) are well under 200; longer ones are replaced by their hash.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
+/// The sticky-map key of the client session `session` of relay key `key`. Sessions are per key:
+/// two keys never share an account binding. An id over [`MAX_SESSION_ID_BYTES`] is replaced by
+/// its SHA-256 (hex), so a client sending huge ids costs a bounded amount of memory for each of
+/// the `sticky_max_sessions` it can fill, while the same id still finds the same account.
+pub fn session_key(key: &KeyId, session: &str) -> String {
+    if session.len() <= MAX_SESSION_ID_BYTES {
+        format!("{}\u{0}{session}", key.0)
+    } else {
+        let digest = Sha256::digest(session.as_bytes());
+        format!("{}\u{0}sha256:{}", key.0, hex::encode(digest))
     }
 }
 
@@ -693,6 +711,44 @@ mod tests {
         for bad in ["", "-1", "1.5", "soon", "0x10", "Sun, 06 Nov 1994"] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn long_session_ids_are_hashed_and_still_stick() {
+        let key = KeyId("key_1".into());
+        let other = KeyId("key_2".into());
+        // Short ids are kept as they are, per key.
+        assert_eq!(session_key(&key, "abc"), "key_1\u{0}abc");
+        assert_ne!(session_key(&key, "abc"), session_key(&other, "abc"));
+        let at_limit = "s".repeat(MAX_SESSION_ID_BYTES);
+        assert!(session_key(&key, &at_limit).ends_with(&at_limit));
+        // Longer ones are a bounded, stable hash of the whole id.
+        let bound = "key_1".len() + 1 + "sha256:".len() + 64;
+        let just_over = "s".repeat(MAX_SESSION_ID_BYTES + 1);
+        let huge = "x".repeat(1 << 20);
+        let mut huge_too = huge.clone();
+        huge_too.push('y');
+        for id in [&just_over, &huge, &huge_too] {
+            let k = session_key(&key, id);
+            assert_eq!(k.len(), bound, "{id:.20}…");
+            assert_eq!(k, session_key(&key, id), "stable");
+        }
+        assert_ne!(session_key(&key, &huge), session_key(&key, &huge_too));
+        assert_ne!(session_key(&key, &huge), session_key(&other, &huge));
+        // Multi-byte ids are measured in bytes: 100 four-byte characters are hashed.
+        assert!(session_key(&key, &"🦀".repeat(100)).contains("sha256:"));
+
+        let map = StickyMap {
+            ttl: Duration::from_secs(60),
+            max: 10,
+            map: Mutex::new(HashMap::new()),
+        };
+        let a = AccountId("acc_a".into());
+        map.put(&session_key(&key, &huge), &a);
+        assert_eq!(map.get(&session_key(&key, &huge)), Some(a), "still sticky");
+        assert_eq!(map.get(&session_key(&key, &huge_too)), None);
+        let stored: usize = map.map.lock().unwrap().keys().map(String::len).sum();
+        assert_eq!(stored, bound, "one bounded key for a 1 MiB id");
     }
 
     #[test]
