@@ -253,3 +253,64 @@ async fn a_flood_of_long_random_model_names_leaves_labels_usage_and_store_bounde
         "the store grew by {store_growth} bytes (from {store_before}) over {requests} requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_log_lines_cut_a_long_model_name_too() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = relayd_tests::daemon::Daemon::start(
+        dir.path(),
+        &[],
+        &[
+            ("RELAYD_LOG", "relayd=debug"),
+            ("RELAYD_LOG_FORMAT", "json"),
+        ],
+    );
+    let admin = daemon.admin();
+    admin
+        .create_account(&json!({"name": "box", "endpoint": mock.endpoint(),
+            "deploymentName": "qwen", "supportedModels": [PATTERN]}))
+        .await;
+    let key = admin.create_key(&json!({"name": "k"})).await;
+    let name = flood_name("claude-", "-opus-");
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("/v1/messages", ask(&name.name)),
+        (
+            "/v1/chat/completions",
+            json!({"model": name.name, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let request = http.post(daemon.url(path)).bearer_auth(&key).json(&body);
+        let reply = send(request).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text);
+    }
+    // The request line is written after the dispatch line of the same request.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let log = daemon.log();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l.to_string().contains(&name.unique))
+            .collect();
+        if lines.len() >= 4 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    assert_eq!(
+        messages.iter().filter(|m| **m == "dispatched").count(),
+        2,
+        "{messages:?}"
+    );
+    for line in &lines {
+        let model = line["fields"]["model"].as_str().expect("model field");
+        assert_eq!(model.chars().count(), 200, "{line}");
+        assert!(name.name.starts_with(model));
+    }
+}

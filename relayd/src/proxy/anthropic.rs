@@ -11,7 +11,7 @@ use shared::account::ThinkingMapping;
 use super::answer::Answer;
 use super::dispatch::{Attempt, dispatch};
 use super::stream::{anthropic_sse, stream_limits};
-use super::trace::Trace;
+use super::trace::{Trace, logged_model};
 use super::{
     Caller, RequestId, account_header, in_flight_guard, json_response, sse_response,
     translate_error,
@@ -103,7 +103,7 @@ async fn messages_inner(
     tracing::debug!(
         request_id = %request_id.0,
         key = %caller.key.name,
-        model = %model,
+        model = %logged_model(&model),
         account = %account.settings.name,
         stream = ctx.stream,
         "dispatched"

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::answer::Answer;
 use super::dispatch::{Attempt, dispatch};
 use super::stream::{openai_passthrough, stream_limits};
-use super::trace::Trace;
+use super::trace::{Trace, logged_model};
 use super::{
     Caller, RequestId, account_header, in_flight_guard, json_response, sse_response,
     translate_error,
@@ -76,7 +76,7 @@ async fn inner(
     tracing::debug!(
         request_id = %request_id.0,
         key = %caller.key.name,
-        model = %model,
+        model = %logged_model(&model),
         account = %account.settings.name,
         stream = info.stream,
         "dispatched"

@@ -88,7 +88,7 @@ impl Trace {
 
     /// The model the client asked for (kept for the log line only, shortened).
     pub(super) fn model(&mut self, model: &str) {
-        truncate_chars(model, MAX_LOGGED_MODEL).clone_into(&mut self.model);
+        logged_model(model).clone_into(&mut self.model);
     }
 
     /// The configured entry (exact name, pattern or `other`) that routed the request: the model
@@ -209,6 +209,11 @@ impl Drop for Trace {
     }
 }
 
+/// The requested model name as any log line may carry it: cut to [`MAX_LOGGED_MODEL`] characters.
+pub(super) fn logged_model(model: &str) -> &str {
+    truncate_chars(model, MAX_LOGGED_MODEL)
+}
+
 /// The first `max` characters of `s` (a prefix ending on a character boundary).
 fn truncate_chars(s: &str, max: usize) -> &str {
     s.char_indices().nth(max).map_or(s, |(end, _)| &s[..end])
@@ -226,7 +231,7 @@ mod tests {
         // Multi-byte characters are kept whole: 3 characters, 9 bytes.
         assert_eq!(truncate_chars("模型名称", 3), "模型名");
         let long = "é".repeat(16 * 1024);
-        let cut = truncate_chars(&long, MAX_LOGGED_MODEL);
+        let cut = logged_model(&long);
         assert_eq!(cut.chars().count(), MAX_LOGGED_MODEL);
         assert_eq!(cut.len(), 2 * MAX_LOGGED_MODEL);
     }
