@@ -280,6 +280,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
                     &url,
                     &config.redis_prefix,
                     Duration::from_secs(config.routing.lease_secs),
+                    Duration::from_secs(config.routing.longest_cooldown_secs()),
                     Arc::clone(&accounts),
                     Arc::clone(&keys),
                     config.serving_threads(),

@@ -208,6 +208,25 @@ impl Default for Routing {
     }
 }
 
+impl Routing {
+    /// The longest cooldown these settings can start, in seconds: the longest configured one, or
+    /// an upstream's capped `retry-after`. A cooldown found in Redis that runs longer was not
+    /// started under these settings (an older build, another configuration).
+    pub fn longest_cooldown_secs(&self) -> u64 {
+        [
+            self.cooldown_connect_secs,
+            self.cooldown_timeout_secs,
+            self.cooldown_server_error_secs,
+            self.cooldown_rate_limit_secs,
+            self.cooldown_auth_secs,
+            self.max_retry_after_secs,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(self.max_retry_after_secs)
+    }
+}
+
 /// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -609,6 +628,12 @@ mod tests {
     #[test]
     fn the_retry_after_ceiling_defaults_to_ten_minutes_and_is_checked() {
         assert_eq!(Routing::default().max_retry_after_secs, 600);
+        assert_eq!(Routing::default().longest_cooldown_secs(), 600);
+        let auth_longest = Routing {
+            cooldown_auth_secs: 3600,
+            ..Routing::default()
+        };
+        assert_eq!(auth_longest.longest_cooldown_secs(), 3600);
         let c = Config::load(None, env(&[("RELAYD_ROUTING__MAX_RETRY_AFTER_SECS", "60")])).unwrap();
         assert_eq!(c.routing.max_retry_after_secs, 60);
         let err = Config::load(None, env(&[("RELAYD_ROUTING__MAX_RETRY_AFTER_SECS", "0")]))

@@ -312,3 +312,53 @@ async fn on_redis_the_cooldown_is_capped_and_a_reset_or_enable_ends_it_everywher
     let three = redis_app(&redis.url(), Some(key_file), |_| {}).await;
     assert_eq!(state_at(&three).await, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_cooldown_of_an_older_build_is_loaded_capped() {
+    let redis = RedisServer::start();
+    let mock = MockUpstream::start().await;
+    let one = redis_app(&redis.url(), None, |_| {}).await;
+    let key_file = one.data_dir.path().join("encryption.key");
+    one_account(&one, &mock).await;
+    let id = one.state.accounts.snapshot().accounts[0].id.clone();
+    // What an older build wrote for `retry-after: 999999999`: a cooldown until 2058.
+    const YEAR_2058: i64 = 2_783_000_000_000;
+    let cooldown_key = format!("reset-test:cooldown:{}", id.as_str());
+    let mut conn = redis_conn(&redis).await;
+    let () = ::redis::cmd("SET")
+        .arg(&cooldown_key)
+        .arg(format!("{YEAR_2058} HTTP 429"))
+        .arg("PXAT")
+        .arg(YEAR_2058)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let started_at = now_millis();
+    let two = redis_app(&redis.url(), Some(key_file), |_| {}).await;
+    let entry = route_entry(&two.admin(), "box").await;
+    assert_eq!(entry["state"], "coolingDown", "{entry}");
+    assert_eq!(entry["reason"], "HTTP 429", "{entry}");
+    let until = entry["until"].as_i64().expect("until");
+    assert!(
+        (started_at + DEFAULT_CAP_SECS * 1000..=now_millis() + DEFAULT_CAP_SECS * 1000)
+            .contains(&until),
+        "loaded as cooling down until {until}, not within the cap of {DEFAULT_CAP_SECS} s"
+    );
+    // The shared copy is shortened too, so the next instance to start does not load 2058.
+    let stored: String = ::redis::cmd("GET")
+        .arg(&cooldown_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, format!("{until} HTTP 429"));
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(&cooldown_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (1..=DEFAULT_CAP_SECS * 1000).contains(&ttl),
+        "the shared cooldown expires in {ttl} ms"
+    );
+}

@@ -123,6 +123,24 @@ return 1
     )
 });
 
+/// Shortens a cooldown that ends after a cap. KEYS: cooldown key. ARGV: cap (Unix ms).
+/// Returns 1 when it was shortened. A script, so a cooldown started in between is not replaced.
+static CAP_COOLDOWN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local u = tonumber(string.match(cur, '^(%d+)'))
+if u and u > tonumber(ARGV[1]) then
+  local reason = string.match(cur, '^%d+ (.*)$') or ''
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. reason, 'PXAT', ARGV[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// Work that `Drop` implementations hand to the background writer (they cannot wait).
 #[derive(Debug)]
 enum Deferred {
@@ -338,8 +356,13 @@ impl Inner {
         }
     }
 
-    /// Reads the cooldowns other instances started before this one came up.
-    async fn load_cooldowns(&self) -> Result<(), CoordinationError> {
+    /// Reads the cooldowns other instances started before this one came up. One that ends later
+    /// than `longest` from now was not started under this configuration (an older build wrote
+    /// cooldowns for as long as an upstream's `retry-after` asked, such as 31 years): it is
+    /// loaded, and shortened in Redis, as ending `longest` from now.
+    async fn load_cooldowns(&self, longest: Duration) -> Result<(), CoordinationError> {
+        let longest_ms = i64::try_from(longest.as_millis()).unwrap_or(i64::MAX / 2);
+        let cap = shared::time::now_millis().saturating_add(longest_ms);
         let prefix = self.key("cooldown:");
         let mut conn = self.conn.clone();
         let mut cursor = 0u64;
@@ -362,6 +385,22 @@ impl Inner {
                 for (key, value) in keys.iter().zip(values) {
                     let (Some(id), Some(value)) = (key.strip_prefix(&prefix), value) else {
                         continue;
+                    };
+                    let value = match capped_cooldown(&value, cap) {
+                        Some(capped) => {
+                            tracing::warn!(
+                                account = id,
+                                cooldown = %value,
+                                "a stored cooldown runs longer than this configuration allows; shortened"
+                            );
+                            let shortened: Result<i64, _> =
+                                CAP_COOLDOWN.key(key).arg(cap).invoke_async(&mut conn).await;
+                            if let Err(e) = shortened {
+                                tracing::warn!(error = %failed(&e), "cannot shorten a stored cooldown");
+                            }
+                            capped
+                        }
+                        None => value,
                     };
                     let payload = format!("{id} {value}");
                     let _ = self.on_message(&self.key("cooldowns"), &payload);
@@ -424,6 +463,14 @@ enum Change {
     Keys,
 }
 
+/// A stored cooldown value (`"{until} {reason}"`) ending after `cap`, rewritten to end at `cap`;
+/// `None` when it ends by then (or is not a cooldown value, which the loader then ignores).
+fn capped_cooldown(value: &str, cap: UnixMillis) -> Option<String> {
+    let (until, reason) = value.split_once(' ').unwrap_or((value, ""));
+    let until: UnixMillis = until.parse().ok()?;
+    (until > cap).then(|| format!("{cap} {reason}"))
+}
+
 /// Shared routing state in Redis, with its background tasks (writer, lease renewal, subscriber).
 #[derive(Debug)]
 pub struct RedisCoordinator {
@@ -433,12 +480,14 @@ pub struct RedisCoordinator {
 }
 
 impl RedisCoordinator {
-    /// Connects to `url` and starts the background tasks; admin changes announced on the
-    /// `changes` channel reload `accounts` and `keys`.
+    /// Connects to `url`, loads the shared cooldowns (none ending later than `longest_cooldown`
+    /// from now) and starts the background tasks; admin changes announced on the `changes`
+    /// channel reload `accounts` and `keys`.
     pub async fn start(
         url: &str,
         prefix: &str,
         lease: Duration,
+        longest_cooldown: Duration,
         accounts: Arc<AccountRegistry>,
         keys: Arc<KeyRegistry>,
         workers: usize,
@@ -471,7 +520,7 @@ impl RedisCoordinator {
             freed: Notify::new(),
             deferred,
         });
-        inner.load_cooldowns().await?;
+        inner.load_cooldowns(longest_cooldown).await?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -743,5 +792,32 @@ impl Coordinator for RedisCoordinator {
         self.cancel.cancel();
         // The writer ends when every sender is gone; the other tasks on the token.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_cooldown_past_the_cap_is_cut_to_it() {
+        let cap = 1_000_000;
+        assert_eq!(
+            capped_cooldown("2783000000000 HTTP 429", cap).as_deref(),
+            Some("1000000 HTTP 429"),
+            "a 2058 cooldown of an older build"
+        );
+        assert_eq!(
+            capped_cooldown("1000001 connect error", cap).as_deref(),
+            Some("1000000 connect error")
+        );
+        assert_eq!(capped_cooldown("1000000 HTTP 503", cap), None, "at the cap");
+        assert_eq!(capped_cooldown("999 HTTP 503", cap), None);
+        assert_eq!(
+            capped_cooldown("2783000000000", cap).as_deref(),
+            Some("1000000 ")
+        );
+        assert_eq!(capped_cooldown("garbage", cap), None);
+        assert_eq!(capped_cooldown("", cap), None);
     }
 }
