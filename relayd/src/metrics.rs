@@ -6,14 +6,21 @@
 //! describe current state (in flight, cooldowns, queue) are not stored here; the scrape handler
 //! reads them from live state and passes them to [`Metrics::render`].
 //!
+//! The same section also adds each request into cumulative totals per account and per relay key,
+//! which the admin snapshot (`GET /admin/v1/snapshot`, `relayctl top`) reads: the snapshot costs
+//! the request path nothing beyond a few additions under the lock it already takes.
+//!
 //! Every label value comes from a bounded set — protocols, statuses, account names and the
 //! configured model names and patterns (`other` for the rest, see `proxy::trace`) — because a
 //! series, once created, is kept for the life of the process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use shared::key::KeyId;
+use shared::usage::TokenCounts;
 
 /// Upper bounds (seconds) of the latency histogram buckets: LLM answers take from milliseconds
 /// (errors, cached) to many minutes (long generations).
@@ -21,11 +28,18 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// Upper bounds (seconds) of the buckets of every histogram here, the per-account ones included.
+pub const HISTOGRAM_BOUNDS: &[f64] = &LATENCY_BUCKETS;
+
+/// Observations by bucket: `buckets[i]` counts those at most [`HISTOGRAM_BOUNDS`]`[i]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations at most each bound (cumulative, as Prometheus exposes them).
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Every observation.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum: f64,
 }
 
 impl Histogram {
@@ -56,6 +70,38 @@ struct Registry {
     ttfb: BTreeMap<&'static str, Histogram>,
     tokens: BTreeMap<(String, String, &'static str), u64>,
     upstream_errors: BTreeMap<(String, &'static str), u64>,
+    /// By account name (names are unique; a renamed account starts again from zero).
+    accounts: HashMap<String, AccountTotals>,
+    /// By key id (names of keys need not be unique).
+    keys: HashMap<KeyId, KeyTotals>,
+}
+
+/// What one account did since start, for the admin snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AccountTotals {
+    /// Client requests whose last attempt went to it.
+    pub requests: u64,
+    /// Of those, the ones not answered with a 2xx.
+    pub errors: u64,
+    /// Failed upstream attempts on it, failed over or not.
+    pub failed_attempts: u64,
+    /// Tokens of its answers.
+    pub tokens: TokenCounts,
+    /// Time to first byte of its 2xx answers.
+    pub ttfb: Histogram,
+    /// Arrival to last byte, summed over its requests, in seconds.
+    pub latency_seconds: f64,
+}
+
+/// What one relay key did since start, for the admin snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTotals {
+    /// Client requests made with it.
+    pub requests: u64,
+    /// Of those, the ones not answered with a 2xx.
+    pub errors: u64,
+    /// Tokens of their answers.
+    pub tokens: TokenCounts,
 }
 
 /// What one finished client request contributes.
@@ -68,6 +114,8 @@ pub struct RequestObservation<'a> {
     pub model: &'a str,
     /// Account that served it (empty when none was chosen).
     pub account: &'a str,
+    /// The relay key it came with.
+    pub key: &'a KeyId,
     /// Status sent to the client (499 when the client left first).
     pub status: u16,
     /// Arrival to last byte.
@@ -144,7 +192,44 @@ impl Metrics {
                         .or_default() += n;
                 }
             }
+            let failed = !(200..300).contains(&o.status);
+            if !o.account.is_empty() {
+                update(&mut r.accounts, o.account, |totals: &mut AccountTotals| {
+                    totals.requests += 1;
+                    totals.errors += u64::from(failed);
+                    totals.tokens.add(&o.tokens);
+                    totals.latency_seconds += o.latency.as_secs_f64();
+                    if let Some(ttfb) = o.ttfb.filter(|_| !failed) {
+                        totals.ttfb.observe(ttfb.as_secs_f64());
+                    }
+                });
+            }
+            update(&mut r.keys, o.key, |totals: &mut KeyTotals| {
+                totals.requests += 1;
+                totals.errors += u64::from(failed);
+                totals.tokens.add(&o.tokens);
+            });
         });
+    }
+
+    /// The totals of `accounts` (names) and `keys`, in the order given; zero for those that
+    /// served nothing yet. One short section under the lock the request path takes.
+    pub fn totals(
+        &self,
+        accounts: &[&str],
+        keys: &[&KeyId],
+    ) -> (Vec<AccountTotals>, Vec<KeyTotals>) {
+        self.with(|r| {
+            (
+                accounts
+                    .iter()
+                    .map(|a| r.accounts.get(*a).copied().unwrap_or_default())
+                    .collect(),
+                keys.iter()
+                    .map(|k| r.keys.get(*k).copied().unwrap_or_default())
+                    .collect(),
+            )
+        })
     }
 
     /// Records a failed upstream attempt (`cause`: connect, timeout, status_5xx, status_429,
@@ -153,7 +238,10 @@ impl Metrics {
         self.with(|r| {
             *r.upstream_errors
                 .entry((account.to_owned(), cause))
-                .or_default() += 1
+                .or_default() += 1;
+            update(&mut r.accounts, account, |t: &mut AccountTotals| {
+                t.failed_attempts += 1;
+            });
         });
     }
 
@@ -240,6 +328,23 @@ impl Metrics {
     }
 }
 
+/// Applies `update` to the entry of `id`, created on its first use: looked up by reference
+/// first, so the id is copied once per account or key, not once per request as `entry` would.
+fn update<K, Q, T>(map: &mut HashMap<K, T>, id: &Q, update: impl FnOnce(&mut T))
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+    T: Default,
+{
+    if let Some(entry) = map.get_mut(id) {
+        update(entry);
+        return;
+    }
+    let mut entry = T::default();
+    update(&mut entry);
+    map.insert(id.to_owned(), entry);
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -308,10 +413,12 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_gauges() {
         let m = Metrics::new();
+        let key = KeyId("key_1".into());
         m.observe_request(&RequestObservation {
             protocol: "anthropic",
             model: "claude-\"x\"",
             account: "a",
+            key: &key,
             status: 200,
             latency: Duration::from_millis(30),
             ttfb: Some(Duration::from_millis(3)),
@@ -340,5 +447,56 @@ mod tests {
         ));
         assert!(text.contains(r#"relayd_upstream_errors_total{account="a",cause="connect"} 1"#));
         assert!(text.contains("relayd_account_in_flight{account=\"a\"} 2"));
+    }
+
+    #[test]
+    fn totals_per_account_and_key_add_up_requests_errors_tokens_and_ttfb() {
+        let m = Metrics::new();
+        let (alice, bob) = (KeyId("key_a".into()), KeyId("key_b".into()));
+        let observe = |account: &'static str, key: &KeyId, status: u16, ttfb_ms: Option<u64>| {
+            m.observe_request(&RequestObservation {
+                protocol: "openai",
+                model: "m",
+                account,
+                key,
+                status,
+                latency: Duration::from_millis(500),
+                ttfb: ttfb_ms.map(Duration::from_millis),
+                tokens: TokenCounts {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cache_read_tokens: 1,
+                },
+            });
+        };
+        observe("a", &alice, 200, Some(3));
+        observe("a", &bob, 200, Some(40));
+        observe("a", &alice, 502, Some(1));
+        observe("", &bob, 404, Some(1));
+        m.observe_upstream_error("a", "status_5xx");
+        m.observe_upstream_error("b", "connect");
+        let unknown = KeyId("key_none".into());
+        let (accounts, keys) = m.totals(&["a", "b", "c"], &[&alice, &bob, &unknown]);
+        let a = accounts[0];
+        assert_eq!((a.requests, a.errors, a.failed_attempts), (3, 1, 1));
+        assert_eq!(a.tokens.input_tokens, 30);
+        assert_eq!(a.tokens.output_tokens, 15);
+        assert!((a.latency_seconds - 1.5).abs() < 1e-9);
+        // Only the 2xx answers' first bytes: 3 ms and 40 ms.
+        assert_eq!(a.ttfb.count, 2);
+        let at = |bound: f64| HISTOGRAM_BOUNDS.iter().position(|b| *b == bound).unwrap();
+        assert_eq!(a.ttfb.buckets[at(0.005)], 1);
+        assert_eq!(a.ttfb.buckets[at(0.05)], 2);
+        assert_eq!(accounts[1].requests, 0, "b only failed attempts");
+        assert_eq!(accounts[1].failed_attempts, 1);
+        assert_eq!(accounts[2], AccountTotals::default());
+        assert_eq!((keys[0].requests, keys[0].errors), (2, 1));
+        assert_eq!(
+            (keys[1].requests, keys[1].errors),
+            (2, 1),
+            "refused before routing too"
+        );
+        assert_eq!(keys[1].tokens.cache_read_tokens, 2);
+        assert_eq!(keys[2], KeyTotals::default());
     }
 }

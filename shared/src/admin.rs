@@ -254,3 +254,217 @@ pub struct TestEndpointReport {
     /// Whether every check passed.
     pub ok: bool,
 }
+
+/// `GET /admin/v1/snapshot`: the live state of one relayd in one document — cheap enough to be
+/// polled every second by `relayctl top` and monitoring scripts.
+///
+/// Counters are cumulative since this relayd started; a rate is the difference of two
+/// snapshots' counters over the difference of their `at`, so the server keeps no per-viewer
+/// state. In-flight counts and cooldowns are cluster-wide with the Redis store; counters are
+/// this instance's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// When it was taken.
+    pub at: UnixMillis,
+    /// The process as a whole.
+    pub server: SnapshotServer,
+    /// Upper bounds, in seconds, of the buckets of every [`LatencyHistogram`] in this snapshot.
+    pub ttfb_bounds: Vec<f64>,
+    /// Every account, ordered by name.
+    pub accounts: Vec<SnapshotAccount>,
+    /// Every relay key that is not revoked, oldest first.
+    pub keys: Vec<SnapshotKey>,
+}
+
+/// The process part of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotServer {
+    /// relayd version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// `embedded` or `redis`.
+    pub store: String,
+    /// Client requests being served by this instance.
+    pub in_flight: u64,
+    /// Requests waiting for a free slot on this instance.
+    pub queue_depth: u64,
+}
+
+/// What an account is doing right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum LiveState {
+    /// Enabled, healthy, with a free slot.
+    Ok,
+    /// Enabled and healthy, every `concurrency` slot taken: new requests go elsewhere or wait.
+    Full,
+    /// Skipped after an upstream failure until `until`.
+    #[serde(rename_all = "camelCase")]
+    CoolingDown {
+        /// When it will be tried again.
+        until: UnixMillis,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Excluded by an operator.
+    Disabled,
+}
+
+/// One account in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotAccount {
+    /// Account id.
+    pub id: AccountId,
+    /// Account name.
+    pub name: String,
+    /// Whether an operator left it in routing.
+    pub enabled: bool,
+    /// Its state now.
+    #[serde(flatten)]
+    pub state: LiveState,
+    /// Requests holding one of its slots.
+    pub in_flight: u32,
+    /// Its slots.
+    pub concurrency: u32,
+    /// 1–100, lower first.
+    pub priority: u8,
+    /// Client requests it answered (the account of their last attempt).
+    pub requests: u64,
+    /// Of those, the ones not answered with a 2xx (as in usage totals: 499 included).
+    pub errors: u64,
+    /// Failed attempts on it, including those that moved on to another account.
+    pub failed_attempts: u64,
+    /// Tokens of its answers.
+    pub tokens: crate::usage::TokenCounts,
+    /// Time to first byte of its 2xx answers.
+    pub ttfb: LatencyHistogram,
+    /// Arrival to last byte, summed over its requests (with `requests`: the mean).
+    pub latency_seconds_total: f64,
+}
+
+/// One relay key in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotKey {
+    /// Key id.
+    pub id: crate::key::KeyId,
+    /// Key name.
+    pub name: String,
+    /// `active`, `disabled` or `expired`.
+    pub state: String,
+    /// Client requests made with it.
+    pub requests: u64,
+    /// Of those, the ones not answered with a 2xx.
+    pub errors: u64,
+    /// Tokens of its answers.
+    pub tokens: crate::usage::TokenCounts,
+    /// Tokens used this UTC day (input + output + cache reads), cluster-wide: the `tokensPerDay`
+    /// counter for a key with that limit, else the usage totals (up to one usage flush behind).
+    /// Absent when the store could not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_today: Option<u64>,
+    /// The key's `tokensPerDay` limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+}
+
+/// Cumulative histogram counts: `buckets[i]` observations at most `bounds[i]` seconds (the
+/// [`Snapshot::ttfb_bounds`]), `count` in all, summing to `sum_seconds`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyHistogram {
+    /// Observations at most each bound, in bound order.
+    pub buckets: Vec<u64>,
+    /// Every observation, including those above the last bound.
+    pub count: u64,
+    /// Their sum.
+    pub sum_seconds: f64,
+}
+
+impl LatencyHistogram {
+    /// The observations made after `earlier` was taken (counters never go down; a histogram
+    /// that did — a restarted relayd — counts from zero).
+    pub fn since(&self, earlier: &Self) -> Self {
+        if earlier.count > self.count || earlier.buckets.len() != self.buckets.len() {
+            return self.clone();
+        }
+        Self {
+            buckets: self
+                .buckets
+                .iter()
+                .zip(&earlier.buckets)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+            count: self.count - earlier.count,
+            sum_seconds: (self.sum_seconds - earlier.sum_seconds).max(0.0),
+        }
+    }
+
+    /// The `q` quantile (0–1) in seconds, interpolated inside its bucket the way Prometheus'
+    /// `histogram_quantile` does; the last bound when it lies above it; `None` when empty.
+    pub fn quantile(&self, bounds: &[f64], q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        let mut lower = 0.0;
+        for (&upper, &n) in bounds.iter().zip(&self.buckets) {
+            if n as f64 >= rank && n > below {
+                let share = (rank - below as f64) / (n - below) as f64;
+                return Some(lower + (upper - lower) * share);
+            }
+            below = n;
+            lower = upper;
+        }
+        bounds.last().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_interpolate_inside_buckets() {
+        let bounds = [0.1, 0.5, 1.0];
+        let h = |buckets: [u64; 3], count| LatencyHistogram {
+            buckets: buckets.to_vec(),
+            count,
+            sum_seconds: 0.0,
+        };
+        assert_eq!(h([0, 0, 0], 0).quantile(&bounds, 0.5), None);
+        // 10 under 0.1 s: the median is halfway into the first bucket.
+        assert_eq!(h([10, 10, 10], 10).quantile(&bounds, 0.5), Some(0.05));
+        // 4 under 0.1, 4 more under 0.5: rank 4 is the end of the first bucket.
+        assert_eq!(h([4, 8, 8], 8).quantile(&bounds, 0.5), Some(0.1));
+        let p = h([2, 6, 8], 8).quantile(&bounds, 0.5).unwrap();
+        assert!((p - 0.3).abs() < 1e-9, "{p}");
+        // Above every bound: the last bound.
+        assert_eq!(h([0, 0, 0], 3).quantile(&bounds, 0.5), Some(1.0));
+    }
+
+    #[test]
+    fn histogram_deltas_count_what_happened_in_between() {
+        let earlier = LatencyHistogram {
+            buckets: vec![1, 2],
+            count: 3,
+            sum_seconds: 1.0,
+        };
+        let now = LatencyHistogram {
+            buckets: vec![1, 5],
+            count: 7,
+            sum_seconds: 2.5,
+        };
+        let delta = now.since(&earlier);
+        assert_eq!(delta.buckets, [0, 3]);
+        assert_eq!(delta.count, 4);
+        assert!((delta.sum_seconds - 1.5).abs() < 1e-9);
+        // A restart: the newer counters are smaller, so they are the delta.
+        assert_eq!(earlier.since(&now), earlier);
+    }
+}

@@ -19,5 +19,6 @@ mod secrets_at_rest;
 mod startup;
 mod store_conformance;
 mod test_endpoint;
+mod top;
 mod usage;
 mod usage_store;

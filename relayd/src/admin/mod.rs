@@ -1,10 +1,11 @@
 //! The admin API under `/admin/v1`: accounts, batch import, the routing table, relay keys, usage,
-//! status and endpoint tests. Every route requires the admin bearer token; every answer is JSON,
+//! status, the live snapshot and endpoint tests. Every route requires the admin bearer token; every answer is JSON,
 //! errors included.
 
 mod accounts;
 mod keys;
 mod models;
+mod snapshot;
 mod status;
 mod test_endpoint;
 mod usage;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/admin/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/admin/v1/status", get(status::status))
+        .route("/admin/v1/snapshot", get(snapshot::snapshot))
         .route("/admin/v1/usage", get(usage::report))
         .route(
             "/admin/v1/test-endpoint",

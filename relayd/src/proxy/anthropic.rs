@@ -32,7 +32,7 @@ pub(super) async fn messages(
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Response {
-    let mut trace = Trace::start(&state, &request_id.0, Surface::Anthropic, &caller.key.name);
+    let mut trace = Trace::start(&state, &request_id.0, Surface::Anthropic, &caller);
     match messages_inner(&state, &caller, &request_id, &mut trace, req).await {
         Ok(response) => response,
         Err(e) => {

@@ -28,7 +28,7 @@ pub(super) async fn chat_completions(
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Response {
-    let mut trace = Trace::start(&state, &request_id.0, Surface::OpenAi, &caller.key.name);
+    let mut trace = Trace::start(&state, &request_id.0, Surface::OpenAi, &caller);
     match inner(&state, &caller, &request_id, &mut trace, req).await {
         Ok(response) => response,
         Err(e) => {

@@ -20,6 +20,7 @@ use crate::error::{ApiError, Surface};
 use crate::metrics::RequestObservation;
 use crate::routing::table::OTHER_LABEL;
 use crate::state::AppState;
+use crate::store::KeyRecord;
 use crate::translate::Usage;
 
 /// Status recorded when the client left before the answer was complete (nginx's convention).
@@ -34,7 +35,8 @@ pub(super) struct Trace {
     state: AppState,
     request_id: String,
     protocol: &'static str,
-    key: String,
+    /// The relay key: its name for the log and usage, its id for the per-key totals.
+    caller: Arc<KeyRecord>,
     /// The requested name, for the log line only (cut to [`MAX_LOGGED_MODEL`]).
     model: String,
     /// The configured entry that routed the request; `None` until routed (recorded as `other`).
@@ -61,8 +63,13 @@ impl std::fmt::Debug for Trace {
 }
 
 impl Trace {
-    /// Starts the record of a request by `key` on the `protocol` surface.
-    pub(super) fn start(state: &AppState, request_id: &str, protocol: Surface, key: &str) -> Self {
+    /// Starts the record of a request by `caller` on the `protocol` surface.
+    pub(super) fn start(
+        state: &AppState,
+        request_id: &str,
+        protocol: Surface,
+        caller: &Arc<KeyRecord>,
+    ) -> Self {
         Self {
             state: state.clone(),
             request_id: request_id.to_owned(),
@@ -70,7 +77,7 @@ impl Trace {
                 Surface::OpenAi => "openai",
                 Surface::Anthropic | Surface::Admin => "anthropic",
             },
-            key: key.to_owned(),
+            caller: Arc::clone(caller),
             model: String::new(),
             label: None,
             at: now_millis(),
@@ -129,7 +136,7 @@ impl Trace {
             state: self.state.clone(),
             request_id: std::mem::take(&mut self.request_id),
             protocol: self.protocol,
-            key: std::mem::take(&mut self.key),
+            caller: Arc::clone(&self.caller),
             model: std::mem::take(&mut self.model),
             label: self.label.take(),
             at: self.at,
@@ -171,7 +178,7 @@ impl Drop for Trace {
         let label = self.label.as_deref().unwrap_or(OTHER_LABEL);
         tracing::info!(
             request_id = %self.request_id,
-            key = %self.key,
+            key = %self.caller.key.name,
             model = %self.model,
             account,
             status = self.status,
@@ -187,6 +194,7 @@ impl Drop for Trace {
             protocol: self.protocol,
             model: label,
             account,
+            key: &self.caller.key.id,
             status: self.status,
             latency,
             ttfb: self.ttfb,
@@ -195,7 +203,7 @@ impl Drop for Trace {
         self.state.usage.record(UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             at: self.at,
-            key: std::mem::take(&mut self.key),
+            key: self.caller.key.name.clone(),
             account: self.account.take(),
             model: label.to_owned(),
             upstream_model: self.upstream_model.take(),

@@ -1,0 +1,274 @@
+//! The live view: `GET /admin/v1/snapshot` (states, slots, counters, tokens today, and how long
+//! it takes with many accounts and keys).
+
+use std::time::{Duration, Instant};
+
+use relayd_tests::app::TestApp;
+use relayd_tests::http::{Admin, Reply, send};
+use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
+use relayd_tests::redis_server::RedisServer;
+use serde_json::{Value, json};
+
+/// A completion whose body takes `delay` to finish: the request holds its slot that long.
+fn slow_completion(delay: Duration) -> MockReply {
+    let body = completion("slow answer").to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    MockReply::Stream {
+        pieces: vec![head.to_owned(), tail.to_owned()],
+        gap: delay,
+        abort: false,
+    }
+}
+
+async fn ask(app: &TestApp, key: &str, model: &str) -> Reply {
+    let body = json!({"model": model, "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let request = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", key);
+    send(request.json(&body)).await
+}
+
+async fn add_account(admin: &Admin, name: &str, endpoint: &str, model: &str, concurrency: u32) {
+    admin
+        .create_account(
+            &json!({"name": name, "endpoint": endpoint, "deploymentName": "d",
+            "supportedModels": [model], "concurrency": concurrency}),
+        )
+        .await;
+}
+
+async fn snapshot(admin: &Admin) -> Value {
+    let reply = admin.get("/snapshot").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json
+}
+
+fn entry<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from {list}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_reports_states_slots_counters_and_tokens_today() {
+    let fast = MockUpstream::start().await;
+    let slow = MockUpstream::start().await;
+    slow.set_responder(|_| slow_completion(Duration::from_secs(3)));
+    let failing = MockUpstream::start().await;
+    failing.set_responder(|_| MockReply::error(500, "boom"));
+    let app = TestApp::start().await;
+    let admin = app.admin();
+    add_account(&admin, "fast", &fast.endpoint(), "m-fast", 4).await;
+    add_account(&admin, "slow", &slow.endpoint(), "m-slow", 1).await;
+    add_account(&admin, "failing", &failing.endpoint(), "m-fail", 4).await;
+    add_account(&admin, "off", &fast.endpoint(), "m-off", 4).await;
+    assert_eq!(
+        admin.post("/accounts/off/disable", &json!({})).await.status,
+        200
+    );
+    let limited = admin
+        .create_key(&json!({"name": "limited", "limits": {"tokensPerDay": 1000}}))
+        .await;
+    let open = admin.create_key(&json!({"name": "open"})).await;
+    let gone = admin.post("/keys", &json!({"name": "gone"})).await;
+    let gone_id = gone.json["key"]["id"].as_str().expect("key id").to_owned();
+    let revoked = admin
+        .post(&format!("/keys/{gone_id}/revoke"), &json!({}))
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+
+    let empty = snapshot(&admin).await;
+    assert_eq!(entry(&empty["accounts"], "fast")["requests"], 0);
+    assert_eq!(entry(&empty["accounts"], "off")["state"], "disabled");
+
+    assert_eq!(ask(&app, &limited, "m-fast").await.status, 200);
+    assert_eq!(ask(&app, &open, "m-fast").await.status, 200);
+    assert_eq!(ask(&app, &open, "m-fail").await.status, 502);
+    // While a request holds the only slot of `slow`, it is full.
+    let held = {
+        let (app_url, key) = (app.url("/v1/messages"), open.clone());
+        tokio::spawn(async move {
+            let body = json!({"model": "m-slow", "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}]});
+            send(
+                reqwest::Client::new()
+                    .post(app_url)
+                    .header("x-api-key", key)
+                    .json(&body),
+            )
+            .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let during = loop {
+        let now = snapshot(&admin).await;
+        if entry(&now["accounts"], "slow")["inFlight"] == 1 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let busy = entry(&during["accounts"], "slow");
+    assert_eq!(busy["inFlight"], 1, "{busy}");
+    assert_eq!(busy["state"], "full", "{busy}");
+    assert_eq!(during["server"]["inFlight"], 1, "{during}");
+    assert_eq!(held.await.expect("request task").status, 200);
+    assert!(app.state.usage.flush_now().await);
+
+    let s = snapshot(&admin).await;
+    assert_eq!(s["server"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(s["server"]["store"], "embedded");
+    assert_eq!(s["server"]["inFlight"], 0);
+    assert_eq!(s["server"]["queueDepth"], 0);
+    assert!(s["at"].as_i64().expect("at") >= during["at"].as_i64().expect("at"));
+    let bounds = s["ttfbBounds"].as_array().expect("bounds").len();
+    assert_eq!(bounds, 14);
+    let names: Vec<&str> = s["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["failing", "fast", "off", "slow"], "ordered by name");
+
+    let fast_entry = entry(&s["accounts"], "fast");
+    assert_eq!(fast_entry["state"], "ok");
+    assert_eq!(fast_entry["inFlight"], 0);
+    assert_eq!(fast_entry["concurrency"], 4);
+    assert_eq!(fast_entry["requests"], 2);
+    assert_eq!(fast_entry["errors"], 0);
+    assert_eq!(fast_entry["tokens"]["inputTokens"], 22);
+    assert_eq!(fast_entry["tokens"]["outputTokens"], 14);
+    assert_eq!(fast_entry["ttfb"]["count"], 2);
+    assert_eq!(
+        fast_entry["ttfb"]["buckets"]
+            .as_array()
+            .expect("buckets")
+            .len(),
+        bounds
+    );
+    assert!(fast_entry["latencySecondsTotal"].as_f64().expect("latency") > 0.0);
+
+    let failing_entry = entry(&s["accounts"], "failing");
+    assert_eq!(failing_entry["state"], "coolingDown", "{failing_entry}");
+    assert_eq!(failing_entry["reason"], "HTTP 500");
+    assert!(failing_entry["until"].as_i64().expect("until") > s["at"].as_i64().expect("at"));
+    assert_eq!(failing_entry["requests"], 1);
+    assert_eq!(failing_entry["errors"], 1);
+    assert_eq!(failing_entry["failedAttempts"], 1);
+    assert_eq!(failing_entry["ttfb"]["count"], 0, "no 2xx answer");
+
+    let slow_entry = entry(&s["accounts"], "slow");
+    assert_eq!(
+        (
+            slow_entry["state"].as_str(),
+            slow_entry["inFlight"].as_u64()
+        ),
+        (Some("ok"), Some(0))
+    );
+    assert!(slow_entry["latencySecondsTotal"].as_f64().expect("latency") >= 3.0);
+
+    let keys: Vec<&str> = s["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        keys,
+        ["limited", "open"],
+        "oldest first, the revoked key left out"
+    );
+    let limited_entry = entry(&s["keys"], "limited");
+    assert_eq!(limited_entry["state"], "active");
+    assert_eq!(limited_entry["requests"], 1);
+    assert_eq!(limited_entry["tokensToday"], 18, "the tokensPerDay counter");
+    assert_eq!(limited_entry["tokensPerDay"], 1000);
+    let open_entry = entry(&s["keys"], "open");
+    assert_eq!(
+        (
+            open_entry["requests"].as_u64(),
+            open_entry["errors"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    assert_eq!(open_entry["tokensToday"], 36, "the usage totals");
+    assert!(open_entry.get("tokensPerDay").is_none(), "{open_entry}");
+
+    let anonymous = send(reqwest::Client::new().get(app.url("/admin/v1/snapshot"))).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+    assert_eq!(
+        anonymous.json["error"]["code"], "unauthenticated",
+        "{}",
+        anonymous.text
+    );
+}
+
+/// Sequential snapshot calls against `app`, after it served a few requests: (p50, p99).
+async fn snapshot_latency(app: &TestApp, calls: usize) -> (Duration, Duration) {
+    let admin = app.admin();
+    snapshot(&admin).await;
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let reply = admin.get("/snapshot").await;
+        times.push(started.elapsed());
+        assert_eq!(reply.status, 200);
+    }
+    times.sort();
+    (times[calls / 2], times[calls * 99 / 100])
+}
+
+/// 20 accounts and 20 keys (half of them with `tokensPerDay`, which the snapshot reads from the
+/// coordinator; the others from the usage totals), each key used once.
+async fn populate(app: &TestApp, mock: &MockUpstream) {
+    let admin = app.admin();
+    for i in 0..20 {
+        add_account(
+            &admin,
+            &format!("box{i:02}"),
+            &mock.endpoint(),
+            &format!("m{i}"),
+            8,
+        )
+        .await;
+    }
+    for i in 0..20 {
+        let limits = if i % 2 == 0 {
+            json!({"tokensPerDay": 100_000})
+        } else {
+            json!({})
+        };
+        let key = admin
+            .create_key(&json!({"name": format!("key{i:02}"), "limits": limits}))
+            .await;
+        assert_eq!(ask(app, &key, &format!("m{i}")).await.status, 200);
+    }
+    assert!(app.state.usage.flush_now().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_latency_with_20_accounts_and_20_keys() {
+    let mock = MockUpstream::start().await;
+    let embedded = TestApp::start().await;
+    populate(&embedded, &mock).await;
+    let (p50, p99) = snapshot_latency(&embedded, 100).await;
+    eprintln!("snapshot latency, embedded store, 100 calls: p50 {p50:?}, p99 {p99:?}");
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let shared = TestApp::start_with(move |c| {
+        c.store = url;
+        c.redis_prefix = "top-test:".to_owned();
+    })
+    .await;
+    populate(&shared, &mock).await;
+    let (redis_p50, redis_p99) = snapshot_latency(&shared, 100).await;
+    eprintln!("snapshot latency, Redis store, 100 calls: p50 {redis_p50:?}, p99 {redis_p99:?}");
+    // Generous bounds for a debug build on a shared machine: this guards against a snapshot
+    // that grew a per-account or per-key store round trip each, not against noise.
+    for (store, p50) in [("embedded", p50), ("redis", redis_p50)] {
+        assert!(p50 < Duration::from_millis(100), "{store}: p50 {p50:?}");
+    }
+}
