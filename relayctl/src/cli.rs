@@ -16,6 +16,7 @@ Examples:
   relayctl accounts disable qwen3-32b
   relayctl keys create --name alice --allowed-models 'claude-*' --rpm 60
   relayctl usage --since 7d --by model
+  relayctl top
   relayctl test-endpoint qwen3-32b
   relayctl --output json status
 
@@ -90,6 +91,17 @@ or an age before now (30m, 24h, 7d, 2w). Totals have one-hour resolution.")]
     Usage(UsageArgs),
     /// Show daemon version, uptime, store, accounts and keys.
     Status,
+    /// A live full-screen view of accounts and keys, refreshed every second: state, requests in
+    /// flight, requests/s, errors/s, time to first byte, tokens/s, tokens today.
+    #[command(after_help = "Examples:
+  relayctl top
+  relayctl top --interval 5 --sort errors --filter qwen
+  relayctl top --once                     # one snapshot as tables, no terminal needed
+  relayctl --output json top --once       # one snapshot as JSON, for scripts
+
+Keys: q, Esc or Ctrl-C quit; s sorts by the next column; / filters by name (Enter keeps it,
+Esc clears it); arrows, PgUp/PgDn and Home scroll the accounts.")]
+    Top(TopArgs),
     /// Check an upstream the way relay traffic uses it: reachable, model listed, chat, streaming,
     /// tool calls, latency. Exits 1 when a check fails.
     #[command(after_help = "Examples:
@@ -414,6 +426,55 @@ fn parse_time(value: &str) -> Result<String, String> {
     shared::time::parse_time_spec(value, shared::time::now_millis())
         .map(|_| value.trim().to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Seconds between refreshes (0.2 to 3600; fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Print one snapshot (cumulative counters, no rates) and exit; works without a terminal.
+    #[arg(long)]
+    pub once: bool,
+    /// Column the accounts are sorted by at start (`s` changes it).
+    #[arg(long, value_enum, default_value_t = TopSort::Name)]
+    pub sort: TopSort,
+    /// Show only accounts and keys whose name contains this (case-insensitive; `/` changes it).
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+}
+
+/// Columns `top` sorts accounts by, in the order `s` cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    /// Account name, A to Z.
+    Name,
+    /// Problems first: cooling down, full, disabled, then ok.
+    State,
+    /// Requests in flight, most first.
+    InFlight,
+    /// Requests per second, most first.
+    Requests,
+    /// Errors per second, most first.
+    Errors,
+    /// Median time to first byte, slowest first.
+    Ttfb,
+    /// Tokens per second, most first.
+    Tokens,
+}
+
+/// A refresh interval in seconds, fractions allowed, within sane bounds: faster than 0.2 s
+/// would poll relayd for nothing a person can read.
+fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if !(0.2..=3600.0).contains(&secs) {
+        return Err(format!("{value} is outside 0.2 to 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// `completions`.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::account::{Account, AccountInput, AccountPatch};
 use shared::admin::{
-    AccountList, CooldownReset, KeyList, RoutingTable, Status, TestEndpointReport,
+    AccountList, CooldownReset, KeyList, RoutingTable, Snapshot, Status, TestEndpointReport,
     TestEndpointRequest,
 };
 use shared::error::{AdminErrorBody, FieldError};
@@ -219,6 +219,13 @@ impl AdminClient {
     /// `GET /admin/v1/status`.
     pub fn status(&self) -> Result<Status, ClientError> {
         self.call(Method::GET, &["status"], None::<&()>)
+    }
+
+    /// `GET /admin/v1/snapshot`, given up after `timeout`: a live view must not hang on a
+    /// server that stopped answering.
+    pub fn snapshot(&self, timeout: std::time::Duration) -> Result<Snapshot, ClientError> {
+        let request = self.request(Method::GET, &["snapshot"]).timeout(timeout);
+        parse(self.send(request)?)
     }
 
     /// `GET /admin/v1/usage?…` with the given query parameters (`since`, `until`, `key`,

@@ -4,6 +4,12 @@
 //!
 //! Writes return `io::Result` instead of panicking like `println!`: a closed pipe
 //! (`relayctl accounts list | head -1`) surfaces as `BrokenPipe`, which `run` treats as a quiet exit.
+//!
+//! [`snapshot`] holds the live snapshot's tables and the cell texts `relayctl top` shares with
+//! them. The one thing drawn elsewhere is `top`'s full-screen view: ratatui paints it on the
+//! alternate screen (`commands/top`), where line-oriented output has no place.
+
+pub mod snapshot;
 
 use std::io::{self, Write};
 
@@ -608,7 +614,7 @@ fn limits_text(key: &RelayKey) -> String {
     }
 }
 
-fn format_duration(seconds: u64) -> String {
+pub(crate) fn format_duration(seconds: u64) -> String {
     let (d, h, m, s) = (
         seconds / 86_400,
         seconds / 3600 % 24,

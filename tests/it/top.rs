@@ -1,13 +1,19 @@
 //! The live view: `GET /admin/v1/snapshot` (states, slots, counters, tokens today, and how long
-//! it takes with many accounts and keys).
+//! it takes with many accounts and keys) and `relayctl top` — driven under a real
+//! pseudo-terminal against a running relayd with a slow and a failing upstream, and without a
+//! terminal, where it refuses or prints one snapshot.
 
 use std::time::{Duration, Instant};
 
 use relayd_tests::app::TestApp;
+use relayd_tests::daemon::binary;
 use relayd_tests::http::{Admin, Reply, send};
 use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
 use relayd_tests::redis_server::RedisServer;
+use relayd_tests::terminal::Terminal;
 use serde_json::{Value, json};
+
+use crate::relayctl::relayctl;
 
 /// A completion whose body takes `delay` to finish: the request holds its slot that long.
 fn slow_completion(delay: Duration) -> MockReply {
@@ -271,4 +277,226 @@ async fn snapshot_latency_with_20_accounts_and_20_keys() {
     for (store, p50) in [("embedded", p50), ("redis", redis_p50)] {
         assert!(p50 < Duration::from_millis(100), "{store}: p50 {p50:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_without_a_terminal_refuses_or_prints_one_snapshot() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start().await;
+    add_account(&app.admin(), "box", &mock.endpoint(), "m", 3).await;
+    let key = app
+        .admin()
+        .create_key(&json!({"name": "alice", "limits": {"tokensPerDay": 500}}))
+        .await;
+    assert_eq!(ask(&app, &key, "m").await.status, 200);
+
+    let refused = relayctl(&app, &["top"]).failed(2);
+    assert!(refused.stderr.contains("needs a terminal"), "{refused:#?}");
+    assert!(refused.stderr.contains("--once"), "{refused:#?}");
+    assert!(refused.stdout.is_empty(), "{refused:#?}");
+    let json_live = relayctl(&app, &["--output", "json", "top"]).failed(2);
+    assert!(json_live.stderr.contains("--once"), "{json_live:#?}");
+    let bad = relayctl(&app, &["top", "--interval", "0"]);
+    assert_eq!(bad.code, Some(2), "{bad:#?}");
+
+    let text = relayctl(&app, &["top", "--once"]).ok();
+    let row = text
+        .stdout
+        .lines()
+        .find(|l| l.contains(" box "))
+        .unwrap_or_else(|| panic!("no account row: {text:#?}"));
+    assert!(row.contains(" ok "), "{row}");
+    assert!(row.contains("0/3"), "{row}");
+    let key_row = text
+        .stdout
+        .lines()
+        .find(|l| l.contains(" alice "))
+        .unwrap_or_else(|| panic!("no key row: {text:#?}"));
+    assert!(key_row.contains("18 / 500 (4%)"), "{key_row}");
+
+    let json = relayctl(&app, &["--output", "json", "top", "--once"])
+        .ok()
+        .json();
+    assert_eq!(entry(&json["accounts"], "box")["requests"], 1, "{json}");
+    assert_eq!(entry(&json["keys"], "alice")["tokensToday"], 18, "{json}");
+}
+
+/// The line of the account table whose first word is `name`.
+fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+}
+
+/// The seconds left in `cooling 12s (…)` on `name`'s row, when it shows one.
+fn countdown(screen: &str, name: &str) -> Option<u64> {
+    let rest = row(screen, name)?.split("cooling ").nth(1)?;
+    rest.split('s').next()?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_on_a_terminal_follows_slots_and_cooldowns_and_q_restores_the_terminal() {
+    let slow = MockUpstream::start().await;
+    slow.set_responder(|_| slow_completion(Duration::from_secs(3)));
+    let failing = MockUpstream::start().await;
+    failing.set_responder(|_| MockReply::error(500, "boom"));
+    let app = TestApp::start_with(|c| c.routing.cooldown_server_error_secs = 30).await;
+    let admin = app.admin();
+    add_account(&admin, "slow", &slow.endpoint(), "m-slow", 4).await;
+    add_account(&admin, "failing", &failing.endpoint(), "m-fail", 2).await;
+    let key = admin.create_key(&json!({"name": "alice"})).await;
+    let server = app.url("");
+    let mut term = Terminal::spawn(
+        &binary("relayctl"),
+        &[
+            "--server",
+            &server,
+            "--token",
+            &app.admin_token,
+            "top",
+            "--interval",
+            "0.2",
+        ],
+        30,
+        120,
+    );
+    let wait = Duration::from_secs(15);
+
+    let screen = term.wait_for(wait, "both accounts, idle", |s| {
+        row(s, "slow").is_some_and(|r| r.contains(" ok ") && r.contains("0/4"))
+            && row(s, "failing").is_some_and(|r| r.contains(" ok ") && r.contains("0/2"))
+    });
+    assert!(screen.contains("alice"), "the key is listed: {screen}");
+    assert!(
+        term.state().alternate_screen(),
+        "drawn on the alternate screen"
+    );
+    assert!(term.state().hide_cursor());
+
+    // A request against the slow upstream holds a slot while it runs, then gives it back.
+    let running = {
+        let (url, key) = (app.url("/v1/messages"), key.clone());
+        tokio::spawn(async move {
+            let body = json!({"model": "m-slow", "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}]});
+            send(
+                reqwest::Client::new()
+                    .post(url)
+                    .header("x-api-key", key)
+                    .json(&body),
+            )
+            .await
+        })
+    };
+    term.wait_for(wait, "one request in flight on slow", |s| {
+        row(s, "slow").is_some_and(|r| r.contains("1/4"))
+    });
+    assert_eq!(running.await.expect("request task").status, 200);
+    term.wait_for(wait, "slow back to 0 in flight", |s| {
+        row(s, "slow").is_some_and(|r| r.contains("0/4"))
+    });
+
+    // A 500 cools `failing` down: its row counts the seconds left.
+    assert_eq!(ask(&app, &key, "m-fail").await.status, 502);
+    let screen = term.wait_for(wait, "failing cooling down", |s| {
+        countdown(s, "failing").is_some()
+    });
+    let first = countdown(&screen, "failing").expect("countdown");
+    assert!((1..=30).contains(&first), "{screen}");
+    assert!(
+        row(&screen, "failing").is_some_and(|r| r.contains("(HTTP 500)")),
+        "{screen}"
+    );
+    term.wait_for(wait, "the countdown going down", |s| {
+        countdown(s, "failing").is_some_and(|left| left < first)
+    });
+
+    // `q` quits with status 0 and leaves the terminal as it found it.
+    term.send("q");
+    let status = term.finish(wait);
+    assert!(status.success(), "{status}; screen:\n{}", term.screen());
+    let output = String::from_utf8_lossy(term.output()).into_owned();
+    let entered = output
+        .rfind("\u{1b}[?1049h")
+        .expect("entered the alternate screen");
+    let left = output
+        .rfind("\u{1b}[?1049l")
+        .expect("left the alternate screen");
+    assert!(left > entered, "left after entering");
+    assert!(
+        output[left..].contains("\u{1b}[?25h") || output[entered..left].contains("\u{1b}[?25h")
+    );
+    assert!(
+        !term.state().alternate_screen(),
+        "back on the normal screen"
+    );
+    assert!(!term.state().hide_cursor(), "the cursor is shown again");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_keeps_retrying_through_a_lost_connection_and_ctrl_c_restores_the_terminal() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start().await;
+    add_account(&app.admin(), "box", &mock.endpoint(), "m", 2).await;
+    let (addr, state) = (app.addr, app.state.clone());
+    let server = app.url("");
+    let mut term = Terminal::spawn(
+        &binary("relayctl"),
+        &[
+            "--server",
+            &server,
+            "--token",
+            &app.admin_token,
+            "top",
+            "--interval",
+            "0.2",
+        ],
+        24,
+        120,
+    );
+    let wait = Duration::from_secs(15);
+    term.wait_for(wait, "the account", |s| row(s, "box").is_some());
+
+    // relayd goes away: a banner over the last figures.
+    drop(app);
+    let screen = term.wait_for(wait, "the connection-lost banner", |s| {
+        s.contains("connection lost, retrying every 0.2s")
+    });
+    assert!(
+        row(&screen, "box").is_some(),
+        "the last figures stay: {screen}"
+    );
+
+    // It comes back on the same address: the banner goes, the figures are live again.
+    let deadline = Instant::now() + wait;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("rebinding {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot listen on {addr} again: {e}"),
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(relayd::server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    term.wait_for(wait, "the banner gone", |s| {
+        !s.contains("connection lost") && row(s, "box").is_some()
+    });
+
+    // Ctrl-C (a key in raw mode) quits like `q`.
+    term.send("\u{3}");
+    let status = term.finish(wait);
+    assert!(status.success(), "{status}; screen:\n{}", term.screen());
+    assert!(
+        !term.state().alternate_screen(),
+        "back on the normal screen"
+    );
+    assert!(!term.state().hide_cursor(), "the cursor is shown again");
+    let _ = stop.send(());
 }

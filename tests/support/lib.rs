@@ -3,8 +3,8 @@
 //! instances ([`redis_server`]), in-process mock upstreams ([`mock_upstream`]), misbehaving upstreams ([`fault_upstream`]),
 //! outbound proxies
 //! ([`forward_proxy`]) and the official
-//! client SDKs and Claude Code ([`python`]), and what the benchmarks share ([`bench`]). The tests
-//! themselves live in `it/`.
+//! client SDKs and Claude Code ([`python`]), a program's screen under a pseudo-terminal
+//! ([`terminal`]), and what the benchmarks share ([`bench`]). The tests themselves live in `it/`.
 
 pub mod app;
 pub mod bench;
@@ -15,3 +15,4 @@ pub mod http;
 pub mod mock_upstream;
 pub mod python;
 pub mod redis_server;
+pub mod terminal;

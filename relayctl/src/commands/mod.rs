@@ -9,6 +9,7 @@ mod keys;
 mod models;
 mod status;
 mod test_endpoint;
+mod top;
 mod usage;
 
 use std::path::PathBuf;
@@ -67,6 +68,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(&ctx, command),
         Command::Usage(args) => usage::run(&ctx, args),
         Command::Status => status::run(&ctx),
+        Command::Top(args) => top::run(&ctx, args),
         Command::TestEndpoint(args) => test_endpoint::run(&ctx, args),
         Command::Completions(args) => completions::run(&ctx, args),
     }
