@@ -3,7 +3,8 @@
 //! Module map:
 //! - [`cli`]: the command line (clap derive), including `--help` examples.
 //! - [`client`]: a typed, blocking admin-API client over the `shared` DTOs, with typed errors.
-//! - [`output`]: every byte relayctl prints — comfy-table for people, pretty JSON for scripts.
+//! - [`output`]: every byte relayctl prints — comfy-table for people, pretty JSON for scripts —
+//!   except `top`'s full-screen view, which ratatui draws (`commands/top`).
 //! - [`prompt`]: interactive questions (dialoguer), used only when a terminal is attached.
 //! - [`commands`]: one module per command; each returns `anyhow::Result<()>`.
 //!

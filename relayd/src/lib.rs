@@ -15,7 +15,8 @@
 //! - [`extract`]: JSON body extraction with errors in the caller's shape.
 //! - [`auth`]: admin token and relay-key secrets.
 //! - [`accounts`], [`keys`]: registries with lock-free snapshots over the store.
-//! - [`metrics`]: Prometheus counters and histograms, rendered on `/metrics`.
+//! - [`metrics`]: Prometheus counters and histograms, rendered on `/metrics`, and the per-account
+//!   and per-key totals of the admin snapshot.
 //! - [`routing`]: which accounts serve a model, which one a request goes to, slots and cooldowns.
 //! - [`limits`]: relay-key limits (requests per minute, tokens per day, concurrency).
 //! - [`admin`]: the admin API.
