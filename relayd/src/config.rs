@@ -288,22 +288,44 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let Some(path) = file else {
+            return Self::from_layers(None, env);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string(), env)
+    }
+
+    /// As [`Config::load`] with the file already read: defaults ← `text` (TOML) ← `env`.
+    /// `file_name` names the file in error messages. No I/O, so any text can be tested (the fuzz
+    /// bench feeds it generated files and environments).
+    pub fn from_toml_str(
+        text: &str,
+        file_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_layers(Some((text, file_name)), env)
+    }
+
+    /// The layers over the defaults: `file` is the TOML text and the file's name.
+    fn from_layers(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut table = toml::Table::new();
         let mut origin = "configuration".to_owned();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                origin: format!("config file {}", path.display()),
+        if let Some((text, file_name)) = file {
+            table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+                origin: format!("config file {file_name}"),
                 message: e.message().to_owned(),
             })?;
-            origin = format!("config file {} or environment", path.display());
+            origin = format!("config file {file_name} or environment");
             // Validate the file on its own first, so its errors name the file.
             Self::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
                 ConfigError::Invalid {
-                    origin: format!("config file {}", path.display()),
+                    origin: format!("config file {file_name}"),
                     message: e.message().to_owned(),
                 }
             })?;
@@ -599,6 +621,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`workers`") && err.contains("1024"), "{err}");
+    }
+
+    #[test]
+    fn text_and_file_load_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        let text = "lisen = 1\n";
+        std::fs::write(&path, text).unwrap();
+        let from_file = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let name = path.display().to_string();
+        let from_text = Config::from_toml_str(text, &name, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(from_file, from_text);
+        let c = Config::from_toml_str("workers = 2\n", "x.toml", env(&[])).unwrap();
+        assert_eq!(c.workers, 2);
     }
 
     #[test]
