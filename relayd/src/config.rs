@@ -19,6 +19,12 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RELAYD_ADMIN_TOKEN",
 ];
 
+/// Most `__`-separated levels an environment variable's key may have before it is rejected
+/// unread. Real keys have two (`TIMEOUTS__IDLE_SECS`), and deeper ones are unknown keys whose
+/// errors name them; but each level became a nested table, built and dropped recursively, so a
+/// variable name of a few thousand levels overflowed the stack (found by the fuzz bench).
+const MAX_ENV_KEY_DEPTH: usize = 16;
+
 /// Most serving threads `workers` may ask for.
 const MAX_WORKERS: usize = 1024;
 
@@ -337,6 +343,15 @@ impl Config {
         for (var, raw) in &overrides {
             let key = var["RELAYD_".len()..].to_ascii_lowercase();
             let path: Vec<&str> = key.split("__").collect();
+            if path.len() > MAX_ENV_KEY_DEPTH {
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {var}"),
+                    message: format!(
+                        "unknown key: nested {} levels deep (configuration keys have at most 2)",
+                        path.len()
+                    ),
+                });
+            }
             set_path(&mut table, &path, env_value(raw)).map_err(|message| {
                 ConfigError::Invalid {
                     origin: format!("environment variable {var}"),
@@ -629,6 +644,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("flush_every"), "{err}");
+    }
+
+    /// Found by the fuzz bench: a variable nested thousands of levels deep overflowed the stack.
+    #[test]
+    fn deeply_nested_env_keys_are_rejected_not_built() {
+        let deep = format!("RELAYD_{}", vec!["TIMEOUTS"; 50_000].join("__"));
+        let err = Config::load(None, vec![(deep.clone(), "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "environment variable {deep}: unknown key: nested 50000 levels deep (configuration keys have at most 2)"
+            )
+        );
+        // Up to the limit, the key is read and serde names what is wrong with it.
+        let var = format!("RELAYD_{}", vec!["TIMEOUTS"; 16].join("__"));
+        let err = Config::load(None, vec![(var, "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `timeouts`"), "{err}");
     }
 
     #[test]
