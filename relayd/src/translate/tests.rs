@@ -1003,6 +1003,44 @@ fn stream_tool_without_argument_fragments() {
     );
 }
 
+/// Found by the fuzz bench: an upstream index of `u32::MAX` followed by another call made the
+/// index guess for a missing `index` overflow (a panic in debug builds), even when the next call
+/// had an index of its own.
+#[test]
+fn stream_tool_index_at_u32_max_does_not_overflow() {
+    let events = run_stream(
+        &[
+            tool_delta(json!([{"index": u32::MAX, "function": {"arguments": "{}"}}])),
+            tool_delta(json!([{"index": 0, "id": "call_1", "function": {"arguments": "{}"}}])),
+            content("x"),
+            // No index after `u32::MAX`: the guess saturates instead of wrapping to 0.
+            tool_delta(json!([{"id": "call_2", "function": {"name": "Bash"}}])),
+            finish("tool_calls"),
+        ],
+        true,
+    );
+    assert_eq!(
+        events,
+        strings(&[
+            "start in=1234",
+            "open 0 tool_use \"toolu_1_0\" \"\"",
+            "delta 0 input_json_delta {}",
+            "close 0",
+            "open 1 tool_use \"call_1\" \"\"",
+            "delta 1 input_json_delta {}",
+            "close 1",
+            "open 2 text",
+            "delta 2 text_delta x",
+            "close 2",
+            "open 3 tool_use \"call_2\" \"Bash\"",
+            "delta 3 input_json_delta {}",
+            "close 3",
+            "end tool_use null in=1234 out=3 cached=0",
+            "message_stop"
+        ])
+    );
+}
+
 #[test]
 fn stream_cumulative_argument_snapshots() {
     let events = run_stream(
