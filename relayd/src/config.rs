@@ -19,6 +19,12 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RELAYD_ADMIN_TOKEN",
 ];
 
+/// Most `__`-separated levels an environment variable's key may have before it is rejected
+/// unread. Real keys have two (`TIMEOUTS__IDLE_SECS`), and deeper ones are unknown keys whose
+/// errors name them; but each level became a nested table, built and dropped recursively, so a
+/// variable name of a few thousand levels overflowed the stack (found by the fuzz bench).
+const MAX_ENV_KEY_DEPTH: usize = 16;
+
 /// Most serving threads `workers` may ask for.
 const MAX_WORKERS: usize = 1024;
 
@@ -330,22 +336,44 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let Some(path) = file else {
+            return Self::from_layers(None, env);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string(), env)
+    }
+
+    /// As [`Config::load`] with the file already read: defaults ← `text` (TOML) ← `env`.
+    /// `file_name` names the file in error messages. No I/O, so any text can be tested (the fuzz
+    /// bench feeds it generated files and environments).
+    pub fn from_toml_str(
+        text: &str,
+        file_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_layers(Some((text, file_name)), env)
+    }
+
+    /// The layers over the defaults: `file` is the TOML text and the file's name.
+    fn from_layers(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut table = toml::Table::new();
         let mut origin = "configuration".to_owned();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
+        if let Some((text, file_name)) = file {
+            table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+                origin: format!("config file {file_name}"),
+                message: describe_toml_error(&e, text),
             })?;
-            table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                origin: format!("config file {}", path.display()),
-                message: e.message().to_owned(),
-            })?;
-            origin = format!("config file {} or environment", path.display());
+            origin = format!("config file {file_name} or environment");
             // Validate the file on its own first, so its errors name the file.
             Self::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
                 ConfigError::Invalid {
-                    origin: format!("config file {}", path.display()),
+                    origin: format!("config file {file_name}"),
                     message: e.message().to_owned(),
                 }
             })?;
@@ -357,6 +385,15 @@ impl Config {
         for (var, raw) in &overrides {
             let key = var["RELAYD_".len()..].to_ascii_lowercase();
             let path: Vec<&str> = key.split("__").collect();
+            if path.len() > MAX_ENV_KEY_DEPTH {
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {var}"),
+                    message: format!(
+                        "unknown key: nested {} levels deep (configuration keys have at most 2)",
+                        path.len()
+                    ),
+                });
+            }
             set_path(&mut table, &path, env_value(raw)).map_err(|message| {
                 ConfigError::Invalid {
                     origin: format!("environment variable {var}"),
@@ -498,6 +535,27 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("admin.token"))
     }
+}
+
+/// toml's message for a parse error of `text`. A few errors come without one (a control character
+/// in a comment, found by the fuzz bench), which left the error saying nothing at all; those get
+/// their position at least.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    if !e.message().trim().is_empty() {
+        return e.message().to_owned();
+    }
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return "invalid TOML".to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    format!("invalid TOML at line {line}, column {column}")
 }
 
 /// Interprets an environment value as a TOML scalar when it parses as one (`900`, `true`),
@@ -653,6 +711,27 @@ mod tests {
         assert!(err.contains("flush_every"), "{err}");
     }
 
+    /// Found by the fuzz bench: a variable nested thousands of levels deep overflowed the stack.
+    #[test]
+    fn deeply_nested_env_keys_are_rejected_not_built() {
+        let deep = format!("RELAYD_{}", vec!["TIMEOUTS"; 50_000].join("__"));
+        let err = Config::load(None, vec![(deep.clone(), "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "environment variable {deep}: unknown key: nested 50000 levels deep (configuration keys have at most 2)"
+            )
+        );
+        // Up to the limit, the key is read and serde names what is wrong with it.
+        let var = format!("RELAYD_{}", vec!["TIMEOUTS"; 16].join("__"));
+        let err = Config::load(None, vec![(var, "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `timeouts`"), "{err}");
+    }
+
     #[test]
     fn workers_default_to_one_per_core_and_are_bounded() {
         let c = Config::load(None, env(&[])).unwrap();
@@ -664,6 +743,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`workers`") && err.contains("1024"), "{err}");
+    }
+
+    #[test]
+    fn text_and_file_load_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        let text = "lisen = 1\n";
+        std::fs::write(&path, text).unwrap();
+        let from_file = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let name = path.display().to_string();
+        let from_text = Config::from_toml_str(text, &name, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(from_file, from_text);
+        let c = Config::from_toml_str("workers = 2\n", "x.toml", env(&[])).unwrap();
+        assert_eq!(c.workers, 2);
+    }
+
+    /// Found by the fuzz bench: toml gives no message for this one, and the error said nothing.
+    #[test]
+    fn parse_errors_without_a_message_give_the_position() {
+        let err = Config::from_toml_str("#\0", "x.toml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "config file x.toml: invalid TOML at line 1, column 2");
+        let err = Config::from_toml_str("workers = 1\n  # é\0", "x.toml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "config file x.toml: invalid TOML at line 2, column 6");
     }
 
     #[test]
