@@ -282,6 +282,11 @@ impl AccountInput {
         let deployment_name = self.deployment_name.trim().to_owned();
         if deployment_name.is_empty() {
             fail("deploymentName", "must not be empty".to_owned());
+        } else if deployment_name.chars().any(char::is_control) {
+            fail(
+                "deploymentName",
+                "must not contain control characters".to_owned(),
+            );
         }
         let api_key = self.api_key.filter(|k| !k.is_empty());
         if let Some(key) = &api_key
@@ -332,6 +337,23 @@ impl AccountInput {
             .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         if api_version.is_empty() {
             fail("apiVersion", "must not be empty".to_owned());
+        } else if api_version.chars().any(char::is_control) {
+            fail(
+                "apiVersion",
+                "must not contain control characters".to_owned(),
+            );
+        }
+        let description = self.description.filter(|d| !d.is_empty());
+        // Line breaks and tabs are fair in free text; other control characters only ever act on
+        // the terminal or log viewer that shows them.
+        if let Some(d) = &description
+            && d.chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+        {
+            fail(
+                "description",
+                "must not contain control characters other than line breaks and tabs".to_owned(),
+            );
         }
 
         let max_output_tokens = match self.max_output_tokens {
@@ -360,7 +382,7 @@ impl AccountInput {
             priority,
             concurrency,
             enabled: self.enabled.unwrap_or(true),
-            description: self.description.filter(|d| !d.is_empty()),
+            description,
             max_output_tokens,
             thinking: self.thinking.unwrap_or_default(),
             use_max_completion_tokens: self.use_max_completion_tokens.unwrap_or(false),
@@ -738,6 +760,28 @@ mod tests {
             fields,
             ["endpoint", "supportedModels", "priority", "concurrency"]
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        let mut i = input();
+        i.name = "evil\u{1b}[2J".into();
+        i.deployment_name = "qwen\u{7}".into();
+        i.api_version = Some("2024\u{7}-10-21".into());
+        i.description = Some("title\u{1b}]0;x\u{7}".into());
+        let errs = i.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            ["name", "deploymentName", "apiVersion", "description"]
+        );
+        assert!(
+            errs.iter()
+                .all(|e| e.message.contains("control characters"))
+        );
+        let mut i = input();
+        i.description = Some("two\nlines\tand a tab".into());
+        assert!(i.validate().is_ok());
     }
 
     #[test]
