@@ -16,6 +16,24 @@ pub const DEFAULT_PRIORITY: u8 = 50;
 pub const DEFAULT_CONCURRENCY: u32 = 50;
 /// Upper bound for `concurrency`; beyond it a typo is likelier than a real setting.
 pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Longest account `name`, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest `endpoint` or `proxy` URL, in bytes: far beyond any real base URL, and the common
+/// limit of URLs that HTTP servers and proxies accept.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Longest `deploymentName`, in characters (model ids such as
+/// `Qwen/Qwen3-VL-235B-A22B-Instruct-FP8` are a few dozen).
+pub const MAX_DEPLOYMENT_CHARS: usize = 256;
+/// Longest `apiKey`, in bytes (room for long JWT-style tokens).
+pub const MAX_API_KEY_BYTES: usize = 8192;
+/// Longest `apiVersion`, in characters (`2024-10-21`, `2025-04-01-preview`).
+pub const MAX_API_VERSION_CHARS: usize = 64;
+/// Longest `description`, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Most `supportedModels` entries (patterns cover families of names).
+pub const MAX_MODELS: usize = 256;
+/// Longest `supportedModels` entry, in characters.
+pub const MAX_MODEL_CHARS: usize = 256;
 /// Default Azure `api-version`.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
@@ -282,6 +300,11 @@ impl AccountInput {
         let deployment_name = self.deployment_name.trim().to_owned();
         if deployment_name.is_empty() {
             fail("deploymentName", "must not be empty".to_owned());
+        } else if deployment_name.chars().count() > MAX_DEPLOYMENT_CHARS {
+            fail(
+                "deploymentName",
+                format!("must be at most {MAX_DEPLOYMENT_CHARS} characters"),
+            );
         } else if deployment_name.chars().any(char::is_control) {
             fail(
                 "deploymentName",
@@ -289,10 +312,15 @@ impl AccountInput {
             );
         }
         let api_key = self.api_key.filter(|k| !k.is_empty());
-        if let Some(key) = &api_key
-            && key.chars().any(char::is_control)
-        {
-            fail("apiKey", "must not contain control characters".to_owned());
+        if let Some(key) = &api_key {
+            if key.len() > MAX_API_KEY_BYTES {
+                fail(
+                    "apiKey",
+                    format!("must be at most {MAX_API_KEY_BYTES} bytes"),
+                );
+            } else if key.chars().any(char::is_control) {
+                fail("apiKey", "must not contain control characters".to_owned());
+            }
         }
         let supported_models = match self.supported_models {
             None => default_supported_models(),
@@ -337,6 +365,11 @@ impl AccountInput {
             .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         if api_version.is_empty() {
             fail("apiVersion", "must not be empty".to_owned());
+        } else if api_version.chars().count() > MAX_API_VERSION_CHARS {
+            fail(
+                "apiVersion",
+                format!("must be at most {MAX_API_VERSION_CHARS} characters"),
+            );
         } else if api_version.chars().any(char::is_control) {
             fail(
                 "apiVersion",
@@ -346,14 +379,22 @@ impl AccountInput {
         let description = self.description.filter(|d| !d.is_empty());
         // Line breaks and tabs are fair in free text; other control characters only ever act on
         // the terminal or log viewer that shows them.
-        if let Some(d) = &description
-            && d.chars()
+        if let Some(d) = &description {
+            if d.chars().count() > MAX_DESCRIPTION_CHARS {
+                fail(
+                    "description",
+                    format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+                );
+            } else if d
+                .chars()
                 .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
-        {
-            fail(
-                "description",
-                "must not contain control characters other than line breaks and tabs".to_owned(),
-            );
+            {
+                fail(
+                    "description",
+                    "must not contain control characters other than line breaks and tabs"
+                        .to_owned(),
+                );
+            }
         }
 
         let max_output_tokens = match self.max_output_tokens {
@@ -392,14 +433,14 @@ impl AccountInput {
     }
 }
 
-/// Checks an account name: non-empty, at most 128 characters, no control characters, and not
-/// shaped like an account id (so "get by id or name" is never ambiguous).
+/// Checks an account name: non-empty, at most [`MAX_NAME_CHARS`] characters, no control
+/// characters, and not shaped like an account id (so "get by id or name" is never ambiguous).
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    if name.chars().count() > 128 {
-        return Err("must be at most 128 characters".to_owned());
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
     }
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters".to_owned());
@@ -412,11 +453,15 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses an endpoint base URL: `http` or `https`, with a host, no query or fragment.
+/// Parses an endpoint base URL: `http` or `https`, with a host, no query or fragment, at most
+/// [`MAX_URL_BYTES`] long.
 pub fn validate_endpoint(raw: &str) -> Result<url::Url, String> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if raw.len() > MAX_URL_BYTES {
+        return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
     }
     let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -439,8 +484,12 @@ pub fn validate_endpoint(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Parses a proxy URL: `http`, `https`, `socks5` or `socks5h`, with a host.
+/// Parses a proxy URL: `http`, `https`, `socks5` or `socks5h`, with a host, at most
+/// [`MAX_URL_BYTES`] long.
 pub fn validate_proxy(raw: &str) -> Result<url::Url, String> {
+    if raw.trim().len() > MAX_URL_BYTES {
+        return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
+    }
     let url = url::Url::parse(raw.trim())
         .map_err(|e| format!("{} is not a valid URL: {e}", redact_url(raw)))?;
     if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
@@ -455,16 +504,28 @@ pub fn validate_proxy(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Checks a `supportedModels` list: non-empty, no blank entries, duplicates removed (first kept).
+/// Checks a `supportedModels` list: non-empty, at most [`MAX_MODELS`] entries of at most
+/// [`MAX_MODEL_CHARS`] characters, no blank entries, duplicates removed (first kept).
 pub fn validate_models(list: Vec<String>) -> Result<Vec<String>, String> {
     if list.is_empty() {
         return Err("must not be empty (omit the field to get the default model names)".to_owned());
+    }
+    if list.len() > MAX_MODELS {
+        return Err(format!(
+            "must list at most {MAX_MODELS} names or patterns, got {}",
+            list.len()
+        ));
     }
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for (i, model) in list.into_iter().enumerate() {
         let model = model.trim().to_owned();
         if model.is_empty() {
             return Err(format!("entry {i} is empty"));
+        }
+        if model.chars().count() > MAX_MODEL_CHARS {
+            return Err(format!(
+                "entry {i} must be at most {MAX_MODEL_CHARS} characters"
+            ));
         }
         if model.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(format!("entry {i} ({model:?}) contains whitespace"));
@@ -781,6 +842,63 @@ mod tests {
         );
         let mut i = input();
         i.description = Some("two\nlines\tand a tab".into());
+        assert!(i.validate().is_ok());
+    }
+
+    #[test]
+    fn lengths_are_bounded_naming_the_field() {
+        let long = |n: usize| "a".repeat(n);
+        let mut i = input();
+        i.name = long(MAX_NAME_CHARS + 1);
+        i.endpoint = format!("http://h/{}", long(MAX_URL_BYTES));
+        i.deployment_name = long(MAX_DEPLOYMENT_CHARS + 1);
+        i.api_key = Some(long(MAX_API_KEY_BYTES + 1));
+        i.api_version = Some(long(MAX_API_VERSION_CHARS + 1));
+        i.proxy = Some(format!("http://p/{}", long(MAX_URL_BYTES)));
+        i.description = Some(long(MAX_DESCRIPTION_CHARS + 1));
+        let errs = i.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "endpoint",
+                "deploymentName",
+                "apiKey",
+                "proxy",
+                "apiVersion",
+                "description"
+            ]
+        );
+        assert!(
+            errs.iter().all(|e| e.message.contains("at most")),
+            "{errs:?}"
+        );
+
+        let mut i = input();
+        i.supported_models = Some((0..=MAX_MODELS).map(|n| format!("m{n}")).collect());
+        let errs = i.validate().unwrap_err();
+        assert_eq!(errs[0].field.as_deref(), Some("supportedModels"));
+        assert!(errs[0].message.contains("at most"), "{errs:?}");
+        let mut i = input();
+        i.supported_models = Some(vec![long(MAX_MODEL_CHARS + 1)]);
+        let errs = i.validate().unwrap_err();
+        assert_eq!(errs[0].field.as_deref(), Some("supportedModels"));
+
+        // Exactly at every limit is fine.
+        let mut i = input();
+        i.name = long(MAX_NAME_CHARS);
+        let endpoint = "http://h/";
+        i.endpoint = format!("{endpoint}{}", long(MAX_URL_BYTES - endpoint.len()));
+        i.deployment_name = long(MAX_DEPLOYMENT_CHARS);
+        i.api_key = Some(long(MAX_API_KEY_BYTES));
+        i.api_version = Some(long(MAX_API_VERSION_CHARS));
+        i.description = Some(long(MAX_DESCRIPTION_CHARS));
+        i.supported_models = Some(
+            (0..MAX_MODELS)
+                .map(|n| format!("{n}{}", long(MAX_MODEL_CHARS - n.to_string().len())))
+                .collect(),
+        );
         assert!(i.validate().is_ok());
     }
 
