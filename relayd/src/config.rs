@@ -58,6 +58,12 @@ pub struct Config {
     pub usage: UsageConfig,
     /// Account selection, queueing, failover and cooldowns.
     pub routing: Routing,
+
+    // --- Client connections and the upstream address policy (see the block near the end). ---
+    /// Accept account endpoints and proxies at link-local or cloud-metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254). Off by default: a relay that admins can point
+    /// anywhere must not become a way to read the host's cloud credentials.
+    pub allow_link_local_endpoints: bool,
 }
 
 /// Usage accounting: how records are batched on their way to the store and how long raw records
@@ -240,6 +246,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
             routing: Routing::default(),
+            allow_link_local_endpoints: false,
         }
     }
 }

@@ -543,6 +543,64 @@ pub fn normalise_endpoint(url: &url::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
 
+/// Whether `url`'s host is a literal link-local or cloud-metadata address: IPv4 169.254.0.0/16
+/// (AWS, GCP and Azure instance metadata at 169.254.169.254, ECS task credentials at
+/// 169.254.170.2), IPv6 link-local fe80::/10, AWS's IPv6 metadata address fd00:ec2::254, and
+/// those IPv4 addresses written as IPv4-mapped or -compatible IPv6 (`[::ffff:169.254.169.254]`).
+///
+/// Only literal addresses can be told without resolving the name; the URL parser has already
+/// normalised the other spellings of an IPv4 address (`2852039166`, `0xa9.0xfe.0xa9.0xfe`,
+/// a trailing dot) to the dotted form.
+pub fn is_link_local_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => {
+            const AWS_METADATA_V6: std::net::Ipv6Addr =
+                std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip == AWS_METADATA_V6
+                || ip.to_ipv4().is_some_and(|v4| v4.is_link_local())
+        }
+        Some(url::Host::Domain(_)) | None => false,
+    }
+}
+
+/// The refusals for an account whose `endpoint` or `proxy` is at a link-local or metadata
+/// address ([`is_link_local_host`]), unless the deployment allows them (relayd's
+/// `allow_link_local_endpoints`): a relay that an admin can point anywhere must not become a way
+/// to read the host's cloud credentials. Only addresses being set are checked: pass the values
+/// stored before (`previous`) so that an existing account can still be edited in other ways.
+pub fn link_local_errors(
+    settings: &AccountSettings,
+    secrets: &AccountSecrets,
+    previous: Option<(&AccountSettings, &AccountSecrets)>,
+) -> Vec<FieldError> {
+    let refuse = |field: &str, what: &str| FieldError {
+        row: None,
+        name: None,
+        field: Some(field.to_owned()),
+        message: format!(
+            "{what} is a link-local or cloud-metadata address (169.254.0.0/16, fe80::/10, \
+             fd00:ec2::254); relayd refuses those unless `allow_link_local_endpoints = true`"
+        ),
+    };
+    let mut errors = Vec::new();
+    let endpoint_is_new = previous.is_none_or(|(s, _)| s.endpoint != settings.endpoint);
+    if endpoint_is_new
+        && url::Url::parse(&settings.endpoint).is_ok_and(|url| is_link_local_host(&url))
+    {
+        errors.push(refuse("endpoint", "the endpoint's host"));
+    }
+    let proxy_is_new = previous.is_none_or(|(_, p)| p.proxy != secrets.proxy);
+    if proxy_is_new
+        && let Some(proxy) = &secrets.proxy
+        && url::Url::parse(proxy.trim()).is_ok_and(|url| is_link_local_host(&url))
+    {
+        errors.push(refuse("proxy", "the proxy's host"));
+    }
+    errors
+}
+
 /// A URL with its password replaced by `****`, for display and logs.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
@@ -900,6 +958,61 @@ mod tests {
                 .collect(),
         );
         assert!(i.validate().is_ok());
+    }
+
+    #[test]
+    fn link_local_and_metadata_hosts_are_recognised() {
+        let link_local = [
+            "http://169.254.169.254/v1",
+            "http://169.254.170.2",
+            "http://169.254.0.1:8000/v1",
+            "http://169.254.169.254./v1",
+            "http://2852039166/v1",
+            "http://0xa9.0xfe.0xa9.0xfe/v1",
+            "http://[fe80::1]:8000/v1",
+            "http://[febf::1]/v1",
+            "http://[fd00:ec2::254]/latest",
+            "http://[::ffff:169.254.169.254]/v1",
+            "socks5://[::ffff:a9fe:a9fe]:1080",
+        ];
+        for raw in link_local {
+            assert!(is_link_local_host(&url::Url::parse(raw).unwrap()), "{raw}");
+        }
+        let ordinary = [
+            "http://127.0.0.1:8000/v1",
+            "http://10.0.0.5:8000/v1",
+            "http://169.253.255.255/v1",
+            "http://169.255.0.1/v1",
+            "http://[fec0::1]/v1",
+            "http://[fd00:ec2::253]/v1",
+            "http://[::1]:8000/v1",
+            "https://res.openai.azure.com",
+            "http://metadata.google.internal/v1",
+        ];
+        for raw in ordinary {
+            assert!(!is_link_local_host(&url::Url::parse(raw).unwrap()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn link_local_errors_name_the_field_and_spare_unchanged_values() {
+        let (settings, secrets) = AccountInput {
+            endpoint: "http://169.254.169.254/v1".into(),
+            proxy: Some("http://[fe80::1]:3128".into()),
+            ..input()
+        }
+        .validate()
+        .unwrap();
+        let errors = link_local_errors(&settings, &secrets, None);
+        let fields: Vec<_> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(fields, ["endpoint", "proxy"]);
+        assert!(errors[0].message.contains("allow_link_local_endpoints"));
+        // Stored like this already (before the rule existed): other edits stay possible.
+        let mut renamed = settings.clone();
+        renamed.name = "renamed".into();
+        assert!(link_local_errors(&renamed, &secrets, Some((&settings, &secrets))).is_empty());
+        let (ordinary, plain) = input().validate().unwrap();
+        assert!(link_local_errors(&ordinary, &plain, None).is_empty());
     }
 
     #[test]
