@@ -60,6 +60,8 @@ pub struct Config {
     pub routing: Routing,
 
     // --- Client connections and the upstream address policy (see the block near the end). ---
+    /// Client connections: read timeouts and the connection cap.
+    pub server: ServerConfig,
     /// Accept account endpoints and proxies at link-local or cloud-metadata addresses
     /// (169.254.0.0/16, fe80::/10, fd00:ec2::254). Off by default: a relay that admins can point
     /// anywhere must not become a way to read the host's cloud credentials.
@@ -246,6 +248,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
             routing: Routing::default(),
+            server: ServerConfig::default(),
             allow_link_local_endpoints: false,
         }
     }
@@ -385,6 +388,7 @@ impl Config {
             });
         }
         self.check_usage()?;
+        self.server.check()?;
         Ok(())
     }
 
@@ -452,6 +456,77 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("admin.token"))
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// `[server]`: client connections. One block, so that it merges cleanly with other changes here.
+
+/// Longest read timeout accepted, in seconds (a day); beyond it a typo is likelier.
+const MAX_READ_TIMEOUT_SECS: u64 = 86_400;
+
+/// `[server]`: how long a client may take to send a request, and how long an idle keep-alive
+/// connection is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Longest time from a connection's opening, or from the first byte of a request, until its
+    /// request line and headers are complete; then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Longest time from the end of a request's head until its body is complete; then the
+    /// request is answered 408 and the connection closed.
+    pub body_read_timeout_secs: u64,
+    /// Longest time a keep-alive connection may sit idle between an answer and the next request.
+    pub keep_alive_idle_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            keep_alive_idle_secs: 75,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (key, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
+            ("server.body_read_timeout_secs", self.body_read_timeout_secs),
+            ("server.keep_alive_idle_secs", self.keep_alive_idle_secs),
+        ] {
+            if !(1..=MAX_READ_TIMEOUT_SECS).contains(&secs) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!(
+                        "{secs} is out of range (1 to {MAX_READ_TIMEOUT_SECS} seconds)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// Body read timeout.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
+    }
+
+    /// Keep-alive idle timeout.
+    pub fn keep_alive_idle(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_idle_secs)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 
 /// Interprets an environment value as a TOML scalar when it parses as one (`900`, `true`),
 /// otherwise as a string (`127.0.0.1:3000`, `redis://…`).
@@ -606,6 +681,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`workers`") && err.contains("1024"), "{err}");
+    }
+
+    #[test]
+    fn server_section_has_defaults_and_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.server.header_read_timeout(), Duration::from_secs(30));
+        assert!(!c.allow_link_local_endpoints);
+        let c = Config::load(
+            None,
+            env(&[
+                ("RELAYD_SERVER__KEEP_ALIVE_IDLE_SECS", "5"),
+                ("RELAYD_ALLOW_LINK_LOCAL_ENDPOINTS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.keep_alive_idle(), Duration::from_secs(5));
+        assert!(c.allow_link_local_endpoints);
+        let err = Config::load(None, env(&[("RELAYD_SERVER__BODY_READ_TIMEOUT_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.body_read_timeout_secs"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_SERVER__HEADER_TIMEOUT", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header_timeout"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Body is not JSON.
     UnsupportedMediaType,
+    /// The client did not send its request body in time.
+    RequestTimeout,
     /// A relay-key limit was hit.
     RateLimited,
     /// Every account is busy.
@@ -61,6 +63,7 @@ impl ErrorKind {
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             // Anthropic's own "overloaded" status; OpenAI clients get 429 instead (see below).
             Self::Overloaded => {
@@ -84,6 +87,7 @@ impl ErrorKind {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::BadGateway => "bad_gateway",
@@ -107,7 +111,7 @@ impl ErrorKind {
             Self::RateLimited => "rate_limit_error",
             Self::Overloaded => "overloaded_error",
             Self::BadGateway | Self::Internal | Self::Unavailable => "api_error",
-            Self::GatewayTimeout => "timeout_error",
+            Self::GatewayTimeout | Self::RequestTimeout => "timeout_error",
         }
     }
 
@@ -122,6 +126,7 @@ impl ErrorKind {
             Self::Conflict => ("invalid_request_error", "conflict"),
             Self::PayloadTooLarge => ("invalid_request_error", "request_too_large"),
             Self::UnsupportedMediaType => ("invalid_request_error", "unsupported_media_type"),
+            Self::RequestTimeout => ("invalid_request_error", "request_timeout"),
             Self::RateLimited => ("rate_limit_exceeded", "rate_limit_exceeded"),
             Self::Overloaded => ("rate_limit_exceeded", "overloaded"),
             Self::BadGateway => ("api_error", "bad_gateway"),
@@ -343,9 +348,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(crate::workers::serve(listener, app, 1, async {
-            let _ = stopped.await;
-        }));
+        let served = tokio::spawn(crate::workers::serve(
+            listener,
+            app,
+            1,
+            crate::workers::ConnectionLimits::generous(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: relayd\r\nConnection: close\r\n\r\n")
             .await

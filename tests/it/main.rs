@@ -6,6 +6,7 @@ mod accounting;
 mod admin_api;
 mod claude_code;
 mod client_auth;
+mod connections;
 mod endpoint_policy;
 mod metrics;
 mod operations;
