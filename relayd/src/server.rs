@@ -46,7 +46,18 @@ pub async fn serve(
             body: server.body_read_timeout(),
             keep_alive_idle: server.keep_alive_idle(),
         },
+        max_connections: server.connection_cap(),
     };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "serving at most {} client connections at once (server.max_connections{})",
+        limits.max_connections,
+        if server.max_connections == 0 {
+            ", derived from the open-file limit"
+        } else {
+            ""
+        }
+    );
     crate::workers::serve(listener, router(state), workers, limits, shutdown).await
 }
 
