@@ -15,9 +15,10 @@
 //! Three pieces share one [`Phase`]: [`GuardedStream`] wraps the socket and enforces the deadline
 //! of the current phase whenever a read has to wait; [`GuardedService`] marks where a request's
 //! head was read (hyper calls it then); the request body marks where the body ended and the
-//! response body where the answer went out (when hyper drops it). While a request is being
-//! answered there is no read deadline: the answer may take minutes of GPU time, and the upstream
-//! timeouts bound that.
+//! response body where the answer went out (when hyper is done with it; the idle deadline then
+//! starts with the answer's last write, as hyper does not read again by itself). While a request
+//! is being answered there is no read deadline: the answer may take minutes of GPU time, and the
+//! upstream timeouts bound that.
 //!
 //! A head or idle timeout closes the connection without an answer (what hyper does, and all a
 //! client that sends nothing can be told). A body timeout fails the body read, which
