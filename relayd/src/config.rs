@@ -66,6 +66,13 @@ pub struct Config {
     pub routing: Routing,
     /// Upstream connections and the size of what upstreams may send.
     pub upstream: UpstreamConfig,
+    // --- Client connections and the upstream address policy (see the block near the end). ---
+    /// Client connections: read timeouts and the connection cap.
+    pub server: ServerConfig,
+    /// Accept account endpoints and proxies at link-local or cloud-metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254). Off by default: a relay that admins can point
+    /// anywhere must not become a way to read the host's cloud credentials.
+    pub allow_link_local_endpoints: bool,
 }
 
 /// `[upstream]`: pooled upstream connections and bounds on upstream answers. An upstream that
@@ -288,6 +295,8 @@ impl Default for Config {
             usage: UsageConfig::default(),
             routing: Routing::default(),
             upstream: UpstreamConfig::default(),
+            server: ServerConfig::default(),
+            allow_link_local_endpoints: false,
         }
     }
 }
@@ -469,6 +478,7 @@ impl Config {
                 message: "must be at least 1024".to_owned(),
             });
         }
+        self.server.check()?;
         Ok(())
     }
 
@@ -557,6 +567,114 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
         + 1;
     format!("invalid TOML at line {line}, column {column}")
 }
+
+// ------------------------------------------------------------------------------------------------
+// `[server]`: client connections. One block, so that it merges cleanly with other changes here.
+
+/// Open-file limit assumed when the real one cannot be read (not Linux, or no `/proc`).
+const ASSUMED_OPEN_FILE_LIMIT: u64 = 20_000;
+/// Descriptors kept for relayd itself (store, logs, runtimes, listeners) when the connection cap
+/// is derived from the open-file limit.
+const RESERVED_FILES: u64 = 64;
+/// Longest read timeout accepted, in seconds (a day); beyond it a typo is likelier.
+const MAX_READ_TIMEOUT_SECS: u64 = 86_400;
+
+/// `[server]`: how long a client may take to send a request, how long an idle keep-alive
+/// connection is kept, and how many connections are served at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Longest time from a connection's opening, or from the first byte of a request, until its
+    /// request line and headers are complete; then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Longest time from the end of a request's head until its body is complete; then the
+    /// request is answered 408 and the connection closed.
+    pub body_read_timeout_secs: u64,
+    /// Longest time a keep-alive connection may sit idle between an answer and the next request.
+    pub keep_alive_idle_secs: u64,
+    /// Most client connections served at once; further ones wait, unaccepted, until one closes.
+    /// 0 (the default) derives it from the open-file limit: half of it less 64, since each
+    /// relayed request holds a client and an upstream socket.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            keep_alive_idle_secs: 75,
+            max_connections: 0,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (key, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
+            ("server.body_read_timeout_secs", self.body_read_timeout_secs),
+            ("server.keep_alive_idle_secs", self.keep_alive_idle_secs),
+        ] {
+            if !(1..=MAX_READ_TIMEOUT_SECS).contains(&secs) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!(
+                        "{secs} is out of range (1 to {MAX_READ_TIMEOUT_SECS} seconds)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// Body read timeout.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
+    }
+
+    /// Keep-alive idle timeout.
+    pub fn keep_alive_idle(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_idle_secs)
+    }
+
+    /// The connection cap in effect: [`ServerConfig::max_connections`], or when that is 0, half
+    /// the process's open-file limit less [`RESERVED_FILES`] (at least 16).
+    pub fn connection_cap(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let files = open_file_limit().unwrap_or(ASSUMED_OPEN_FILE_LIMIT);
+        let cap = (files.saturating_sub(RESERVED_FILES) / 2).max(16);
+        usize::try_from(cap).unwrap_or(usize::MAX)
+    }
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits` (no unsafe
+/// `getrlimit` in this crate); `None` where that cannot be read or says `unlimited`.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_file_limit(&limits)
+}
+
+/// The soft "Max open files" value of a `/proc/<pid>/limits` text.
+fn parse_open_file_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+// ------------------------------------------------------------------------------------------------
 
 /// Interprets an environment value as a TOML scalar when it parses as one (`900`, `true`),
 /// otherwise as a string (`127.0.0.1:3000`, `redis://…`).
@@ -772,6 +890,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "config file x.toml: invalid TOML at line 2, column 6");
+    }
+
+    #[test]
+    fn server_section_has_defaults_and_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.server.header_read_timeout(), Duration::from_secs(30));
+        assert!(!c.allow_link_local_endpoints);
+        let c = Config::load(
+            None,
+            env(&[
+                ("RELAYD_SERVER__KEEP_ALIVE_IDLE_SECS", "5"),
+                ("RELAYD_SERVER__MAX_CONNECTIONS", "7"),
+                ("RELAYD_ALLOW_LINK_LOCAL_ENDPOINTS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.keep_alive_idle(), Duration::from_secs(5));
+        assert_eq!(c.server.connection_cap(), 7);
+        assert!(c.allow_link_local_endpoints);
+        let err = Config::load(None, env(&[("RELAYD_SERVER__BODY_READ_TIMEOUT_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.body_read_timeout_secs"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_SERVER__HEADER_TIMEOUT", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_connection_cap_is_derived_from_the_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63398                63398                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_file_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_file_limit(unlimited), None);
+        let derived = ServerConfig::default().connection_cap();
+        match open_file_limit() {
+            Some(files) => assert_eq!(derived as u64, (files - RESERVED_FILES) / 2),
+            None => assert_eq!(
+                derived as u64,
+                (ASSUMED_OPEN_FILE_LIMIT - RESERVED_FILES) / 2
+            ),
+        }
     }
 
     #[test]
