@@ -931,7 +931,10 @@ mod tests {
         assert_eq!(parse_open_file_limit(unlimited), None);
         let derived = ServerConfig::default().connection_cap();
         match open_file_limit() {
-            Some(files) => assert_eq!(derived as u64, (files - RESERVED_FILES) / 2),
+            Some(files) => assert_eq!(
+                derived as u64,
+                (files.saturating_sub(RESERVED_FILES) / 2).max(16)
+            ),
             None => assert_eq!(
                 derived as u64,
                 (ASSUMED_OPEN_FILE_LIMIT - RESERVED_FILES) / 2

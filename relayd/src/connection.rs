@@ -8,9 +8,9 @@
 //! opens and again each time it goes idle after an answer, so it bounds the idle time between
 //! requests by the header timeout (one knob for two things), does nothing for bodies, and
 //! allocates and registers a new timer for every request. Here each connection has one timer,
-//! re-aimed as the connection moves between phases; moving a deadline later is an atomic store
-//! in tokio (the timer wheel is only touched when the old deadline comes due), so the common
-//! request costs one clock read and no allocation.
+//! and a request moving through its phases only records each phase's deadline (a clock read);
+//! the timer itself is touched once per shortest timeout on a connection, not per request (see
+//! [`GuardedStream`]).
 //!
 //! Three pieces share one [`Phase`]: [`GuardedStream`] wraps the socket and enforces the deadline
 //! of the current phase whenever a read has to wait; [`GuardedService`] marks where a request's
@@ -126,27 +126,47 @@ impl Phase {
 
 /// A client socket that fails a read with [`ReadTimedOut`] once the deadline of the connection's
 /// phase has passed. Reads that return data at once never look at the clock.
+///
+/// The timer is never set more than the shortest of the three timeouts ahead. Any later phase's
+/// deadline is then no earlier than the timer, so a new phase only records its deadline and
+/// leaves the timer alone: moving a tokio timer earlier takes the timer wheel's lock (and may
+/// wake the runtime's driver), and a request changes phase three or four times. When the timer
+/// fires before the phase's deadline it is simply set again; that happens once per
+/// shortest-timeout on a connection that is idle or slow, never per request.
 #[derive(Debug)]
 pub(crate) struct GuardedStream {
     tcp: TcpStream,
     phase: Arc<Phase>,
     timeouts: ReadTimeouts,
-    /// The connection's one timer, re-aimed at each new phase.
-    deadline: Pin<Box<Sleep>>,
-    /// The phase word `deadline` was aimed for; a different word means a new phase.
-    aimed_at: u32,
+    /// The shortest of `timeouts`: the furthest ahead `timer` is ever set.
+    shortest: Duration,
+    /// The connection's one timer.
+    timer: Pin<Box<Sleep>>,
+    /// Whether `timer` is set (and was pending when last looked at).
+    armed: bool,
+    /// The phase word `due` belongs to; a different word means a new phase.
+    seen: u32,
+    /// When the current phase's allowance runs out; `None` while a request is being answered.
+    due: Option<Instant>,
 }
 
 impl GuardedStream {
     /// Wraps `tcp`; the head deadline starts with the first read that has to wait.
     pub(crate) fn new(tcp: TcpStream, timeouts: ReadTimeouts, phase: Arc<Phase>) -> Self {
+        let shortest = timeouts
+            .header
+            .min(timeouts.body)
+            .min(timeouts.keep_alive_idle);
         Self {
             tcp,
             phase,
             timeouts,
+            shortest,
             // Not registered with the timer wheel until first polled.
-            deadline: Box::pin(tokio::time::sleep(timeouts.header)),
-            aimed_at: u32::MAX,
+            timer: Box::pin(tokio::time::sleep(shortest)),
+            armed: false,
+            seen: u32::MAX,
+            due: None,
         }
     }
 
@@ -157,30 +177,51 @@ impl GuardedStream {
     /// (the head of an empty answer, the data of a whole one, the end of a chunked one).
     fn start_idle_deadline(&mut self, cx: &mut Context<'_>) {
         let word = self.phase.word();
-        if word & PHASE_BITS == IDLE && word != self.aimed_at {
-            // Polled once to register this task's waker with the timer; it has just been set
-            // into the future, so it is pending.
+        if word & PHASE_BITS == IDLE && word != self.seen {
+            // The deadline has just been set into the future: this only records it and makes
+            // sure the timer will wake this task.
             let _ = self.poll_deadline(cx);
         }
     }
 
-    /// Called when a read has to wait: aims the timer at the current phase's deadline if the
-    /// phase is new, and fails the read once that deadline has passed.
+    /// Called when a read has to wait: notes the deadline of a new phase, and fails the read
+    /// once the current phase's deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let word = self.phase.word();
-        let (limit, what) = match word & PHASE_BITS {
-            IDLE => (self.timeouts.keep_alive_idle, ReadTimedOut::Idle),
-            HEAD => (self.timeouts.header, ReadTimedOut::Head),
-            BODY => (self.timeouts.body, ReadTimedOut::Body),
-            _ => return Poll::Pending,
-        };
-        if word != self.aimed_at {
-            self.deadline.as_mut().reset(Instant::now() + limit);
-            self.aimed_at = word;
+        if word != self.seen {
+            self.seen = word;
+            let limit = match word & PHASE_BITS {
+                IDLE => Some(self.timeouts.keep_alive_idle),
+                HEAD => Some(self.timeouts.header),
+                BODY => Some(self.timeouts.body),
+                _ => None,
+            };
+            self.due = limit.map(|limit| Instant::now() + limit);
         }
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what))),
-            Poll::Pending => Poll::Pending,
+        let Some(due) = self.due else {
+            return Poll::Pending;
+        };
+        if self.armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        // The timer is not set, or it has fired: the deadline has passed, or the timer fired
+        // ahead of it and is set again.
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                self.armed = false;
+                let what = match word & PHASE_BITS {
+                    IDLE => ReadTimedOut::Idle,
+                    HEAD => ReadTimedOut::Head,
+                    _ => ReadTimedOut::Body,
+                };
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+            }
+            self.timer.as_mut().reset(due.min(now + self.shortest));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                self.armed = true;
+                return Poll::Pending;
+            }
         }
     }
 }

@@ -438,9 +438,8 @@ mod tests {
     }
 
     /// Reads until the server closes the connection (end of stream or an error such as a
-    /// reset); returns what arrived before and how long that took.
-    async fn read_until_closed(tcp: &mut (impl AsyncReadExt + Unpin)) -> (String, Duration) {
-        let started = Instant::now();
+    /// reset); returns what arrived before.
+    async fn read_until_closed(tcp: &mut (impl AsyncReadExt + Unpin)) -> String {
         let mut received = Vec::new();
         let mut buf = [0u8; 4096];
         let closed = tokio::time::timeout(EVENT_DEADLINE, async {
@@ -456,10 +455,7 @@ mod tests {
             closed.is_ok(),
             "the connection is still open after {EVENT_DEADLINE:?}"
         );
-        (
-            String::from_utf8_lossy(&received).into_owned(),
-            started.elapsed(),
-        )
+        String::from_utf8_lossy(&received).into_owned()
     }
 
     /// Sends `GET path` on a kept-alive connection and reads one whole response; returns it.
@@ -501,9 +497,13 @@ mod tests {
         let app = axum::Router::new().route("/", get(|| async { "ok" }));
         let limits = ConnectionLimits::of(ms(300), ms(60_000), ms(60_000), 100);
         let (addr, _stop, _served) = start_with(app, 1, limits).await;
+        // Timings are taken from before the client acts, so the server's clock cannot have
+        // started earlier.
+        let since = Instant::now();
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let (received, took) = read_until_closed(&mut tcp).await;
+        let received = read_until_closed(&mut tcp).await;
         assert_eq!(received, "", "closed without an answer");
+        let took = since.elapsed();
         assert!(took >= ms(300), "closed after {took:?}");
     }
 
@@ -521,6 +521,7 @@ mod tests {
             "a".repeat(200)
         );
         let sent = Arc::new(AtomicUsize::new(0));
+        let since = Instant::now();
         let trickle = {
             let sent = Arc::clone(&sent);
             tokio::spawn(async move {
@@ -534,7 +535,8 @@ mod tests {
                 }
             })
         };
-        let (received, took) = read_until_closed(&mut reader).await;
+        let received = read_until_closed(&mut reader).await;
+        let took = since.elapsed();
         let total = 200 + "GET / HTTP/1.1\r\nHost: relayd\r\nX-Padding: \r\n\r\n".len();
         assert_eq!(received, "", "no answer to a head that never completed");
         assert!(took >= ms(400), "closed after {took:?}");
@@ -586,8 +588,10 @@ mod tests {
         }
 
         let mut idle = TcpStream::connect(addr).await.unwrap();
+        let since = Instant::now();
         assert!(round_trip(&mut idle, "/").await.starts_with("HTTP/1.1 200"));
-        let (received, took) = read_until_closed(&mut idle).await;
+        let received = read_until_closed(&mut idle).await;
+        let took = since.elapsed();
         assert_eq!(received, "");
         assert!(took >= ms(300), "closed after {took:?}");
 
@@ -624,13 +628,15 @@ mod tests {
         assert!(answer.ends_with("2 bytes"), "{answer}");
 
         // Five of the hundred bytes promised, then nothing.
+        let since = Instant::now();
         tcp.write_all(
             b"POST /v1/messages HTTP/1.1\r\nHost: relayd\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n{\"a\":",
         )
         .await
         .unwrap();
-        let (answer, took) = read_until_closed(&mut tcp).await;
+        let answer = read_until_closed(&mut tcp).await;
+        let took = since.elapsed();
         assert!(
             answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
             "{answer}"
@@ -638,6 +644,36 @@ mod tests {
         assert!(answer.contains(r#""type":"timeout_error""#), "{answer}");
         assert!(answer.contains("body_read_timeout_secs"), "{answer}");
         assert!(took >= ms(300), "answered after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_longer_than_the_shortest_timeout_is_kept_in_full() {
+        // The connection's timer is never set more than the shortest timeout (here the header
+        // one) ahead; it fires early, is set again, and the body still gets its whole 700 ms.
+        let app = axum::Router::new().route(
+            "/",
+            post(|req: Request| async move {
+                match crate::extract::read_body(req, &()).await {
+                    Ok(_) => "read".into_response(),
+                    Err(e) => e.into_response_for(crate::error::Surface::OpenAi),
+                }
+            }),
+        );
+        let limits = ConnectionLimits::of(ms(100), ms(700), ms(60_000), 100);
+        let (addr, _stop, _served) = start_with(app, 1, limits).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let since = Instant::now();
+        tcp.write_all(
+            b"POST / HTTP/1.1\r\nHost: relayd\r\nContent-Type: application/json\r\n\
+              Content-Length: 10\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        let answer = read_until_closed(&mut tcp).await;
+        let took = since.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+        assert!(took >= ms(700), "answered after {took:?}");
     }
 
     #[tokio::test]
