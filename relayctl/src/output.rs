@@ -5,12 +5,21 @@
 //! Writes return `io::Result` instead of panicking like `println!`: a closed pipe
 //! (`relayctl accounts list | head -1`) surfaces as `BrokenPipe`, which `run` treats as a quiet exit.
 //!
+//! Text for people never carries a control character other than a line break: names, models,
+//! descriptions and messages come from import files, from relayd's answers and — through usage
+//! reports — from any client's model names, and an ESC, CR, BEL or C1 control in them would make
+//! the terminal act (clear the screen, retitle the window, overwrite a line). They are shown
+//! escaped (`\u{1b}`), cell by cell before a table is laid out (so its columns line up) and once
+//! more at the writer. JSON output is left exact: JSON escapes control characters itself, and a
+//! script must get the values as they are.
+//!
 //! [`snapshot`] holds the live snapshot's tables and the cell texts `relayctl top` shares with
 //! them. The one thing drawn elsewhere is `top`'s full-screen view: ratatui paints it on the
 //! alternate screen (`commands/top`), where line-oriented output has no place.
 
 pub mod snapshot;
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
@@ -49,8 +58,9 @@ impl Printer {
 
     /// `value` as pretty JSON on stdout.
     pub fn json<T: Serialize + ?Sized>(self, value: &T) -> io::Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
-        stdout(&format!("{text}\n"))
+        let mut text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+        text.push('\n');
+        write_stdout(text.as_bytes())
     }
 
     /// The account list: one row per account.
@@ -75,18 +85,21 @@ impl Printer {
         ]);
         for a in &list.accounts {
             let s = &a.settings;
-            table.add_row(vec![
-                a.id.to_string(),
-                s.name.clone(),
-                s.kind.to_string(),
-                s.endpoint.clone(),
-                s.deployment_name.clone(),
-                s.supported_models.join("\n"),
-                s.priority.to_string(),
-                s.concurrency.to_string(),
-                yes_no(s.enabled).to_owned(),
-                secret_text(a),
-            ]);
+            add_row(
+                &mut table,
+                vec![
+                    a.id.to_string(),
+                    s.name.clone(),
+                    s.kind.to_string(),
+                    s.endpoint.clone(),
+                    s.deployment_name.clone(),
+                    s.supported_models.join("\n"),
+                    s.priority.to_string(),
+                    s.concurrency.to_string(),
+                    yes_no(s.enabled).to_owned(),
+                    secret_text(a),
+                ],
+            );
         }
         print_table(&table)
     }
@@ -145,12 +158,15 @@ impl Printer {
         }
         let mut table = table(&["ROW", "NAME", "FIELD", "PROBLEM"]);
         for e in errors {
-            table.add_row(vec![
-                e.row.map_or_else(|| "-".to_owned(), |r| r.to_string()),
-                e.name.clone().unwrap_or_else(|| "-".to_owned()),
-                e.field.clone().unwrap_or_else(|| "-".to_owned()),
-                e.message.clone(),
-            ]);
+            add_row(
+                &mut table,
+                vec![
+                    e.row.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+                    e.name.clone().unwrap_or_else(|| "-".to_owned()),
+                    e.field.clone().unwrap_or_else(|| "-".to_owned()),
+                    e.message.clone(),
+                ],
+            );
         }
         print_table(&table)
     }
@@ -162,12 +178,15 @@ impl Printer {
         }
         let mut table = table(&["ROW", "NAME", "RESULT", "DETAIL"]);
         for r in &report.rows {
-            table.add_row(vec![
-                r.row.to_string(),
-                r.name.clone(),
-                r.result.as_str().to_owned(),
-                r.detail.clone(),
-            ]);
+            add_row(
+                &mut table,
+                vec![
+                    r.row.to_string(),
+                    r.name.clone(),
+                    r.result.as_str().to_owned(),
+                    r.detail.clone(),
+                ],
+            );
         }
         print_table(&table)?;
         let s = report.summary;
@@ -222,15 +241,18 @@ impl Printer {
         ]);
         let now = now_millis();
         for k in &list.keys {
-            table.add_row(vec![
-                k.id.to_string(),
-                k.name.clone(),
-                k.refusal(now).unwrap_or("active").to_owned(),
-                all_or(&k.allowed_models),
-                all_or(&k.bound_accounts),
-                limits_text(k),
-                k.expires_at.map_or_else(|| "never".to_owned(), format_time),
-            ]);
+            add_row(
+                &mut table,
+                vec![
+                    k.id.to_string(),
+                    k.name.clone(),
+                    k.refusal(now).unwrap_or("active").to_owned(),
+                    all_or(&k.allowed_models),
+                    all_or(&k.bound_accounts),
+                    limits_text(k),
+                    k.expires_at.map_or_else(|| "never".to_owned(), format_time),
+                ],
+            );
         }
         print_table(&table)
     }
@@ -363,9 +385,9 @@ impl Printer {
             ]
         };
         for t in &report.groups {
-            table.add_row(row(t, &t.group));
+            add_row(&mut table, row(t, &t.group));
         }
-        table.add_row(row(&report.total, "TOTAL"));
+        add_row(&mut table, row(&report.total, "TOTAL"));
         for column in 1..7 {
             if let Some(c) = table.column_mut(column) {
                 c.set_cell_alignment(comfy_table::CellAlignment::Right);
@@ -385,9 +407,7 @@ impl Printer {
 
     /// A completion script or other raw text, as is.
     pub fn raw(self, bytes: &[u8]) -> io::Result<()> {
-        let mut out = io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()
+        write_stdout(bytes)
     }
 }
 
@@ -488,20 +508,64 @@ pub fn test_report_text(report: &TestEndpointReport) -> String {
 /// A note for the person at the terminal, on stderr.
 pub fn note(message: &str) {
     // A failed write to stderr has nowhere better to be reported.
-    let _ = writeln!(io::stderr().lock(), "{message}");
+    let _ = writeln!(io::stderr().lock(), "{}", terminal_safe(message));
 }
 
 /// The one-line error `relayctl: error: …` on stderr.
 pub fn error_line(message: &str) {
     // Keep it one line even if a server message carried newlines.
     let one_line = message.replace(['\n', '\r'], " ");
-    let _ = writeln!(io::stderr().lock(), "relayctl: error: {one_line}");
+    let _ = writeln!(
+        io::stderr().lock(),
+        "relayctl: error: {}",
+        terminal_safe(&one_line)
+    );
 }
 
+/// Text for people on stdout, control characters escaped.
 fn stdout(text: &str) -> io::Result<()> {
+    write_stdout(terminal_safe(text).as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    out.write_all(bytes)?;
     out.flush()
+}
+
+/// `text` with every character a terminal would act on escaped the way Rust writes it (`\u{1b}`,
+/// `\r`, `\t`): C0 and C1 controls and DEL, except the line break, and the bidirectional
+/// overrides and isolates, which reorder what is shown around them. Borrowed when there is none.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    fn acts_on_terminal(c: char) -> bool {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(acts_on_terminal) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if acts_on_terminal(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Adds a row of cells made terminal-safe before the table measures them.
+fn add_row(table: &mut Table, cells: Vec<String>) {
+    table.add_row(
+        cells
+            .into_iter()
+            .map(|cell| match terminal_safe(&cell) {
+                Cow::Borrowed(_) => cell,
+                Cow::Owned(safe) => safe,
+            })
+            .collect::<Vec<_>>(),
+    );
 }
 
 fn print_table(table: &Table) -> io::Result<()> {
@@ -518,7 +582,7 @@ fn key_value(rows: &[(&str, String)]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     for (k, v) in rows {
-        table.add_row(vec![Cell::new(k), Cell::new(v)]);
+        table.add_row(vec![Cell::new(k), Cell::new(terminal_safe(v))]);
     }
     table
 }
@@ -536,13 +600,16 @@ fn routes_table(routes: &[ModelRoute]) -> Table {
         let col = |f: &dyn Fn(&shared::admin::RouteEntry) -> String| {
             route.accounts.iter().map(f).collect::<Vec<_>>().join("\n")
         };
-        table.add_row(vec![
-            route.model.clone(),
-            col(&|e| e.name.clone()),
-            col(&|e| e.priority.to_string()),
-            col(&|e| format!("{} / {}", e.in_flight, e.concurrency)),
-            col(&|e| state_text(&e.state)),
-        ]);
+        add_row(
+            &mut table,
+            vec![
+                route.model.clone(),
+                col(&|e| e.name.clone()),
+                col(&|e| e.priority.to_string()),
+                col(&|e| format!("{} / {}", e.in_flight, e.concurrency)),
+                col(&|e| state_text(&e.state)),
+            ],
+        );
     }
     table
 }
@@ -675,6 +742,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("relayctl accounts enable box"), "{text}");
+    }
+
+    #[test]
+    fn terminal_safe_escapes_what_a_terminal_acts_on() {
+        assert!(matches!(terminal_safe("plain\nlines ✓"), Cow::Borrowed(_)));
+        assert_eq!(
+            terminal_safe("a\u{1b}[2Jb\rc\u{7}d\te\u{9b}f\u{7f}g\u{202e}h"),
+            "a\\u{1b}[2Jb\\rc\\u{7}d\\te\\u{9b}f\\u{7f}g\\u{202e}h"
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use shared::account::{
     Account, AccountId, AccountInput, AccountPatch, AccountSecrets, AccountSettings, SecretInfo,
-    redact_url,
+    link_local_errors, redact_url,
 };
+use shared::error::FieldError;
 use shared::import::{ImportOutcome, ImportReport, ImportRow, ImportRowResult, ImportSummary};
 use shared::time::{UnixMillis, now_millis};
 
@@ -127,6 +128,9 @@ pub struct AccountRegistry {
     cipher: Arc<Cipher>,
     snapshot: ArcSwap<AccountSnapshot>,
     writes: tokio::sync::Mutex<()>,
+    /// `allow_link_local_endpoints`: whether endpoints and proxies may be set to link-local or
+    /// metadata addresses.
+    allow_link_local: bool,
 }
 
 impl std::fmt::Debug for AccountRegistry {
@@ -148,7 +152,45 @@ impl AccountRegistry {
             cipher,
             snapshot: ArcSwap::from_pointee(snapshot),
             writes: tokio::sync::Mutex::new(()),
+            allow_link_local: false,
         })
+    }
+
+    /// Sets `allow_link_local_endpoints` (refused by default). When refused, stored accounts
+    /// that already point at such an address (saved before the rule existed) keep working and
+    /// stay editable; each is named in a warning so that an operator can decide.
+    #[must_use]
+    pub fn with_link_local_endpoints(mut self, allowed: bool) -> Self {
+        self.allow_link_local = allowed;
+        if !allowed {
+            for account in &self.snapshot.load().accounts {
+                for error in link_local_errors(&account.settings, &account.secrets, None) {
+                    tracing::warn!(
+                        account = %account.settings.name,
+                        field = error.field.as_deref().unwrap_or_default(),
+                        "account {} has a link-local or metadata address in `{}`; new addresses \
+                         like it are refused unless allow_link_local_endpoints = true",
+                        account.settings.name,
+                        error.field.as_deref().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        self
+    }
+
+    /// The address-policy refusals for new values (`previous` = what is stored now, if any).
+    fn address_errors(
+        &self,
+        settings: &AccountSettings,
+        secrets: &AccountSecrets,
+        previous: Option<(&AccountSettings, &AccountSecrets)>,
+    ) -> Vec<FieldError> {
+        if self.allow_link_local {
+            Vec::new()
+        } else {
+            link_local_errors(settings, secrets, previous)
+        }
     }
 
     /// The current snapshot (cheap: one atomic load and a reference-count increment).
@@ -168,6 +210,10 @@ impl AccountRegistry {
     /// Creates an account; 409 if the name is taken.
     pub async fn create(&self, input: AccountInput) -> Result<Account, ApiError> {
         let (settings, secrets) = input.validate().map_err(ApiError::fields)?;
+        let refused = self.address_errors(&settings, &secrets, None);
+        if !refused.is_empty() {
+            return Err(ApiError::fields(refused));
+        }
         let _guard = self.writes.lock().await;
         let now = now_millis();
         let id = AccountId(format!("{}{}", AccountId::PREFIX, random_hex(8)));
@@ -186,6 +232,14 @@ impl AccountRegistry {
         let (settings, secrets) = patch
             .apply(&current.settings, &current.secrets)
             .map_err(ApiError::fields)?;
+        let refused = self.address_errors(
+            &settings,
+            &secrets,
+            Some((&current.settings, &current.secrets)),
+        );
+        if !refused.is_empty() {
+            return Err(ApiError::fields(refused));
+        }
         if settings != current.settings || secrets != current.secrets {
             let record = self.seal(
                 current.id.clone(),
@@ -222,6 +276,25 @@ impl AccountRegistry {
         let _guard = self.writes.lock().await;
         let existing = decrypt_all(&self.cipher, self.store.list_accounts().await?)
             .map_err(|e| ApiError::internal("cannot decrypt a stored account", &e))?;
+        // The whole file passes the address policy or nothing is written, like its validation.
+        let refused: Vec<FieldError> = rows
+            .iter()
+            .flat_map(|row| {
+                let previous = existing
+                    .find(&row.settings.name)
+                    .map(|a| (&a.settings, &a.secrets));
+                self.address_errors(&row.settings, &row.secrets, previous)
+                    .into_iter()
+                    .map(|e| FieldError {
+                        row: Some(row.index),
+                        name: Some(row.settings.name.clone()),
+                        ..e
+                    })
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(ApiError::fields(refused));
+        }
         let now = now_millis();
         let mut results = Vec::with_capacity(rows.len());
         let mut writes = Vec::new();

@@ -176,22 +176,27 @@ pub fn secret_matches(presented: &str, stored_hash: &str) -> bool {
 }
 
 /// The credential a client presented: `Authorization: Bearer`, `x-api-key` or `api-key`.
-/// `None` when there is none; a malformed `Authorization` header counts as none.
+/// `None` when there is none.
+///
+/// Only a Bearer token in `Authorization` is ours: another scheme (`Basic` added by a proxy or
+/// an HTTP library, say), an empty or malformed value does not hide a relay key sent in
+/// `x-api-key` or `api-key`. A Bearer token, when there is one, is the credential checked.
 pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
-    }
-    ["x-api-key", "api-key"].iter().find_map(|name| {
-        headers
-            .get(*name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty());
+    bearer.or_else(|| {
+        ["x-api-key", "api-key"].iter().find_map(|name| {
+            headers
+                .get(*name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+        })
     })
 }
 
@@ -224,7 +229,12 @@ mod tests {
         assert_eq!(presented_credential(&h), Some("abc"));
         h.insert("authorization", "Bearer xyz".parse().unwrap());
         assert_eq!(presented_credential(&h), Some("xyz"));
+        // Another scheme is not ours and does not hide the `x-api-key`.
         h.insert("authorization", "Basic xyz".parse().unwrap());
+        assert_eq!(presented_credential(&h), Some("abc"));
+        h.insert("authorization", "Bearer ".parse().unwrap());
+        assert_eq!(presented_credential(&h), Some("abc"));
+        h.remove("x-api-key");
         assert_eq!(presented_credential(&h), None);
         let mut h = HeaderMap::new();
         h.insert("api-key", "azure".parse().unwrap());

@@ -261,7 +261,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
 
     let cipher = Arc::new(cipher);
-    let accounts = Arc::new(AccountRegistry::load(Arc::clone(&store), cipher).await?);
+    let accounts = Arc::new(
+        AccountRegistry::load(Arc::clone(&store), cipher)
+            .await?
+            .with_link_local_endpoints(config.allow_link_local_endpoints),
+    );
     let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
     let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
         config.timeouts.clone(),

@@ -19,6 +19,12 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RELAYD_ADMIN_TOKEN",
 ];
 
+/// Most `__`-separated levels an environment variable's key may have before it is rejected
+/// unread. Real keys have two (`TIMEOUTS__IDLE_SECS`), and deeper ones are unknown keys whose
+/// errors name them; but each level became a nested table, built and dropped recursively, so a
+/// variable name of a few thousand levels overflowed the stack (found by the fuzz bench).
+const MAX_ENV_KEY_DEPTH: usize = 16;
+
 /// Most serving threads `workers` may ask for.
 const MAX_WORKERS: usize = 1024;
 
@@ -60,6 +66,13 @@ pub struct Config {
     pub routing: Routing,
     /// Upstream connections and the size of what upstreams may send.
     pub upstream: UpstreamConfig,
+    // --- Client connections and the upstream address policy (see the block near the end). ---
+    /// Client connections: read timeouts and the connection cap.
+    pub server: ServerConfig,
+    /// Accept account endpoints and proxies at link-local or cloud-metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254). Off by default: a relay that admins can point
+    /// anywhere must not become a way to read the host's cloud credentials.
+    pub allow_link_local_endpoints: bool,
 }
 
 /// `[upstream]`: pooled upstream connections and bounds on upstream answers. An upstream that
@@ -301,6 +314,8 @@ impl Default for Config {
             usage: UsageConfig::default(),
             routing: Routing::default(),
             upstream: UpstreamConfig::default(),
+            server: ServerConfig::default(),
+            allow_link_local_endpoints: false,
         }
     }
 }
@@ -349,22 +364,44 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let Some(path) = file else {
+            return Self::from_layers(None, env);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string(), env)
+    }
+
+    /// As [`Config::load`] with the file already read: defaults ← `text` (TOML) ← `env`.
+    /// `file_name` names the file in error messages. No I/O, so any text can be tested (the fuzz
+    /// bench feeds it generated files and environments).
+    pub fn from_toml_str(
+        text: &str,
+        file_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_layers(Some((text, file_name)), env)
+    }
+
+    /// The layers over the defaults: `file` is the TOML text and the file's name.
+    fn from_layers(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut table = toml::Table::new();
         let mut origin = "configuration".to_owned();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
+        if let Some((text, file_name)) = file {
+            table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+                origin: format!("config file {file_name}"),
+                message: describe_toml_error(&e, text),
             })?;
-            table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                origin: format!("config file {}", path.display()),
-                message: e.message().to_owned(),
-            })?;
-            origin = format!("config file {} or environment", path.display());
+            origin = format!("config file {file_name} or environment");
             // Validate the file on its own first, so its errors name the file.
             Self::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
                 ConfigError::Invalid {
-                    origin: format!("config file {}", path.display()),
+                    origin: format!("config file {file_name}"),
                     message: e.message().to_owned(),
                 }
             })?;
@@ -376,6 +413,15 @@ impl Config {
         for (var, raw) in &overrides {
             let key = var["RELAYD_".len()..].to_ascii_lowercase();
             let path: Vec<&str> = key.split("__").collect();
+            if path.len() > MAX_ENV_KEY_DEPTH {
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {var}"),
+                    message: format!(
+                        "unknown key: nested {} levels deep (configuration keys have at most 2)",
+                        path.len()
+                    ),
+                });
+            }
             set_path(&mut table, &path, env_value(raw)).map_err(|message| {
                 ConfigError::Invalid {
                     origin: format!("environment variable {var}"),
@@ -451,6 +497,7 @@ impl Config {
                 message: "must be at least 1024".to_owned(),
             });
         }
+        self.server.check()?;
         Ok(())
     }
 
@@ -518,6 +565,135 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("admin.token"))
     }
 }
+
+/// toml's message for a parse error of `text`. A few errors come without one (a control character
+/// in a comment, found by the fuzz bench), which left the error saying nothing at all; those get
+/// their position at least.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    if !e.message().trim().is_empty() {
+        return e.message().to_owned();
+    }
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return "invalid TOML".to_owned();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    format!("invalid TOML at line {line}, column {column}")
+}
+
+// ------------------------------------------------------------------------------------------------
+// `[server]`: client connections. One block, so that it merges cleanly with other changes here.
+
+/// Open-file limit assumed when the real one cannot be read (not Linux, or no `/proc`).
+const ASSUMED_OPEN_FILE_LIMIT: u64 = 20_000;
+/// Descriptors kept for relayd itself (store, logs, runtimes, listeners) when the connection cap
+/// is derived from the open-file limit.
+const RESERVED_FILES: u64 = 64;
+/// Longest read timeout accepted, in seconds (a day); beyond it a typo is likelier.
+const MAX_READ_TIMEOUT_SECS: u64 = 86_400;
+
+/// `[server]`: how long a client may take to send a request, how long an idle keep-alive
+/// connection is kept, and how many connections are served at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Longest time from a connection's opening, or from the first byte of a request, until its
+    /// request line and headers are complete; then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Longest time from the end of a request's head until its body is complete; then the
+    /// request is answered 408 and the connection closed.
+    pub body_read_timeout_secs: u64,
+    /// Longest time a keep-alive connection may sit idle between an answer and the next request.
+    pub keep_alive_idle_secs: u64,
+    /// Most client connections served at once; further ones wait, unaccepted, until one closes.
+    /// 0 (the default) derives it from the open-file limit: half of it less 64, since each
+    /// relayed request holds a client and an upstream socket.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            keep_alive_idle_secs: 75,
+            max_connections: 0,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (key, secs) in [
+            (
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
+            ("server.body_read_timeout_secs", self.body_read_timeout_secs),
+            ("server.keep_alive_idle_secs", self.keep_alive_idle_secs),
+        ] {
+            if !(1..=MAX_READ_TIMEOUT_SECS).contains(&secs) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!(
+                        "{secs} is out of range (1 to {MAX_READ_TIMEOUT_SECS} seconds)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// Body read timeout.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_secs)
+    }
+
+    /// Keep-alive idle timeout.
+    pub fn keep_alive_idle(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_idle_secs)
+    }
+
+    /// The connection cap in effect: [`ServerConfig::max_connections`], or when that is 0, half
+    /// the process's open-file limit less [`RESERVED_FILES`] (at least 16).
+    pub fn connection_cap(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let files = open_file_limit().unwrap_or(ASSUMED_OPEN_FILE_LIMIT);
+        let cap = (files.saturating_sub(RESERVED_FILES) / 2).max(16);
+        usize::try_from(cap).unwrap_or(usize::MAX)
+    }
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits` (no unsafe
+/// `getrlimit` in this crate); `None` where that cannot be read or says `unlimited`.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_file_limit(&limits)
+}
+
+/// The soft "Max open files" value of a `/proc/<pid>/limits` text.
+fn parse_open_file_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+// ------------------------------------------------------------------------------------------------
 
 /// Interprets an environment value as a TOML scalar when it parses as one (`900`, `true`),
 /// otherwise as a string (`127.0.0.1:3000`, `redis://…`).
@@ -678,6 +854,27 @@ mod tests {
         assert!(err.contains("flush_every"), "{err}");
     }
 
+    /// Found by the fuzz bench: a variable nested thousands of levels deep overflowed the stack.
+    #[test]
+    fn deeply_nested_env_keys_are_rejected_not_built() {
+        let deep = format!("RELAYD_{}", vec!["TIMEOUTS"; 50_000].join("__"));
+        let err = Config::load(None, vec![(deep.clone(), "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "environment variable {deep}: unknown key: nested 50000 levels deep (configuration keys have at most 2)"
+            )
+        );
+        // Up to the limit, the key is read and serde names what is wrong with it.
+        let var = format!("RELAYD_{}", vec!["TIMEOUTS"; 16].join("__"));
+        let err = Config::load(None, vec![(var, "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `timeouts`"), "{err}");
+    }
+
     #[test]
     fn workers_default_to_one_per_core_and_are_bounded() {
         let c = Config::load(None, env(&[])).unwrap();
@@ -689,6 +886,85 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`workers`") && err.contains("1024"), "{err}");
+    }
+
+    #[test]
+    fn text_and_file_load_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relayd.toml");
+        let text = "lisen = 1\n";
+        std::fs::write(&path, text).unwrap();
+        let from_file = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let name = path.display().to_string();
+        let from_text = Config::from_toml_str(text, &name, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(from_file, from_text);
+        let c = Config::from_toml_str("workers = 2\n", "x.toml", env(&[])).unwrap();
+        assert_eq!(c.workers, 2);
+    }
+
+    /// Found by the fuzz bench: toml gives no message for this one, and the error said nothing.
+    #[test]
+    fn parse_errors_without_a_message_give_the_position() {
+        let err = Config::from_toml_str("#\0", "x.toml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "config file x.toml: invalid TOML at line 1, column 2");
+        let err = Config::from_toml_str("workers = 1\n  # é\0", "x.toml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "config file x.toml: invalid TOML at line 2, column 6");
+    }
+
+    #[test]
+    fn server_section_has_defaults_and_is_checked() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.server.header_read_timeout(), Duration::from_secs(30));
+        assert!(!c.allow_link_local_endpoints);
+        let c = Config::load(
+            None,
+            env(&[
+                ("RELAYD_SERVER__KEEP_ALIVE_IDLE_SECS", "5"),
+                ("RELAYD_SERVER__MAX_CONNECTIONS", "7"),
+                ("RELAYD_ALLOW_LINK_LOCAL_ENDPOINTS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.keep_alive_idle(), Duration::from_secs(5));
+        assert_eq!(c.server.connection_cap(), 7);
+        assert!(c.allow_link_local_endpoints);
+        let err = Config::load(None, env(&[("RELAYD_SERVER__BODY_READ_TIMEOUT_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.body_read_timeout_secs"), "{err}");
+        let err = Config::load(None, env(&[("RELAYD_SERVER__HEADER_TIMEOUT", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_connection_cap_is_derived_from_the_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63398                63398                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_file_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_file_limit(unlimited), None);
+        let derived = ServerConfig::default().connection_cap();
+        match open_file_limit() {
+            Some(files) => assert_eq!(
+                derived as u64,
+                (files.saturating_sub(RESERVED_FILES) / 2).max(16)
+            ),
+            None => assert_eq!(
+                derived as u64,
+                (ASSUMED_OPEN_FILE_LIMIT - RESERVED_FILES) / 2
+            ),
+        }
     }
 
     #[test]

@@ -11,6 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shared::error::{AdminError, AdminErrorBody, FieldError};
 
+/// The reason phrase of Anthropic's 529 status line (`HTTP/1.1 529 Overloaded`). Checked at
+/// compile time, so building it cannot fail.
+const OVERLOADED_REASON: hyper::ext::ReasonPhrase =
+    hyper::ext::ReasonPhrase::from_static(b"Overloaded");
+
 /// What went wrong, independent of who is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -30,6 +35,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Body is not JSON.
     UnsupportedMediaType,
+    /// The client did not send its request body in time.
+    RequestTimeout,
     /// A relay-key limit was hit.
     RateLimited,
     /// Every account is busy.
@@ -56,6 +63,7 @@ impl ErrorKind {
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             // Anthropic's own "overloaded" status; OpenAI clients get 429 instead (see below).
             Self::Overloaded => {
@@ -79,6 +87,7 @@ impl ErrorKind {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::BadGateway => "bad_gateway",
@@ -102,7 +111,7 @@ impl ErrorKind {
             Self::RateLimited => "rate_limit_error",
             Self::Overloaded => "overloaded_error",
             Self::BadGateway | Self::Internal | Self::Unavailable => "api_error",
-            Self::GatewayTimeout => "timeout_error",
+            Self::GatewayTimeout | Self::RequestTimeout => "timeout_error",
         }
     }
 
@@ -117,6 +126,7 @@ impl ErrorKind {
             Self::Conflict => ("invalid_request_error", "conflict"),
             Self::PayloadTooLarge => ("invalid_request_error", "request_too_large"),
             Self::UnsupportedMediaType => ("invalid_request_error", "unsupported_media_type"),
+            Self::RequestTimeout => ("invalid_request_error", "request_timeout"),
             Self::RateLimited => ("rate_limit_exceeded", "rate_limit_exceeded"),
             Self::Overloaded => ("rate_limit_exceeded", "overloaded"),
             Self::BadGateway => ("api_error", "bad_gateway"),
@@ -269,6 +279,11 @@ impl ApiError {
             }
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if status.as_u16() == 529 {
+            // `http` knows no phrase for Anthropic's 529 and hyper would print `529 <none>`;
+            // hyper writes the phrase found in the response's extensions instead.
+            response.extensions_mut().insert(OVERLOADED_REASON);
+        }
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
@@ -317,5 +332,55 @@ impl<E: Into<ApiError>> From<E> for AdminApiError {
 impl IntoResponse for AdminApiError {
     fn into_response(self) -> Response {
         self.0.into_response_for(Surface::Admin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The status line as a client sees it: relayd's own serving path over a real socket.
+    async fn status_line(response: fn() -> Response) -> String {
+        let app =
+            axum::Router::new().route("/", axum::routing::get(move || async move { response() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(crate::workers::serve(
+            listener,
+            app,
+            1,
+            crate::workers::ConnectionLimits::generous(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: relayd\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        text.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn overloaded_has_a_reason_phrase_on_the_status_line() {
+        let line = status_line(|| {
+            ApiError::new(ErrorKind::Overloaded, "busy").into_response_for(Surface::Anthropic)
+        })
+        .await;
+        assert_eq!(line, "HTTP/1.1 529 Overloaded");
+        // OpenAI clients get a plain 429, with its standard phrase.
+        let line = status_line(|| {
+            ApiError::new(ErrorKind::Overloaded, "busy").into_response_for(Surface::OpenAi)
+        })
+        .await;
+        assert_eq!(line, "HTTP/1.1 429 Too Many Requests");
     }
 }

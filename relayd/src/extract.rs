@@ -1,5 +1,6 @@
 //! Request-body extraction with errors in the caller's own shape: a body that is too large (413),
-//! not declared as JSON (415), malformed JSON, or JSON of the wrong shape (400 naming the field).
+//! not declared as JSON (415), not sent in time (408, `server.body_read_timeout_secs`, enforced by
+//! [`crate::connection`]), malformed JSON, or JSON of the wrong shape (400 naming the field).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -31,6 +32,11 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
             ApiError::new(
                 ErrorKind::PayloadTooLarge,
                 "request body is larger than the configured limit (max_body_bytes)",
+            )
+        } else if crate::connection::is_body_read_timeout(&rejection) {
+            ApiError::new(
+                ErrorKind::RequestTimeout,
+                "the request body did not arrive in time (server.body_read_timeout_secs)",
             )
         } else {
             ApiError::invalid(format!("cannot read request body: {rejection}"))

@@ -5,7 +5,8 @@
 //! - [`cli`]: the binary's flags and start-up sequence.
 //! - [`config`]: configuration from defaults, TOML file and `RELAYD_*` variables.
 //! - [`server`]: the router and `serve(listener, state, shutdown)`.
-//! - [`workers`]: the serving threads, one single-threaded runtime each.
+//! - [`workers`]: the serving threads, one single-threaded runtime each; the connection cap.
+//! - `connection`: each client connection's read deadlines (head, body, keep-alive idle).
 //! - [`logfmt`]: the text log format (the default one, written with less machinery).
 //! - [`logbuf`]: the log's buffered standard error (one write per batch of lines, not per line).
 //! - [`lifecycle`]: signals (drain on SIGTERM, reload on SIGHUP) and the reloadable log filter.
@@ -31,6 +32,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod connection;
 pub mod crypto;
 pub mod error;
 pub mod extract;

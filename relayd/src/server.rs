@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::connection::ReadTimeouts;
 use crate::error::{ApiError, ErrorKind, Surface};
 use crate::state::AppState;
+use crate::workers::ConnectionLimits;
 
 /// Every route relayd serves. Open routes: `HEAD /` (Claude Code's warm-up), `/healthz`,
 /// `/readyz`; everything else requires a relay key or the admin token.
@@ -37,7 +39,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let workers = state.config.serving_threads();
-    crate::workers::serve(listener, router(state), workers, shutdown).await
+    let server = &state.config.server;
+    let limits = ConnectionLimits {
+        timeouts: ReadTimeouts {
+            header: server.header_read_timeout(),
+            body: server.body_read_timeout(),
+            keep_alive_idle: server.keep_alive_idle(),
+        },
+        max_connections: server.connection_cap(),
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "serving at most {} client connections at once (server.max_connections{})",
+        limits.max_connections,
+        if server.max_connections == 0 {
+            ", derived from the open-file limit"
+        } else {
+            ""
+        }
+    );
+    crate::workers::serve(listener, router(state), workers, limits, shutdown).await
 }
 
 async fn root() -> &'static str {

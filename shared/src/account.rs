@@ -16,6 +16,24 @@ pub const DEFAULT_PRIORITY: u8 = 50;
 pub const DEFAULT_CONCURRENCY: u32 = 50;
 /// Upper bound for `concurrency`; beyond it a typo is likelier than a real setting.
 pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Longest account `name`, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest `endpoint` or `proxy` URL, in bytes: far beyond any real base URL, and the common
+/// limit of URLs that HTTP servers and proxies accept.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Longest `deploymentName`, in characters (model ids such as
+/// `Qwen/Qwen3-VL-235B-A22B-Instruct-FP8` are a few dozen).
+pub const MAX_DEPLOYMENT_CHARS: usize = 256;
+/// Longest `apiKey`, in bytes (room for long JWT-style tokens).
+pub const MAX_API_KEY_BYTES: usize = 8192;
+/// Longest `apiVersion`, in characters (`2024-10-21`, `2025-04-01-preview`).
+pub const MAX_API_VERSION_CHARS: usize = 64;
+/// Longest `description`, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Most `supportedModels` entries (patterns cover families of names).
+pub const MAX_MODELS: usize = 256;
+/// Longest `supportedModels` entry, in characters.
+pub const MAX_MODEL_CHARS: usize = 256;
 /// Default Azure `api-version`.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
@@ -282,12 +300,27 @@ impl AccountInput {
         let deployment_name = self.deployment_name.trim().to_owned();
         if deployment_name.is_empty() {
             fail("deploymentName", "must not be empty".to_owned());
+        } else if deployment_name.chars().count() > MAX_DEPLOYMENT_CHARS {
+            fail(
+                "deploymentName",
+                format!("must be at most {MAX_DEPLOYMENT_CHARS} characters"),
+            );
+        } else if deployment_name.chars().any(char::is_control) {
+            fail(
+                "deploymentName",
+                "must not contain control characters".to_owned(),
+            );
         }
         let api_key = self.api_key.filter(|k| !k.is_empty());
-        if let Some(key) = &api_key
-            && key.chars().any(char::is_control)
-        {
-            fail("apiKey", "must not contain control characters".to_owned());
+        if let Some(key) = &api_key {
+            if key.len() > MAX_API_KEY_BYTES {
+                fail(
+                    "apiKey",
+                    format!("must be at most {MAX_API_KEY_BYTES} bytes"),
+                );
+            } else if key.chars().any(char::is_control) {
+                fail("apiKey", "must not contain control characters".to_owned());
+            }
         }
         let supported_models = match self.supported_models {
             None => default_supported_models(),
@@ -332,6 +365,36 @@ impl AccountInput {
             .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         if api_version.is_empty() {
             fail("apiVersion", "must not be empty".to_owned());
+        } else if api_version.chars().count() > MAX_API_VERSION_CHARS {
+            fail(
+                "apiVersion",
+                format!("must be at most {MAX_API_VERSION_CHARS} characters"),
+            );
+        } else if api_version.chars().any(char::is_control) {
+            fail(
+                "apiVersion",
+                "must not contain control characters".to_owned(),
+            );
+        }
+        let description = self.description.filter(|d| !d.is_empty());
+        // Line breaks and tabs are fair in free text; other control characters only ever act on
+        // the terminal or log viewer that shows them.
+        if let Some(d) = &description {
+            if d.chars().count() > MAX_DESCRIPTION_CHARS {
+                fail(
+                    "description",
+                    format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+                );
+            } else if d
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+            {
+                fail(
+                    "description",
+                    "must not contain control characters other than line breaks and tabs"
+                        .to_owned(),
+                );
+            }
         }
 
         let max_output_tokens = match self.max_output_tokens {
@@ -360,7 +423,7 @@ impl AccountInput {
             priority,
             concurrency,
             enabled: self.enabled.unwrap_or(true),
-            description: self.description.filter(|d| !d.is_empty()),
+            description,
             max_output_tokens,
             thinking: self.thinking.unwrap_or_default(),
             use_max_completion_tokens: self.use_max_completion_tokens.unwrap_or(false),
@@ -370,14 +433,14 @@ impl AccountInput {
     }
 }
 
-/// Checks an account name: non-empty, at most 128 characters, no control characters, and not
-/// shaped like an account id (so "get by id or name" is never ambiguous).
+/// Checks an account name: non-empty, at most [`MAX_NAME_CHARS`] characters, no control
+/// characters, and not shaped like an account id (so "get by id or name" is never ambiguous).
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    if name.chars().count() > 128 {
-        return Err("must be at most 128 characters".to_owned());
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
     }
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters".to_owned());
@@ -390,11 +453,15 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses an endpoint base URL: `http` or `https`, with a host, no query or fragment.
+/// Parses an endpoint base URL: `http` or `https`, with a host, no query or fragment, at most
+/// [`MAX_URL_BYTES`] long.
 pub fn validate_endpoint(raw: &str) -> Result<url::Url, String> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if raw.len() > MAX_URL_BYTES {
+        return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
     }
     let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -417,8 +484,12 @@ pub fn validate_endpoint(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Parses a proxy URL: `http`, `https`, `socks5` or `socks5h`, with a host.
+/// Parses a proxy URL: `http`, `https`, `socks5` or `socks5h`, with a host, at most
+/// [`MAX_URL_BYTES`] long.
 pub fn validate_proxy(raw: &str) -> Result<url::Url, String> {
+    if raw.trim().len() > MAX_URL_BYTES {
+        return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
+    }
     let url = url::Url::parse(raw.trim())
         .map_err(|e| format!("{} is not a valid URL: {e}", redact_url(raw)))?;
     if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
@@ -433,16 +504,28 @@ pub fn validate_proxy(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Checks a `supportedModels` list: non-empty, no blank entries, duplicates removed (first kept).
+/// Checks a `supportedModels` list: non-empty, at most [`MAX_MODELS`] entries of at most
+/// [`MAX_MODEL_CHARS`] characters, no blank entries, duplicates removed (first kept).
 pub fn validate_models(list: Vec<String>) -> Result<Vec<String>, String> {
     if list.is_empty() {
         return Err("must not be empty (omit the field to get the default model names)".to_owned());
+    }
+    if list.len() > MAX_MODELS {
+        return Err(format!(
+            "must list at most {MAX_MODELS} names or patterns, got {}",
+            list.len()
+        ));
     }
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for (i, model) in list.into_iter().enumerate() {
         let model = model.trim().to_owned();
         if model.is_empty() {
             return Err(format!("entry {i} is empty"));
+        }
+        if model.chars().count() > MAX_MODEL_CHARS {
+            return Err(format!(
+                "entry {i} must be at most {MAX_MODEL_CHARS} characters"
+            ));
         }
         if model.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(format!("entry {i} ({model:?}) contains whitespace"));
@@ -458,6 +541,64 @@ pub fn validate_models(list: Vec<String>) -> Result<Vec<String>, String> {
 /// endpoint and path joining never doubles a slash.
 pub fn normalise_endpoint(url: &url::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
+}
+
+/// Whether `url`'s host is a literal link-local or cloud-metadata address: IPv4 169.254.0.0/16
+/// (AWS, GCP and Azure instance metadata at 169.254.169.254, ECS task credentials at
+/// 169.254.170.2), IPv6 link-local fe80::/10, AWS's IPv6 metadata address fd00:ec2::254, and
+/// those IPv4 addresses written as IPv4-mapped or -compatible IPv6 (`[::ffff:169.254.169.254]`).
+///
+/// Only literal addresses can be told without resolving the name; the URL parser has already
+/// normalised the other spellings of an IPv4 address (`2852039166`, `0xa9.0xfe.0xa9.0xfe`,
+/// a trailing dot) to the dotted form.
+pub fn is_link_local_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => {
+            const AWS_METADATA_V6: std::net::Ipv6Addr =
+                std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip == AWS_METADATA_V6
+                || ip.to_ipv4().is_some_and(|v4| v4.is_link_local())
+        }
+        Some(url::Host::Domain(_)) | None => false,
+    }
+}
+
+/// The refusals for an account whose `endpoint` or `proxy` is at a link-local or metadata
+/// address ([`is_link_local_host`]), unless the deployment allows them (relayd's
+/// `allow_link_local_endpoints`): a relay that an admin can point anywhere must not become a way
+/// to read the host's cloud credentials. Only addresses being set are checked: pass the values
+/// stored before (`previous`) so that an existing account can still be edited in other ways.
+pub fn link_local_errors(
+    settings: &AccountSettings,
+    secrets: &AccountSecrets,
+    previous: Option<(&AccountSettings, &AccountSecrets)>,
+) -> Vec<FieldError> {
+    let refuse = |field: &str, what: &str| FieldError {
+        row: None,
+        name: None,
+        field: Some(field.to_owned()),
+        message: format!(
+            "{what} is a link-local or cloud-metadata address (169.254.0.0/16, fe80::/10, \
+             fd00:ec2::254); relayd refuses those unless `allow_link_local_endpoints = true`"
+        ),
+    };
+    let mut errors = Vec::new();
+    let endpoint_is_new = previous.is_none_or(|(s, _)| s.endpoint != settings.endpoint);
+    if endpoint_is_new
+        && url::Url::parse(&settings.endpoint).is_ok_and(|url| is_link_local_host(&url))
+    {
+        errors.push(refuse("endpoint", "the endpoint's host"));
+    }
+    let proxy_is_new = previous.is_none_or(|(_, p)| p.proxy != secrets.proxy);
+    if proxy_is_new
+        && let Some(proxy) = &secrets.proxy
+        && url::Url::parse(proxy.trim()).is_ok_and(|url| is_link_local_host(&url))
+    {
+        errors.push(refuse("proxy", "the proxy's host"));
+    }
+    errors
 }
 
 /// A URL with its password replaced by `****`, for display and logs.
@@ -738,6 +879,140 @@ mod tests {
             fields,
             ["endpoint", "supportedModels", "priority", "concurrency"]
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        let mut i = input();
+        i.name = "evil\u{1b}[2J".into();
+        i.deployment_name = "qwen\u{7}".into();
+        i.api_version = Some("2024\u{7}-10-21".into());
+        i.description = Some("title\u{1b}]0;x\u{7}".into());
+        let errs = i.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            ["name", "deploymentName", "apiVersion", "description"]
+        );
+        assert!(
+            errs.iter()
+                .all(|e| e.message.contains("control characters"))
+        );
+        let mut i = input();
+        i.description = Some("two\nlines\tand a tab".into());
+        assert!(i.validate().is_ok());
+    }
+
+    #[test]
+    fn lengths_are_bounded_naming_the_field() {
+        let long = |n: usize| "a".repeat(n);
+        let mut i = input();
+        i.name = long(MAX_NAME_CHARS + 1);
+        i.endpoint = format!("http://h/{}", long(MAX_URL_BYTES));
+        i.deployment_name = long(MAX_DEPLOYMENT_CHARS + 1);
+        i.api_key = Some(long(MAX_API_KEY_BYTES + 1));
+        i.api_version = Some(long(MAX_API_VERSION_CHARS + 1));
+        i.proxy = Some(format!("http://p/{}", long(MAX_URL_BYTES)));
+        i.description = Some(long(MAX_DESCRIPTION_CHARS + 1));
+        let errs = i.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "endpoint",
+                "deploymentName",
+                "apiKey",
+                "proxy",
+                "apiVersion",
+                "description"
+            ]
+        );
+        assert!(
+            errs.iter().all(|e| e.message.contains("at most")),
+            "{errs:?}"
+        );
+
+        let mut i = input();
+        i.supported_models = Some((0..=MAX_MODELS).map(|n| format!("m{n}")).collect());
+        let errs = i.validate().unwrap_err();
+        assert_eq!(errs[0].field.as_deref(), Some("supportedModels"));
+        assert!(errs[0].message.contains("at most"), "{errs:?}");
+        let mut i = input();
+        i.supported_models = Some(vec![long(MAX_MODEL_CHARS + 1)]);
+        let errs = i.validate().unwrap_err();
+        assert_eq!(errs[0].field.as_deref(), Some("supportedModels"));
+
+        // Exactly at every limit is fine.
+        let mut i = input();
+        i.name = long(MAX_NAME_CHARS);
+        let endpoint = "http://h/";
+        i.endpoint = format!("{endpoint}{}", long(MAX_URL_BYTES - endpoint.len()));
+        i.deployment_name = long(MAX_DEPLOYMENT_CHARS);
+        i.api_key = Some(long(MAX_API_KEY_BYTES));
+        i.api_version = Some(long(MAX_API_VERSION_CHARS));
+        i.description = Some(long(MAX_DESCRIPTION_CHARS));
+        i.supported_models = Some(
+            (0..MAX_MODELS)
+                .map(|n| format!("{n}{}", long(MAX_MODEL_CHARS - n.to_string().len())))
+                .collect(),
+        );
+        assert!(i.validate().is_ok());
+    }
+
+    #[test]
+    fn link_local_and_metadata_hosts_are_recognised() {
+        let link_local = [
+            "http://169.254.169.254/v1",
+            "http://169.254.170.2",
+            "http://169.254.0.1:8000/v1",
+            "http://169.254.169.254./v1",
+            "http://2852039166/v1",
+            "http://0xa9.0xfe.0xa9.0xfe/v1",
+            "http://[fe80::1]:8000/v1",
+            "http://[febf::1]/v1",
+            "http://[fd00:ec2::254]/latest",
+            "http://[::ffff:169.254.169.254]/v1",
+            "socks5://[::ffff:a9fe:a9fe]:1080",
+        ];
+        for raw in link_local {
+            assert!(is_link_local_host(&url::Url::parse(raw).unwrap()), "{raw}");
+        }
+        let ordinary = [
+            "http://127.0.0.1:8000/v1",
+            "http://10.0.0.5:8000/v1",
+            "http://169.253.255.255/v1",
+            "http://169.255.0.1/v1",
+            "http://[fec0::1]/v1",
+            "http://[fd00:ec2::253]/v1",
+            "http://[::1]:8000/v1",
+            "https://res.openai.azure.com",
+            "http://metadata.google.internal/v1",
+        ];
+        for raw in ordinary {
+            assert!(!is_link_local_host(&url::Url::parse(raw).unwrap()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn link_local_errors_name_the_field_and_spare_unchanged_values() {
+        let (settings, secrets) = AccountInput {
+            endpoint: "http://169.254.169.254/v1".into(),
+            proxy: Some("http://[fe80::1]:3128".into()),
+            ..input()
+        }
+        .validate()
+        .unwrap();
+        let errors = link_local_errors(&settings, &secrets, None);
+        let fields: Vec<_> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+        assert_eq!(fields, ["endpoint", "proxy"]);
+        assert!(errors[0].message.contains("allow_link_local_endpoints"));
+        // Stored like this already (before the rule existed): other edits stay possible.
+        let mut renamed = settings.clone();
+        renamed.name = "renamed".into();
+        assert!(link_local_errors(&renamed, &secrets, Some((&settings, &secrets))).is_empty());
+        let (ordinary, plain) = input().validate().unwrap();
+        assert!(link_local_errors(&ordinary, &plain, None).is_empty());
     }
 
     #[test]

@@ -104,8 +104,11 @@ pub fn field_error_from_serde<E: std::fmt::Display>(
             .and_then(|rest| rest.split('`').next())
             .map(str::to_owned)
     };
+    // A duplicate comes from a key and its alias (`endpoint` and `azureEndpoint`); serde names
+    // it in the message only, so without this the error named no field (found by fuzzing).
     let field = quoted("unknown field `")
         .or_else(|| quoted("missing field `"))
+        .or_else(|| quoted("duplicate field `"))
         .or_else(|| (path != ".").then_some(path));
     // serde's "at line 1 column 5" suffix is meaningless for a value already parsed.
     let message = match message.find(" at line ") {
@@ -263,6 +266,19 @@ mod tests {
             errs[0].to_string(),
             format!("row 0 (\"x\"): field `priority`: {}", errs[0].message)
         );
+    }
+
+    /// Found by the fuzz bench: a key and its alias in one row gave an error naming no field.
+    #[test]
+    fn key_and_alias_together_name_the_field() {
+        let errs = parse_import(
+            br#"[{"name":"a","azureEndpoint":"http://h","endpoint":"http://h","deploymentName":"d"}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].row, Some(0));
+        assert_eq!(errs[0].field.as_deref(), Some("endpoint"));
+        assert_eq!(errs[0].message, "duplicate field `endpoint`");
     }
 
     #[test]

@@ -12,8 +12,8 @@
 //!
 //! relayd's VmRSS is sampled every second. Reported, and checked: errors 0, every slot free at
 //! the end, RSS at the end within 10% of RSS after warm-up, `/metrics` and the store directory
-//! grown by at most a fixed bound over the flood. The mock runs in this process (its own
-//! runtime); the load is generated here too, so relayd is the only other process.
+//! grown by at most a fixed bound over the flood. The mock runs in this process (on the same
+//! runtime as the load), so relayd is the only other process.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,7 +70,8 @@ async fn run(
             .env_remove("RELAYD_ADMIN_TOKEN")
             .env_remove("RELAYD_STORE")
             .env_remove("RELAYD_CONFIG")
-            .env("RELAYD_LOG", "warn")
+            // The default level: "listening on ADDR" is an info line, as are the request lines.
+            .env("RELAYD_LOG", "info")
             .env("RELAYD_ROUTING__QUEUE_SIZE", "10000"),
         Pipe::Stderr,
     )?;
@@ -185,11 +186,30 @@ async fn run(
 async fn start_mock(gap: Duration) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(move || async move { mock_stream(gap) });
+    let app = axum::Router::new().fallback(move |body: Bytes| async move {
+        let streaming =
+            serde_json::from_slice::<Value>(&body).is_ok_and(|request| request["stream"] == true);
+        if streaming {
+            mock_stream(gap)
+        } else {
+            mock_completion()
+        }
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Ok(addr)
+}
+
+fn mock_completion() -> Response {
+    let body = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1}});
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
 }
 
 fn mock_stream(gap: Duration) -> Response {
@@ -239,13 +259,18 @@ async fn stream_load(base: &str, key: &str, streams: usize, duration: Duration) 
         "messages": [{"role": "user", "content": "tell me more"}]
     }))
     .unwrap_or_default();
+    // One client: each of its requests in flight holds a connection of its own, and a finished
+    // one goes back to the pool for the next request, as a client would keep it.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(streams)
+        .build()
+        .unwrap_or_default();
     let tasks: Vec<_> = (0..streams)
         .map(|_| {
             let (done, errors) = (Arc::clone(&done), Arc::clone(&errors));
             let (url, key, body) = (format!("{base}/v1/messages"), key.to_owned(), body.clone());
+            let client = client.clone();
             tokio::spawn(async move {
-                // One connection per simulated client, as Claude Code keeps one.
-                let client = reqwest::Client::new();
                 while Instant::now() < until {
                     let ok = match client
                         .post(&url)
@@ -268,7 +293,10 @@ async fn stream_load(base: &str, key: &str, streams: usize, duration: Duration) 
         })
         .collect();
     for task in tasks {
-        let _ = task.await;
+        if let Err(e) = task.await {
+            println!("a load task failed: {e}");
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Load {
         done: done.load(Ordering::Relaxed),

@@ -195,3 +195,42 @@ async fn open_routes_need_no_key() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json["error"]["type"], "not_found_error");
 }
+
+#[tokio::test]
+async fn a_non_bearer_authorization_does_not_hide_a_valid_api_key() {
+    let app = app_with_account().await;
+    let secret = app.admin().create_key(&json!({"name": "dev"})).await;
+    let client = reqwest::Client::new();
+    // A proxy or client library may add its own `Authorization` (Basic, Digest…) next to the
+    // relay key in `x-api-key` or `api-key`: only a Bearer token is ours to check.
+    for scheme in ["Basic abc", "Digest username=\"u\"", "Bearer", "nonsense"] {
+        let anthropic = send(
+            client
+                .get(app.url("/v1/models"))
+                .header("authorization", scheme)
+                .header("x-api-key", &secret)
+                .header("anthropic-version", "2023-06-01"),
+        )
+        .await;
+        assert_eq!(anthropic.status, 200, "{scheme}: {}", anthropic.text);
+        let azure = send(
+            client
+                .get(app.url("/openai/v1/models"))
+                .header("authorization", scheme)
+                .header("api-key", &secret),
+        )
+        .await;
+        assert_eq!(azure.status, 200, "{scheme}: {}", azure.text);
+    }
+    // A Bearer token is still the credential when it is there: a wrong one is not rescued by a
+    // right `x-api-key`.
+    let wrong_bearer = send(
+        client
+            .get(app.url("/v1/models"))
+            .bearer_auth("rk_0123456789abcdef_nosuchkey")
+            .header("x-api-key", &secret)
+            .header("anthropic-version", "2023-06-01"),
+    )
+    .await;
+    assert_anthropic_401(&wrong_bearer);
+}

@@ -4,8 +4,8 @@
 //! cools down, and that every concurrency slot is given back.
 //!
 //! The faulty account (priority 10) is tried first; the healthy one (priority 20) is the
-//! failover target. Timeouts are configured at their 1 s minimum so that the faults that wait
-//! end quickly.
+//! failover target. The faults that wait for a timeout configure it at its 1 s minimum so that
+//! they end quickly.
 
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,10 @@ async fn setup_with(fault: Fault, configure: impl FnOnce(&mut relayd::config::Co
     let faulty = FaultUpstream::start(fault).await;
     let healthy = FaultUpstream::start(Fault::None).await;
     let app = TestApp::start_with(|c| {
-        c.timeouts.first_byte_secs = 1;
-        c.timeouts.idle_secs = 1;
+        // Generous by default, so that a loaded machine never turns a slow answer into a
+        // failover; the tests of the timeouts themselves set them to their 1 s minimum.
+        c.timeouts.first_byte_secs = 20;
+        c.timeouts.idle_secs = 20;
         c.routing.max_attempts = 2;
         c.routing.cooldown_timeout_secs = 600;
         c.routing.cooldown_server_error_secs = 600;
@@ -165,7 +167,13 @@ fn answer_text(protocol: Protocol, stream: bool, reply: &Reply) -> String {
 async fn fails_over(fault: Fault, stream_cases: &[bool], cooling: bool) {
     for protocol in BOTH {
         for &stream in stream_cases {
-            let s = setup(fault.clone()).await;
+            let s = setup_with(fault.clone(), |c| {
+                if matches!(fault, Fault::HangBeforeHeaders | Fault::HeadersThenSilence) {
+                    c.timeouts.first_byte_secs = 1;
+                    c.timeouts.idle_secs = 1;
+                }
+            })
+            .await;
             let reply = s.send(protocol, stream).await;
             let case = format!("{fault:?} {protocol:?} stream={stream}");
             assert_eq!(reply.status, 200, "{case}: {}", reply.text);
@@ -317,12 +325,11 @@ async fn an_endless_stream_ends_upstream_when_the_client_leaves() {
 #[tokio::test]
 async fn slow_but_steady_bytes_are_not_a_timeout() {
     // One byte every 5 ms: the whole answer takes longer than the 1 s idle timeout, but no gap
-    // does. (The first-byte timeout covers the trickled headers; it is kept generous so that a
-    // loaded machine does not turn this into a test of the scheduler.)
+    // does.
     for protocol in BOTH {
         for stream in [false, true] {
             let s = setup_with(Fault::SlowBytes(Duration::from_millis(5)), |c| {
-                c.timeouts.first_byte_secs = 10;
+                c.timeouts.idle_secs = 1;
             })
             .await;
             let reply = s.send(protocol, stream).await;

@@ -794,3 +794,85 @@ fn a_closed_stdout_is_a_quiet_exit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Fails if relayctl wrote a control character other than a line break: a terminal would act
+/// on it (clear the screen, set the title, move the cursor, ring the bell).
+#[track_caller]
+fn assert_no_control_characters(run: &Run) {
+    for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(bad.is_empty(), "{stream} carries {bad:?}: {run:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_files_and_relayd_are_escaped_in_text_output() {
+    let app = TestApp::start().await;
+    // Clear the screen, set the window title, ring the bell, return to the line start, and a
+    // C1 control sequence introducer (U+009B) that some terminals take as ESC [.
+    let evil = "evil\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{9b}31m";
+    let file = write_file(
+        &app,
+        "evil.json",
+        &serde_json::json!([{
+            "name": evil, "endpoint": "http://127.0.0.1:9/v1", "deploymentName": "d"
+        }])
+        .to_string(),
+    );
+    let text = relayctl(&app, &["import", "--batch", &file]).failed(1);
+    assert_no_control_characters(&text);
+    assert!(text.stdout.contains(r"evil\u{1b}[2J"), "{text:#?}");
+    assert!(
+        text.stdout.contains("name"),
+        "the field is named: {text:#?}"
+    );
+    // JSON output stays exact: a script gets the name as it is in the file.
+    let json = relayctl(&app, &["--output", "json", "import", "--batch", &file])
+        .failed(1)
+        .json();
+    assert_eq!(json["errors"][0]["name"], evil);
+
+    // relayd's answers: an account stored with control characters in its settings (by a
+    // relayd from before names and descriptions were checked, or another writer of the store).
+    let (mut settings, _) = shared::account::AccountInput {
+        name: "plain".into(),
+        endpoint: "http://127.0.0.1:9/v1".into(),
+        deployment_name: "d".into(),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    settings.name = evil.to_owned();
+    settings.description = Some(format!("about {evil}"));
+    let id = shared::account::AccountId("acc_00000000000000aa".into());
+    app.state
+        .store
+        .put_accounts(&[relayd::store::AccountRecord {
+            id: id.clone(),
+            settings,
+            api_key: None,
+            proxy: None,
+            created_at: 0,
+            updated_at: 0,
+        }])
+        .await
+        .unwrap();
+    app.state.accounts.reload().await.unwrap();
+    for args in [
+        &["accounts", "list"][..],
+        &["accounts", "show", id.as_str()],
+        &["models"],
+    ] {
+        let run = relayctl(&app, args).ok();
+        assert_no_control_characters(&run);
+        assert!(run.stdout.contains(r"evil\u{1b}[2J"), "{run:#?}");
+    }
+    let json = relayctl(&app, &["--output", "json", "accounts", "show", id.as_str()])
+        .ok()
+        .json();
+    assert_eq!(json["name"], evil);
+    assert_eq!(json["description"], format!("about {evil}"));
+}

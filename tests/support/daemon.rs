@@ -69,7 +69,38 @@ impl Daemon {
         envs: &[(&str, &str)],
         removed: &[&str],
     ) -> Started {
-        let mut command = Command::new(binary("relayd"));
+        Self::try_start_under(&[], data_dir, args, envs, removed)
+    }
+
+    /// Starts relayd through `wrapper`, a command that runs the program given after it (e.g.
+    /// `["prlimit", "--nofile=64:64", "--"]`). Panics unless it comes up.
+    pub fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        match Self::try_start_under(wrapper, data_dir, args, envs, &[]) {
+            Started::Running(d) => d,
+            Started::Exited(code, log) => panic!("relayd exited with {code:?}:\n{log}"),
+        }
+    }
+
+    fn try_start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        removed: &[&str],
+    ) -> Started {
+        let mut command = match wrapper {
+            [] => Command::new(binary("relayd")),
+            [program, wrapper_args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary("relayd"));
+                command
+            }
+        };
         if !args.contains(&"--listen") {
             command.arg("--listen").arg("127.0.0.1:0");
         }

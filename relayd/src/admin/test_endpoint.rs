@@ -29,7 +29,8 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use shared::account::{
-    AccountId, AccountInput, AccountKind, redact_url, validate_endpoint, validate_proxy,
+    AccountId, AccountInput, AccountKind, link_local_errors, redact_url, validate_endpoint,
+    validate_proxy,
 };
 use shared::admin::{
     CheckResult, LatencyFigures, TestEndpointReport, TestEndpointRequest, TestTarget,
@@ -157,6 +158,9 @@ fn resolve(
         let account = snapshot
             .find(id)
             .ok_or_else(|| ApiError::not_found(format!("no account with id or name {id:?}")))?;
+        // Also for an account saved before the address policy existed: the report shows what
+        // the upstream answered, which for a metadata address would be the host's credentials.
+        refuse_link_local(state, account)?;
         let target = target_of(account, true);
         return Ok((std::sync::Arc::clone(account), target));
     }
@@ -191,8 +195,22 @@ fn resolve(
         created_at: 0,
         updated_at: 0,
     };
+    refuse_link_local(state, &account)?;
     let target = target_of(&account, named);
     Ok((std::sync::Arc::new(account), target))
+}
+
+/// The address policy (`allow_link_local_endpoints`), checked before any request is sent.
+fn refuse_link_local(state: &AppState, account: &LiveAccount) -> Result<(), ApiError> {
+    if state.config.allow_link_local_endpoints {
+        return Ok(());
+    }
+    let refused = link_local_errors(&account.settings, &account.secrets, None);
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::fields(refused))
+    }
 }
 
 fn target_of(account: &LiveAccount, named: bool) -> TestTarget {

@@ -734,12 +734,13 @@ fn convert_user<'a>(
                         block_path.key("content"),
                         &mut content,
                         &mut tool_images,
+                        0,
                     )?;
                 }
                 let id = decode_id(id);
                 out.push(OutMessage::Tool { id, content });
             }
-            _ => content_part(block, block_path, &mut parts)?,
+            _ => content_part(block, block_path, &mut parts, 0)?,
         }
     }
     // Images returned by tools can only travel in a user message; it follows the tool messages and
@@ -753,11 +754,21 @@ fn convert_user<'a>(
     Ok(())
 }
 
+/// Deepest nesting of documents (a document whose `content` source holds another document) that
+/// is translated. Each level is a sub-document parsed on its own, so serde_json's recursion limit
+/// does not bound it, and without this limit a body of nested documents recursed until the
+/// serving thread's stack overflowed, aborting relayd (found by the fuzz bench; 1,000 levels
+/// were enough in a debug build). Anthropic's API takes only text and images in a document's
+/// content, so real requests never come near it.
+const MAX_DOCUMENT_NESTING: usize = 8;
+
 /// A user-side block that becomes a content part (text, image, document); others are dropped.
+/// `depth` is the number of documents around the block.
 fn content_part<'a>(
     block: Block<'a>,
     path: Path<'_>,
     parts: &mut Vec<Part<'a>>,
+    depth: usize,
 ) -> Result<(), TranslateError> {
     match block.kind.as_ref() {
         "text" => match block.text {
@@ -810,14 +821,17 @@ fn content_part<'a>(
             match (source.kind.as_ref(), source.data, source.content) {
                 ("text", Some(data), _) => parts.push(Part::Text(data)),
                 ("content", _, Some(content)) => {
+                    let content_path = path.key("source");
+                    let content_path = content_path.key("content");
+                    if depth >= MAX_DOCUMENT_NESTING {
+                        return Err(TranslateError::request(
+                            content_path,
+                            format!("documents nested more than {MAX_DOCUMENT_NESTING} deep"),
+                        ));
+                    }
                     let mut text = String::new();
                     let mut images = Vec::new();
-                    tool_result_content(
-                        content,
-                        path.key("source").key("content"),
-                        &mut text,
-                        &mut images,
-                    )?;
+                    tool_result_content(content, content_path, &mut text, &mut images, depth + 1)?;
                     parts.push(Part::Text(Cow::Owned(text)));
                     parts.extend(images);
                 }
@@ -868,12 +882,14 @@ fn source<'a>(raw: Option<&'a RawValue>, path: Path<'_>) -> Result<Source<'a>, T
     }
 }
 
-/// Text of a tool result (string or blocks); images are collected for a following user message.
+/// Text of a tool result or a document's content (string or blocks); images are collected for a
+/// following user message. `depth` is the number of documents around the content.
 fn tool_result_content<'a>(
     raw: &'a RawValue,
     path: Path<'_>,
     text: &mut String,
     images: &mut Vec<Part<'a>>,
+    depth: usize,
 ) -> Result<(), TranslateError> {
     let blocks = match blocks(raw, path)? {
         Ok(blocks) => blocks,
@@ -889,7 +905,7 @@ fn tool_result_content<'a>(
         k += 1;
         let block = block?;
         let mut parts = Vec::new();
-        content_part(block, block_path, &mut parts)?;
+        content_part(block, block_path, &mut parts, depth)?;
         for part in parts {
             match part {
                 Part::Text(t) => {

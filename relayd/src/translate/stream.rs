@@ -283,9 +283,11 @@ impl StreamTranslator {
                 upstream_id,
                 ..
             } => {
-                // Upstreams that omit `index` start a new call by sending a new id.
-                let index = call.index.unwrap_or(match new_id {
-                    Some(_) => upstream_index + 1,
+                // Upstreams that omit `index` start a new call by sending a new id. The guess is
+                // only made when `index` is missing, and saturates: the upstream chose the open
+                // call's index, which may be `u32::MAX` (adding 1 there panicked in debug builds).
+                let index = call.index.unwrap_or_else(|| match new_id {
+                    Some(_) => upstream_index.saturating_add(1),
                     None => *upstream_index,
                 });
                 let same_id = new_id
@@ -293,8 +295,11 @@ impl StreamTranslator {
                 (index, index == *upstream_index && same_id)
             }
             _ => (
-                call.index
-                    .unwrap_or_else(|| self.seen_tool_indexes.last().map_or(0, |i| i + 1)),
+                call.index.unwrap_or_else(|| {
+                    self.seen_tool_indexes
+                        .last()
+                        .map_or(0, |i| i.saturating_add(1))
+                }),
                 false,
             ),
         };

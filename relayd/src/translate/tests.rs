@@ -306,6 +306,49 @@ fn images_and_documents() {
     );
 }
 
+/// A user message of `depth` documents, each the only block of the one around it.
+fn nested_documents(depth: usize) -> Vec<u8> {
+    const OPEN: &str = "[{\"type\":\"document\",\"source\":{\"type\":\"content\",\"content\":";
+    let content = format!("{}\"innermost\"{}", OPEN.repeat(depth), "}}]".repeat(depth));
+    format!(r#"{{"model":"m","max_tokens":1,"messages":[{{"role":"user","content":{content}}}]}}"#)
+        .into_bytes()
+}
+
+/// Found by the fuzz bench: documents nested in documents recursed once per level with nothing
+/// to bound the depth (each level is parsed on its own), so a large enough body overflowed the
+/// serving thread's stack and aborted relayd. Now a few levels translate and more are a 400.
+#[test]
+fn nested_documents_are_bounded() {
+    let out = anthropic_to_openai(&nested_documents(8), &opts());
+    let (body, _) = out.expect("8 levels translate");
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["messages"][0]["content"], "innermost");
+
+    // On a thread with the stack of relayd's serving threads, as in production.
+    let deep = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let shallow = anthropic_to_openai(&nested_documents(9), &opts()).map(|_| ());
+            let deep = anthropic_to_openai(&nested_documents(20_000), &opts()).map(|_| ());
+            (shallow, deep)
+        })
+        .expect("thread starts")
+        .join()
+        .expect("no stack overflow");
+    for result in [deep.0, deep.1] {
+        match result {
+            Err(TranslateError::InvalidRequest { path, message }) => {
+                assert!(
+                    path.starts_with("messages[0].content[0].source.content[0]"),
+                    "{path}"
+                );
+                assert_eq!(message, "documents nested more than 8 deep");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn tool_results_come_first_with_errors_and_images() {
     let out = ok(&request(json!([
@@ -998,6 +1041,44 @@ fn stream_tool_without_argument_fragments() {
             "delta 0 input_json_delta {}",
             "close 0",
             "end tool_use null in=1234 out=0 cached=0",
+            "message_stop"
+        ])
+    );
+}
+
+/// Found by the fuzz bench: an upstream index of `u32::MAX` followed by another call made the
+/// index guess for a missing `index` overflow (a panic in debug builds), even when the next call
+/// had an index of its own.
+#[test]
+fn stream_tool_index_at_u32_max_does_not_overflow() {
+    let events = run_stream(
+        &[
+            tool_delta(json!([{"index": u32::MAX, "function": {"arguments": "{}"}}])),
+            tool_delta(json!([{"index": 0, "id": "call_1", "function": {"arguments": "{}"}}])),
+            content("x"),
+            // No index after `u32::MAX`: the guess saturates instead of wrapping to 0.
+            tool_delta(json!([{"id": "call_2", "function": {"name": "Bash"}}])),
+            finish("tool_calls"),
+        ],
+        true,
+    );
+    assert_eq!(
+        events,
+        strings(&[
+            "start in=1234",
+            "open 0 tool_use \"toolu_1_0\" \"\"",
+            "delta 0 input_json_delta {}",
+            "close 0",
+            "open 1 tool_use \"call_1\" \"\"",
+            "delta 1 input_json_delta {}",
+            "close 1",
+            "open 2 text",
+            "delta 2 text_delta x",
+            "close 2",
+            "open 3 tool_use \"call_2\" \"Bash\"",
+            "delta 3 input_json_delta {}",
+            "close 3",
+            "end tool_use null in=1234 out=3 cached=0",
             "message_stop"
         ])
     );

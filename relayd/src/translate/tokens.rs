@@ -70,6 +70,13 @@ pub(crate) fn estimate(
     Some(total.max(1))
 }
 
+/// The reference for [`count_tokens`]: the same count (or error) from the serde visitor alone,
+/// without the byte scan. Slower; the proxy has no use for it. Public so the fuzz bench
+/// (`relayd/benches/fuzz`) can check that the two agree on every body it generates.
+pub fn count_tokens_reference(body: &[u8]) -> Result<u64, TranslateError> {
+    count_with_serde(body)
+}
+
 /// The reference implementation of [`count_tokens`]: one streaming serde pass with a visitor that
 /// only adds numbers.
 pub(crate) fn count_with_serde(body: &[u8]) -> Result<u64, TranslateError> {

@@ -17,6 +17,10 @@
 //! a connection the server is closing fails before any response byte; it is sent once more on a
 //! new connection (not a failover, no cooldown). Idle connections are kept `pool_idle_secs`, or
 //! less when the server announces a shorter keep-alive: clients are kept per idle time.
+//!
+//! Files: this one sends requests (URLs, auth, the retry on a new connection); [`pool`] keeps
+//! the clients; [`response`] is the answer once its headers are read; [`error`] classifies
+//! failures.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,19 +28,24 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper_tls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use shared::account::AccountKind;
 
 use crate::accounts::LiveAccount;
 use crate::config::{Timeouts, UpstreamConfig};
+
+mod error;
+mod pool;
+mod response;
+
+pub use error::UpstreamError;
+use pool::{Connection, ThreadClients};
+pub use response::{BodyError, BodyStream, UpstreamResponse};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -59,207 +68,11 @@ pub struct Upstreams {
     proxied: Mutex<HashMap<(usize, String, Duration), reqwest::Client>>,
 }
 
-/// One serving thread's direct clients and what servers told it about their keep-alive.
-#[derive(Default)]
-struct ThreadClients {
-    /// By pool idle time; `Duration::ZERO` keeps no idle connection (a new one per request).
-    clients: Vec<(Duration, DirectClient)>,
-    /// The pool idle time to use per endpoint, where a server announced a keep-alive timeout
-    /// shorter than the configured idle time.
-    keep_alive: HashMap<Box<str>, Duration>,
-}
-
-/// Which connections a request may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Connection {
-    /// A pooled one, if there is one.
-    Pooled,
-    /// A new one (the retry after a pooled connection closed under the request).
-    Fresh,
-}
-
 impl std::fmt::Debug for Upstreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstreams")
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
-    }
-}
-
-/// A 2xx upstream answer: status and headers read, the body still to come.
-pub struct UpstreamResponse {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: UnsyncBoxBody<Bytes, BoxError>,
-}
-
-impl std::fmt::Debug for UpstreamResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamResponse")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The upstream body broke off (reset, truncated chunking, protocol error).
-#[derive(Debug)]
-pub struct BodyError(String);
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BodyError {}
-
-impl BodyError {
-    fn of(e: &BoxError) -> Self {
-        Self(describe(e.as_ref()))
-    }
-}
-
-impl UpstreamResponse {
-    fn new<B>(response: axum::http::Response<B>) -> Self
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let (parts, body) = response.into_parts();
-        Self {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.map_err(Into::into).boxed_unsync(),
-        }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The response headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// The whole body (test-endpoint's small answers; the relay path bounds its reads in
-    /// `proxy::answer`).
-    pub async fn bytes(self) -> Result<Bytes, BodyError> {
-        match self.body.collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) => Err(BodyError::of(&e)),
-        }
-    }
-
-    /// At most `limit` bytes of the body; the rest is not read.
-    pub async fn bytes_within(self, limit: usize) -> Result<Bytes, BodyError> {
-        let mut stream = self.bytes_stream();
-        let mut out = Vec::new();
-        while out.len() < limit {
-            match stream.next().await {
-                Some(Ok(bytes)) => {
-                    let room = limit - out.len();
-                    out.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                }
-                Some(Err(e)) => return Err(e),
-                None => break,
-            }
-        }
-        Ok(Bytes::from(out))
-    }
-
-    /// The body as it arrives.
-    pub fn bytes_stream(self) -> BodyStream {
-        Box::pin(self.body.into_data_stream().map_err(|e| BodyError::of(&e)))
-    }
-}
-
-/// An upstream body as a stream of reads.
-pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
-
-/// Why an upstream attempt failed before any byte reached the client.
-#[derive(Debug)]
-pub enum UpstreamError {
-    /// The proxy setting could not be used.
-    BadProxy(String),
-    /// The account's proxy could not be reached or refused the connection.
-    ProxyConnect(String),
-    /// TCP/TLS connect failed.
-    Connect(String),
-    /// No answer (headers, or the first byte of the body) within the first-byte timeout.
-    FirstByteTimeout(Duration),
-    /// The connection broke while the answer was read (reset, truncated body, protocol error).
-    Transport(String),
-    /// The server closed a new connection without answering, after the same happened on a
-    /// pooled one: the request itself is the likely cause (some servers drop a body they
-    /// cannot parse), so the account is not cooled down.
-    Dropped(String),
-    /// A 2xx answer relayd cannot use: not the format asked for (an HTML page, JSON that is no
-    /// completion), empty, or beyond the configured size bounds.
-    BadAnswer(String),
-    /// The upstream answered with a non-2xx status.
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// `retry-after` seconds, when given.
-        retry_after: Option<u64>,
-        /// The body (truncated), for error messages.
-        body: String,
-    },
-}
-
-impl UpstreamError {
-    /// Whether another account should be tried: the failure says nothing about the request
-    /// itself. A 400 (bad request, context too long) would fail everywhere, so it is not retried.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::BadProxy(_)
-            | Self::ProxyConnect(_)
-            | Self::Connect(_)
-            | Self::FirstByteTimeout(_)
-            | Self::Transport(_)
-            | Self::Dropped(_)
-            | Self::BadAnswer(_) => true,
-            Self::Status { status, .. } => {
-                matches!(status, 401 | 403 | 404 | 408 | 409 | 429) || *status >= 500
-            }
-        }
-    }
-}
-
-impl UpstreamError {
-    /// A short cause label for metrics.
-    pub fn cause(&self) -> &'static str {
-        match self {
-            Self::BadProxy(_) | Self::ProxyConnect(_) => "proxy",
-            Self::Connect(_) => "connect",
-            Self::FirstByteTimeout(_) => "timeout",
-            Self::Transport(_) => "transport",
-            Self::Dropped(_) => "dropped",
-            Self::BadAnswer(_) => "bad_answer",
-            Self::Status {
-                status: 401 | 403, ..
-            } => "auth",
-            Self::Status { status: 429, .. } => "rate_limited",
-            Self::Status { status, .. } if *status >= 500 => "server_error",
-            Self::Status { .. } => "client_error",
-        }
-    }
-}
-
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BadProxy(e) => write!(f, "unusable proxy setting: {e}"),
-            Self::ProxyConnect(e) => write!(f, "cannot connect through the proxy: {e}"),
-            Self::Connect(e) => write!(f, "cannot connect: {e}"),
-            Self::FirstByteTimeout(d) => write!(f, "no response within {}s", d.as_secs()),
-            Self::Transport(e) => write!(f, "transport error: {e}"),
-            Self::Dropped(e) => write!(f, "connection closed without an answer: {e}"),
-            Self::BadAnswer(e) => write!(f, "unusable answer: {e}"),
-            Self::Status { status, body, .. } => write!(f, "HTTP {status}: {body}"),
-        }
     }
 }
 
@@ -294,119 +107,6 @@ impl Upstreams {
     /// Bounds on what upstreams may send.
     pub fn limits(&self) -> &UpstreamConfig {
         &self.limits
-    }
-
-    /// The pool idle time for `endpoint` on this thread, and the client that keeps it.
-    fn direct(
-        &self,
-        endpoint: &str,
-        connection: Connection,
-    ) -> Result<DirectClient, UpstreamError> {
-        let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
-        // Only this thread locks its slot; a poisoned lock still holds usable clients.
-        let mut clients = slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let idle = match connection {
-            Connection::Fresh => Duration::ZERO,
-            Connection::Pooled => clients
-                .keep_alive
-                .get(endpoint)
-                .copied()
-                .unwrap_or(self.limits.pool_idle()),
-        };
-        if let Some((_, client)) = clients.clients.iter().find(|(d, _)| *d == idle) {
-            return Ok(client.clone());
-        }
-        let tls = self.tls()?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(self.timeouts.connect()));
-        let mut builder = HyperClient::builder(TokioExecutor::new());
-        builder.pool_timer(TokioTimer::new());
-        if idle.is_zero() {
-            builder.pool_max_idle_per_host(0);
-        } else {
-            builder.pool_idle_timeout(idle);
-        }
-        let client = builder.build(HttpsConnector::from((http, tls.into())));
-        clients.clients.push((idle, client.clone()));
-        Ok(client)
-    }
-
-    /// Notes the keep-alive timeout a server announced (`Keep-Alive: timeout=N`): its idle
-    /// connections are then kept at most a second less, so relayd never reuses one the server
-    /// is about to close.
-    fn learn_keep_alive(&self, account: &LiveAccount, headers: &HeaderMap) {
-        let Some(announced) = headers
-            .get("keep-alive")
-            .and_then(|v| v.to_str().ok())
-            .and_then(keep_alive_timeout)
-        else {
-            return;
-        };
-        let idle = announced
-            .saturating_sub(Duration::from_secs(1))
-            .min(self.limits.pool_idle());
-        let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
-        let mut clients = slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let endpoint = account.settings.endpoint.as_str();
-        if clients.keep_alive.get(endpoint) != Some(&idle) {
-            tracing::debug!(account = %account.settings.name, idle_ms = idle.as_millis() as u64, "upstream announced its keep-alive timeout");
-            clients.keep_alive.insert(endpoint.into(), idle);
-        }
-    }
-
-    fn tls(&self) -> Result<native_tls::TlsConnector, UpstreamError> {
-        if let Some(tls) = self.tls.get() {
-            return Ok(tls.clone());
-        }
-        let tls = native_tls::TlsConnector::new()
-            .map_err(|e| UpstreamError::Connect(format!("cannot set up TLS: {e}")))?;
-        // Two first requests may race to build it; either is as good.
-        Ok(self.tls.get_or_init(|| tls).clone())
-    }
-
-    fn proxied(
-        &self,
-        proxy: &str,
-        connection: Connection,
-    ) -> Result<reqwest::Client, UpstreamError> {
-        let idle = match connection {
-            Connection::Fresh => Duration::ZERO,
-            Connection::Pooled => self.limits.pool_idle(),
-        };
-        // Short critical section, never held across an await: a std mutex is right here.
-        let mut clients = self
-            .proxied
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = (crate::workers::worker_index(), proxy.to_owned(), idle);
-        if let Some(client) = clients.get(&slot) {
-            return Ok(client.clone());
-        }
-        let proxy_setting = reqwest::Proxy::all(proxy)
-            .map_err(|e| UpstreamError::BadProxy(redact(&e.to_string(), proxy)))?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(self.timeouts.connect())
-            .tcp_nodelay(true)
-            // Upstream URLs are configured, not user-supplied; never follow redirects off them.
-            .redirect(reqwest::redirect::Policy::none())
-            .use_preconfigured_tls(self.tls()?)
-            .proxy(proxy_setting);
-        builder = if idle.is_zero() {
-            builder.pool_max_idle_per_host(0)
-        } else {
-            builder.pool_idle_timeout(idle)
-        };
-        let client = builder
-            .build()
-            .map_err(|e| UpstreamError::BadProxy(e.to_string()))?;
-        clients.insert(slot, client.clone());
-        Ok(client)
     }
 
     /// POSTs a chat-completions body to `account` and waits for the response headers (bounded
@@ -608,17 +308,6 @@ fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
         source = error.source();
     }
     false
-}
-
-/// The `timeout=N` of a `Keep-Alive` header value (`timeout=5, max=100`).
-fn keep_alive_timeout(value: &str) -> Option<Duration> {
-    value.split(',').find_map(|part| {
-        let (name, secs) = part.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("timeout") {
-            return None;
-        }
-        secs.trim().parse::<u64>().ok().map(Duration::from_secs)
-    })
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
