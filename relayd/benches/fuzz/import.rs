@@ -49,7 +49,7 @@ const NAMES: &[&str] = &[
 ];
 
 const ENDPOINTS: &[&str] = &[
-    "http://10.0.0.5:8000/v1",
+    "http://198.51.100.5:8000/v1",
     "https://my-resource.openai.azure.com",
     "https://my-resource.OPENAI.AZURE.COM/",
     "http://[::1]:8000/v1/",
