@@ -847,15 +847,7 @@ fn content_part<'a>(
         }
         // Blocks that only mean something to Anthropic's own servers carry nothing an
         // OpenAI-compatible upstream could use.
-        "server_tool_use"
-        | "web_search_tool_result"
-        | "web_fetch_tool_result"
-        | "code_execution_tool_result"
-        | "bash_code_execution_tool_result"
-        | "text_editor_code_execution_tool_result"
-        | "mcp_tool_use"
-        | "mcp_tool_result"
-        | "container_upload" => {
+        kind if SERVER_SIDE_BLOCKS.contains(&kind) => {
             tracing::debug!(kind = %block.kind, "dropping server-side content block");
         }
         // Anything else would be lost without a word: refuse it, as Anthropic refuses what it
@@ -871,6 +863,20 @@ fn content_part<'a>(
     }
     Ok(())
 }
+
+/// Content blocks of Anthropic's server tools: they belong to tools relayd never forwards, so
+/// they are dropped (with a debug line) wherever they appear, rather than refused.
+const SERVER_SIDE_BLOCKS: &[&str] = &[
+    "server_tool_use",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_result",
+    "container_upload",
+];
 
 fn source<'a>(raw: Option<&'a RawValue>, path: Path<'_>) -> Result<Source<'a>, TranslateError> {
     match raw {
@@ -978,17 +984,10 @@ fn convert_assistant<'a>(
                     }
                     // Thinking is dropped unless asked for; redacted thinking is opaque to any upstream
                     // but Anthropic's; server tool blocks belong to tools we never forwarded.
-                    "thinking"
-                    | "redacted_thinking"
-                    | "server_tool_use"
-                    | "web_search_tool_result"
-                    | "web_fetch_tool_result"
-                    | "code_execution_tool_result"
-                    | "bash_code_execution_tool_result"
-                    | "text_editor_code_execution_tool_result"
-                    | "mcp_tool_use"
-                    | "mcp_tool_result"
-                    | "container_upload" => {
+                    "thinking" | "redacted_thinking" => {
+                        tracing::debug!(kind = %block.kind, "dropping assistant content block");
+                    }
+                    kind if SERVER_SIDE_BLOCKS.contains(&kind) => {
                         tracing::debug!(kind = %block.kind, "dropping assistant content block");
                     }
                     other => {
