@@ -10,6 +10,7 @@ mod connections;
 mod cooldown_reset;
 mod endpoint_policy;
 mod faults;
+mod llama;
 mod metrics;
 mod model_labels;
 mod operations;

@@ -1,10 +1,10 @@
 //! Support code for the end-to-end tests in `it/`: an in-process relayd on a real socket
 //! ([`app`]), the real binaries ([`daemon`]), HTTP helpers ([`http`]), private redis-server
-//! instances ([`redis_server`]), in-process mock upstreams ([`mock_upstream`]), misbehaving upstreams ([`fault_upstream`]),
-//! outbound proxies
-//! ([`forward_proxy`]) and the official
-//! client SDKs and Claude Code ([`python`]), a program's screen under a pseudo-terminal
-//! ([`terminal`]), and what the benchmarks share ([`bench`]). The tests themselves live in `it/`.
+//! instances ([`redis_server`]), a real llama.cpp server ([`llama_server`]), in-process mock
+//! upstreams ([`mock_upstream`]), misbehaving upstreams ([`fault_upstream`]), outbound proxies
+//! ([`forward_proxy`]), the official client SDKs and Claude Code ([`python`]), a program's screen
+//! under a pseudo-terminal ([`terminal`]), and what the benchmarks share ([`bench`]). The tests
+//! themselves live in `it/`.
 
 pub mod app;
 pub mod bench;
@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod fault_upstream;
 pub mod forward_proxy;
 pub mod http;
+pub mod llama_server;
 pub mod mock_upstream;
 pub mod python;
 pub mod redis_server;
