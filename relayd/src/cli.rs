@@ -19,10 +19,13 @@ use tokio_util::task::TaskTracker;
 use crate::accounts::AccountRegistry;
 use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::{Config, LogFormat, StoreSpec};
+use crate::cooling_probe::CoolingProbe;
+use crate::coordinator::{Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings};
 use crate::crypto::{KeyOrigin, load_or_create_key};
 use crate::keys::KeyRegistry;
 use crate::lifecycle::{LogControl, SignalContext, Signals};
-use crate::state::AppState;
+use crate::registry_sync::RegistrySync;
+use crate::state::{AppState, Background};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
@@ -189,8 +192,9 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     done.cancel();
     tasks.close();
     tasks.wait().await;
-    // Requests are finished (or cut off): release routing state (Redis leases, probes) and write
-    // the usage they produced before exiting.
+    // Requests are finished (or cut off): stop the probes and reloads, release routing state
+    // (Redis leases) and write the usage they produced before exiting.
+    state.background.shutdown().await;
     state.routing.shutdown().await;
     state.usage.flush_and_stop().await;
     match outcome? {
@@ -267,7 +271,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             .with_link_local_endpoints(config.allow_link_local_endpoints),
     );
     let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
-    let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
+    let upstreams = Arc::new(crate::upstream::Upstreams::new(
         config.timeouts.clone(),
         config.upstream.clone(),
         config.serving_threads(),
@@ -276,29 +280,43 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         Arc::clone(&store),
         &config.usage,
     ));
-    let coordinator: Arc<dyn crate::routing::coordinator::Coordinator> =
-        match config.store_spec()? {
-            StoreSpec::Embedded => Arc::new(crate::routing::coordinator::LocalCoordinator::new()),
-            StoreSpec::Redis(url) => Arc::new(
-                crate::routing::redis::RedisCoordinator::start(
-                    &url,
-                    &config.redis_prefix,
-                    Duration::from_secs(config.routing.lease_secs),
-                    Duration::from_secs(config.routing.longest_cooldown_secs()),
-                    Arc::clone(&accounts),
-                    Arc::clone(&keys),
-                    config.serving_threads(),
-                )
+    let background = Arc::new(Background::default());
+    let coordinator: Arc<dyn Coordinator> = match config.store_spec()? {
+        StoreSpec::Embedded => Arc::new(LocalCoordinator::new()),
+        StoreSpec::Redis(url) => {
+            let (changes, reported) = tokio::sync::mpsc::channel(crate::registry_sync::QUEUE);
+            let settings = RedisSettings {
+                url,
+                prefix: config.redis_prefix.clone(),
+                lease: Duration::from_secs(config.routing.lease_secs),
+                longest_cooldown: Duration::from_secs(config.routing.longest_cooldown_secs()),
+                serving_threads: config.serving_threads(),
+            };
+            let coordinator = RedisCoordinator::start(&settings, changes)
                 .await
-                .context("cannot share routing state through Redis")?,
-            ),
+                .context("cannot share routing state through Redis")?;
+            let sync = RegistrySync {
+                accounts: Arc::clone(&accounts),
+                keys: Arc::clone(&keys),
+            };
+            background.spawn(|cancel| sync.run(reported, cancel));
+            Arc::new(coordinator)
+        }
+    };
+    if config.routing.probe_interval_secs > 0 {
+        let every = Duration::from_secs(config.routing.probe_interval_secs);
+        let probe = CoolingProbe {
+            accounts: Arc::clone(&accounts),
+            coordinator: Arc::clone(&coordinator),
+            upstreams: Arc::clone(&upstreams),
         };
+        background.spawn(|cancel| probe.run(every, cancel));
+    }
     let routing = Arc::new(crate::routing::Router::new(
         config.routing.clone(),
         coordinator,
         accounts.snapshot(),
     ));
-    routing.start_probing(Arc::clone(&accounts), Arc::clone(&upstreams));
     Ok(AppState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         routing,
@@ -312,5 +330,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),
         usage,
+        background,
     })
 }

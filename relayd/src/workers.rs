@@ -7,7 +7,7 @@
 //! (futex calls, context switches, cold caches). Measured at 64 connections on two cores, that
 //! scheduling cost relayd about a fifth of its CPU per request and cost the upstream and client
 //! as much again in lost batching. A thread also keeps its own pool of upstream connections
-//! ([`crate::proxy::upstream::Upstreams`] picks it by [`worker_index`]), so a request never
+//! ([`crate::upstream::Upstreams`] picks it by [`crate::serving_thread::index`]), so a request never
 //! waits for another thread to drive its upstream socket. Background work (usage writer, Redis,
 //! signals, probes, the metrics listener) stays on the main runtime.
 //!
@@ -22,7 +22,6 @@
 //! logging the episode once when it starts and once when it ends. Each connection's read
 //! deadlines are in [`crate::connection`].
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -37,17 +36,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{GuardedService, GuardedStream, Phase, ReadTimeouts};
-
-thread_local! {
-    /// 0 outside the serving threads; `i + 1` on serving thread `i`.
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Which serving thread this is: `1..=workers` on the serving threads, 0 anywhere else (the
-/// main runtime, tests). Per-thread resources are indexed by it.
-pub fn worker_index() -> usize {
-    WORKER.with(Cell::get)
-}
 
 /// How long the acceptor pauses after an error that is not about one connection (out of file
 /// descriptors, say): short, so that service resumes soon after descriptors free up, and long
@@ -132,7 +120,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("relayd-worker-{i}"))
                 .spawn(move || {
-                    WORKER.with(|w| w.set(i + 1));
+                    crate::serving_thread::enter(i);
                     runtime.block_on(serve_connections(connections, app, timeouts, abort));
                     // Dropping the runtime here, on this thread, ends whatever the connections
                     // spawned (finished requests record their usage as they are dropped) before
@@ -721,7 +709,10 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_spread_over_every_serving_thread() {
-        let app = axum::Router::new().route("/", get(|| async { worker_index().to_string() }));
+        let app = axum::Router::new().route(
+            "/",
+            get(|| async { crate::serving_thread::index().to_string() }),
+        );
         let (addr, stop, served) = start(app, 3).await;
         let mut seen = BTreeSet::new();
         for _ in 0..3 {
@@ -736,7 +727,7 @@ mod tests {
         }
         assert_eq!(seen, BTreeSet::from(["1".into(), "2".into(), "3".into()]));
         assert_eq!(
-            worker_index(),
+            crate::serving_thread::index(),
             0,
             "the test's own thread is no serving thread"
         );
