@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accounts::AccountRegistry;
 use crate::auth::{AdminToken, TokenOrigin};
-use crate::config::{Config, LogFormat, StoreSpec};
+use crate::config::{Config, LogFormat, Overrides, StoreSpec};
 use crate::cooling_probe::CoolingProbe;
 use crate::coordinator::{Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings};
 use crate::crypto::{KeyOrigin, load_or_create_key};
@@ -55,27 +55,22 @@ pub struct Args {
     pub log_format: Option<String>,
 }
 
-/// Loads the configuration from the file, the environment and the flags.
-pub fn load_config(args: &Args) -> anyhow::Result<Config> {
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+impl Args {
+    /// The flags that override configuration keys.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            log_format: self.log_format.as_deref().map(|format| {
+                if format == "json" {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                }
+            }),
+        }
     }
-    if let Some(dir) = &args.data_dir {
-        config.data_dir.clone_from(dir);
-    }
-    if let Some(store) = &args.store {
-        config.store.clone_from(store);
-        config.store_spec()?;
-    }
-    if let Some(format) = &args.log_format {
-        config.log_format = if format == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        };
-    }
-    Ok(config)
 }
 
 /// Installs the global `tracing` subscriber and returns the control that swaps its filter on
@@ -110,7 +105,7 @@ pub fn init_logging(config: &Config) -> LogControl {
 }
 
 /// Runs relayd until SIGTERM or Ctrl-C and the drain that follows; `args` are kept to re-read
-/// the configuration on SIGHUP.
+/// the configuration on SIGHUP (their file and overrides).
 pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result<()> {
     // Bind first: a port in use is the most common start-up mistake, and it should be the one
     // and only line printed, before anything is created on disk.
@@ -164,7 +159,8 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     tasks.spawn(crate::lifecycle::handle_signals(
         signals,
         SignalContext {
-            args: args.clone(),
+            config_path: args.config.clone(),
+            overrides: args.overrides(),
             state: state.clone(),
             log,
             notifier: notifier.clone(),
