@@ -21,7 +21,7 @@ use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::{Config, LogFormat, Overrides, StoreSpec};
 use crate::cooling_probe::CoolingProbe;
 use crate::coordinator::{Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings};
-use crate::crypto::{KeyOrigin, load_or_create_key};
+use crate::crypto::{Cipher, KeyOrigin, load_or_create_key};
 use crate::keys::KeyRegistry;
 use crate::lifecycle::{LogControl, SignalContext, Signals};
 use crate::registry_sync::RegistrySync;
@@ -214,52 +214,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 
     // The store first: a store this build must not open (written by a newer relayd, locked by
     // another process) is refused before any secret is generated next to it.
-    let store: Arc<dyn Store> =
-        match config.store_spec()? {
-            StoreSpec::Embedded => {
-                let path = data_dir.join("relayd.redb");
-                Arc::new(EmbeddedStore::open(&path).await.with_context(|| {
-                    format!("cannot open the embedded store {}", path.display())
-                })?)
-            }
-            StoreSpec::Redis(url) => Arc::new(
-                RedisStore::connect(&url, &config.redis_prefix)
-                    .await
-                    .context("cannot open the Redis store")?,
-            ),
-        };
+    let store = open_store(&config).await?;
 
-    let env_key = std::env::var("RELAYD_ENCRYPTION_KEY").ok();
-    let (cipher, key_origin) = load_or_create_key(
-        data_dir,
-        env_key.as_deref(),
-        config.encryption_key_file.as_deref(),
-    )?;
-    match &key_origin {
-        KeyOrigin::Generated(path) => tracing::warn!(
-            path = %path.display(),
-            "generated a new encryption key at {}; back it up: losing it loses every stored upstream API key",
-            path.display()
-        ),
-        other => tracing::info!(origin = ?other, "encryption key loaded"),
-    }
-
-    let token_path = config.admin_token_path();
-    let env_token = std::env::var("RELAYD_ADMIN_TOKEN").ok();
-    let (admin_token, token_origin) = AdminToken::load_or_create(env_token.as_deref(), &token_path)
-        .with_context(|| format!("cannot set up the admin token at {}", token_path.display()))?;
-    match token_origin {
-        TokenOrigin::Generated => tracing::info!(
-            path = %token_path.display(),
-            "generated admin token, written to {} (mode 0600)",
-            token_path.display()
-        ),
-        TokenOrigin::File => {
-            tracing::info!(path = %token_path.display(), "admin token read from {}", token_path.display())
-        }
-        TokenOrigin::Environment => tracing::info!("admin token taken from RELAYD_ADMIN_TOKEN"),
-    }
-
+    let (cipher, admin_token) = load_secrets(&config)?;
     let cipher = Arc::new(cipher);
     let accounts = Arc::new(
         AccountRegistry::load(Arc::clone(&store), cipher)
@@ -277,28 +234,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         &config.usage,
     ));
     let background = Arc::new(Background::default());
-    let coordinator: Arc<dyn Coordinator> = match config.store_spec()? {
-        StoreSpec::Embedded => Arc::new(LocalCoordinator::new()),
-        StoreSpec::Redis(url) => {
-            let (changes, reported) = tokio::sync::mpsc::channel(crate::registry_sync::QUEUE);
-            let settings = RedisSettings {
-                url,
-                prefix: config.redis_prefix.clone(),
-                lease: Duration::from_secs(config.routing.lease_secs),
-                longest_cooldown: Duration::from_secs(config.routing.longest_cooldown_secs()),
-                serving_threads: config.serving_threads(),
-            };
-            let coordinator = RedisCoordinator::start(&settings, changes)
-                .await
-                .context("cannot share routing state through Redis")?;
-            let sync = RegistrySync {
-                accounts: Arc::clone(&accounts),
-                keys: Arc::clone(&keys),
-            };
-            background.spawn(|cancel| sync.run(reported, cancel));
-            Arc::new(coordinator)
-        }
-    };
+    let coordinator = start_coordinator(&config, &accounts, &keys, &background).await?;
     if config.routing.probe_interval_secs > 0 {
         let every = Duration::from_secs(config.routing.probe_interval_secs);
         let probe = CoolingProbe {
@@ -328,4 +264,92 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         usage,
         background,
     })
+}
+
+/// The coordinator the store calls for: in process for the embedded store, shared through Redis
+/// otherwise — then with a tracked task that reloads `accounts` and `keys` when it reports another
+/// instance's admin change.
+async fn start_coordinator(
+    config: &Config,
+    accounts: &Arc<AccountRegistry>,
+    keys: &Arc<KeyRegistry>,
+    background: &Background,
+) -> anyhow::Result<Arc<dyn Coordinator>> {
+    let url = match config.store_spec()? {
+        StoreSpec::Embedded => return Ok(Arc::new(LocalCoordinator::new())),
+        StoreSpec::Redis(url) => url,
+    };
+    let (changes, reported) = tokio::sync::mpsc::channel(crate::registry_sync::QUEUE);
+    let settings = RedisSettings {
+        url,
+        prefix: config.redis_prefix.clone(),
+        lease: Duration::from_secs(config.routing.lease_secs),
+        longest_cooldown: Duration::from_secs(config.routing.longest_cooldown_secs()),
+        serving_threads: config.serving_threads(),
+    };
+    let coordinator = RedisCoordinator::start(&settings, changes)
+        .await
+        .context("cannot share routing state through Redis")?;
+    let sync = RegistrySync {
+        accounts: Arc::clone(accounts),
+        keys: Arc::clone(keys),
+    };
+    background.spawn(|cancel| sync.run(reported, cancel));
+    Ok(Arc::new(coordinator))
+}
+
+/// Opens the store `config` selects.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store_spec()? {
+        StoreSpec::Embedded => {
+            let path = config.data_dir.join("relayd.redb");
+            Arc::new(
+                EmbeddedStore::open(&path).await.with_context(|| {
+                    format!("cannot open the embedded store {}", path.display())
+                })?,
+            )
+        }
+        StoreSpec::Redis(url) => Arc::new(
+            RedisStore::connect(&url, &config.redis_prefix)
+                .await
+                .context("cannot open the Redis store")?,
+        ),
+    })
+}
+
+/// The encryption key of upstream secrets and the admin token: from the environment, their files,
+/// or generated (and said so in the log).
+fn load_secrets(config: &Config) -> anyhow::Result<(Cipher, AdminToken)> {
+    let env_key = std::env::var("RELAYD_ENCRYPTION_KEY").ok();
+    let (cipher, key_origin) = load_or_create_key(
+        &config.data_dir,
+        env_key.as_deref(),
+        config.encryption_key_file.as_deref(),
+    )?;
+    match &key_origin {
+        KeyOrigin::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "generated a new encryption key at {}; back it up: losing it loses every stored upstream API key",
+            path.display()
+        ),
+        other => tracing::info!(origin = ?other, "encryption key loaded"),
+    }
+
+    let token_path = config.admin_token_path();
+    let env_token = std::env::var("RELAYD_ADMIN_TOKEN").ok();
+    let (admin_token, token_origin) = AdminToken::load_or_create(env_token.as_deref(), &token_path)
+        .with_context(|| format!("cannot set up the admin token at {}", token_path.display()))?;
+    match token_origin {
+        TokenOrigin::Generated => tracing::info!(
+            path = %token_path.display(),
+            "generated admin token, written to {} (mode 0600)",
+            token_path.display()
+        ),
+        TokenOrigin::File => {
+            tracing::info!(path = %token_path.display(), "admin token read from {}", token_path.display())
+        }
+        TokenOrigin::Environment => tracing::info!("admin token taken from RELAYD_ADMIN_TOKEN"),
+    }
+
+    Ok((cipher, admin_token))
 }

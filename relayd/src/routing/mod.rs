@@ -1,6 +1,9 @@
 //! Routing: which accounts may serve a client-facing model name ([`table`]), which one a request
-//! goes to ([`scheduler`]), and the shared state that decision reads — slots, cooldowns, key
-//! counters ([`coordinator`]). [`Router`] ties them together for the proxy.
+//! goes to ([`scheduler`]), and how long a failing account is skipped ([`cooldown`]). The shared
+//! state the decision reads — slots, cooldowns, key counters — is the [`crate::coordinator`]'s.
+//! [`Router`] ties them together for the proxy. Routing is pure selection over an account
+//! snapshot: it does not read the store, call upstreams or know the server (the probe of cooling
+//! accounts is [`crate::cooling_probe`]; the `/metrics` gauges are the server's).
 //!
 //! The rule (also in the README): among enabled accounts the key may use, accounts listing the
 //! name exactly win over accounts matching it with a `*` pattern, and those over the configured
