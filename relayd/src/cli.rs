@@ -18,11 +18,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::accounts::AccountRegistry;
 use crate::auth::{AdminToken, TokenOrigin};
-use crate::config::{Config, LogFormat, StoreSpec};
-use crate::crypto::{KeyOrigin, load_or_create_key};
+use crate::config::{Config, LogFormat, Overrides, StoreSpec};
+use crate::cooling_probe::CoolingProbe;
+use crate::coordinator::{Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings};
+use crate::crypto::{Cipher, KeyOrigin, load_or_create_key};
 use crate::keys::KeyRegistry;
 use crate::lifecycle::{LogControl, SignalContext, Signals};
-use crate::state::AppState;
+use crate::registry_sync::RegistrySync;
+use crate::state::{AppState, Background};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
@@ -52,27 +55,22 @@ pub struct Args {
     pub log_format: Option<String>,
 }
 
-/// Loads the configuration from the file, the environment and the flags.
-pub fn load_config(args: &Args) -> anyhow::Result<Config> {
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+impl Args {
+    /// The flags that override configuration keys.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            log_format: self.log_format.as_deref().map(|format| {
+                if format == "json" {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                }
+            }),
+        }
     }
-    if let Some(dir) = &args.data_dir {
-        config.data_dir.clone_from(dir);
-    }
-    if let Some(store) = &args.store {
-        config.store.clone_from(store);
-        config.store_spec()?;
-    }
-    if let Some(format) = &args.log_format {
-        config.log_format = if format == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        };
-    }
-    Ok(config)
 }
 
 /// Installs the global `tracing` subscriber and returns the control that swaps its filter on
@@ -107,7 +105,7 @@ pub fn init_logging(config: &Config) -> LogControl {
 }
 
 /// Runs relayd until SIGTERM or Ctrl-C and the drain that follows; `args` are kept to re-read
-/// the configuration on SIGHUP.
+/// the configuration on SIGHUP (their file and overrides).
 pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result<()> {
     // Bind first: a port in use is the most common start-up mistake, and it should be the one
     // and only line printed, before anything is created on disk.
@@ -161,7 +159,8 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     tasks.spawn(crate::lifecycle::handle_signals(
         signals,
         SignalContext {
-            args: args.clone(),
+            config_path: args.config.clone(),
+            overrides: args.overrides(),
             state: state.clone(),
             log,
             notifier: notifier.clone(),
@@ -189,8 +188,9 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     done.cancel();
     tasks.close();
     tasks.wait().await;
-    // Requests are finished (or cut off): release routing state (Redis leases, probes) and write
-    // the usage they produced before exiting.
+    // Requests are finished (or cut off): stop the probes and reloads, release routing state
+    // (Redis leases) and write the usage they produced before exiting.
+    state.background.shutdown().await;
     state.routing.shutdown().await;
     state.usage.flush_and_stop().await;
     match outcome? {
@@ -214,24 +214,115 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 
     // The store first: a store this build must not open (written by a newer relayd, locked by
     // another process) is refused before any secret is generated next to it.
-    let store: Arc<dyn Store> =
-        match config.store_spec()? {
-            StoreSpec::Embedded => {
-                let path = data_dir.join("relayd.redb");
-                Arc::new(EmbeddedStore::open(&path).await.with_context(|| {
-                    format!("cannot open the embedded store {}", path.display())
-                })?)
-            }
-            StoreSpec::Redis(url) => Arc::new(
-                RedisStore::connect(&url, &config.redis_prefix)
-                    .await
-                    .context("cannot open the Redis store")?,
-            ),
-        };
+    let store = open_store(&config).await?;
 
+    let (cipher, admin_token) = load_secrets(&config)?;
+    let cipher = Arc::new(cipher);
+    let accounts = Arc::new(
+        AccountRegistry::load(Arc::clone(&store), cipher)
+            .await?
+            .with_link_local_endpoints(config.allow_link_local_endpoints),
+    );
+    let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
+    let upstreams = Arc::new(crate::upstream::Upstreams::new(
+        config.timeouts.clone(),
+        config.upstream.clone(),
+        config.serving_threads(),
+    ));
+    let usage = Arc::new(crate::usage::UsageRecorder::start(
+        Arc::clone(&store),
+        &config.usage,
+    ));
+    let background = Arc::new(Background::default());
+    let coordinator = start_coordinator(&config, &accounts, &keys, &background).await?;
+    if config.routing.probe_interval_secs > 0 {
+        let every = Duration::from_secs(config.routing.probe_interval_secs);
+        let probe = CoolingProbe {
+            accounts: Arc::clone(&accounts),
+            coordinator: Arc::clone(&coordinator),
+            upstreams: Arc::clone(&upstreams),
+        };
+        background.spawn(|cancel| probe.run(every, cancel));
+    }
+    let routing = Arc::new(crate::routing::Router::new(
+        config.routing.clone(),
+        coordinator,
+        accounts.snapshot(),
+    ));
+    Ok(AppState {
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        routing,
+        upstreams,
+        live_config: Arc::new(ArcSwap::from_pointee(config.clone())),
+        config: Arc::new(config),
+        store,
+        accounts,
+        keys,
+        admin_token: Arc::new(admin_token),
+        started: Instant::now(),
+        in_flight: Arc::new(AtomicU64::new(0)),
+        usage,
+        background,
+    })
+}
+
+/// The coordinator the store calls for: in process for the embedded store, shared through Redis
+/// otherwise — then with a tracked task that reloads `accounts` and `keys` when it reports another
+/// instance's admin change.
+async fn start_coordinator(
+    config: &Config,
+    accounts: &Arc<AccountRegistry>,
+    keys: &Arc<KeyRegistry>,
+    background: &Background,
+) -> anyhow::Result<Arc<dyn Coordinator>> {
+    let url = match config.store_spec()? {
+        StoreSpec::Embedded => return Ok(Arc::new(LocalCoordinator::new())),
+        StoreSpec::Redis(url) => url,
+    };
+    let (changes, reported) = tokio::sync::mpsc::channel(crate::registry_sync::QUEUE);
+    let settings = RedisSettings {
+        url,
+        prefix: config.redis_prefix.clone(),
+        lease: Duration::from_secs(config.routing.lease_secs),
+        longest_cooldown: Duration::from_secs(config.routing.longest_cooldown_secs()),
+        serving_threads: config.serving_threads(),
+    };
+    let coordinator = RedisCoordinator::start(&settings, changes)
+        .await
+        .context("cannot share routing state through Redis")?;
+    let sync = RegistrySync {
+        accounts: Arc::clone(accounts),
+        keys: Arc::clone(keys),
+    };
+    background.spawn(|cancel| sync.run(reported, cancel));
+    Ok(Arc::new(coordinator))
+}
+
+/// Opens the store `config` selects.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store_spec()? {
+        StoreSpec::Embedded => {
+            let path = config.data_dir.join("relayd.redb");
+            Arc::new(
+                EmbeddedStore::open(&path).await.with_context(|| {
+                    format!("cannot open the embedded store {}", path.display())
+                })?,
+            )
+        }
+        StoreSpec::Redis(url) => Arc::new(
+            RedisStore::connect(&url, &config.redis_prefix)
+                .await
+                .context("cannot open the Redis store")?,
+        ),
+    })
+}
+
+/// The encryption key of upstream secrets and the admin token: from the environment, their files,
+/// or generated (and said so in the log).
+fn load_secrets(config: &Config) -> anyhow::Result<(Cipher, AdminToken)> {
     let env_key = std::env::var("RELAYD_ENCRYPTION_KEY").ok();
     let (cipher, key_origin) = load_or_create_key(
-        data_dir,
+        &config.data_dir,
         env_key.as_deref(),
         config.encryption_key_file.as_deref(),
     )?;
@@ -260,57 +351,5 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         TokenOrigin::Environment => tracing::info!("admin token taken from RELAYD_ADMIN_TOKEN"),
     }
 
-    let cipher = Arc::new(cipher);
-    let accounts = Arc::new(
-        AccountRegistry::load(Arc::clone(&store), cipher)
-            .await?
-            .with_link_local_endpoints(config.allow_link_local_endpoints),
-    );
-    let keys = Arc::new(KeyRegistry::load(Arc::clone(&store)).await?);
-    let upstreams = Arc::new(crate::proxy::upstream::Upstreams::new(
-        config.timeouts.clone(),
-        config.upstream.clone(),
-        config.serving_threads(),
-    ));
-    let usage = Arc::new(crate::usage::UsageRecorder::start(
-        Arc::clone(&store),
-        &config.usage,
-    ));
-    let coordinator: Arc<dyn crate::routing::coordinator::Coordinator> =
-        match config.store_spec()? {
-            StoreSpec::Embedded => Arc::new(crate::routing::coordinator::LocalCoordinator::new()),
-            StoreSpec::Redis(url) => Arc::new(
-                crate::routing::redis::RedisCoordinator::start(
-                    &url,
-                    &config.redis_prefix,
-                    Duration::from_secs(config.routing.lease_secs),
-                    Duration::from_secs(config.routing.longest_cooldown_secs()),
-                    Arc::clone(&accounts),
-                    Arc::clone(&keys),
-                    config.serving_threads(),
-                )
-                .await
-                .context("cannot share routing state through Redis")?,
-            ),
-        };
-    let routing = Arc::new(crate::routing::Router::new(
-        config.routing.clone(),
-        coordinator,
-        accounts.snapshot(),
-    ));
-    routing.start_probing(Arc::clone(&accounts), Arc::clone(&upstreams));
-    Ok(AppState {
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        routing,
-        upstreams,
-        live_config: Arc::new(ArcSwap::from_pointee(config.clone())),
-        config: Arc::new(config),
-        store,
-        accounts,
-        keys,
-        admin_token: Arc::new(admin_token),
-        started: Instant::now(),
-        in_flight: Arc::new(AtomicU64::new(0)),
-        usage,
-    })
+    Ok((cipher, admin_token))
 }

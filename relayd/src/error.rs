@@ -299,26 +299,6 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match e {
-            StoreError::NameTaken { .. } => Self::new(ErrorKind::Conflict, e.to_string()),
-            StoreError::Backend { .. } => {
-                tracing::error!(error = %e, "store failure");
-                Self::new(
-                    ErrorKind::Unavailable,
-                    "the store is unavailable; the change was not saved",
-                )
-                .with_retry_after(1)
-            }
-            StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
-                Self::internal("the store holds a damaged record", &e)
-            }
-        }
-    }
-}
-
 /// An [`ApiError`] rendered in the admin API's shape; the return type of admin handlers.
 #[derive(Debug)]
 pub struct AdminApiError(pub ApiError);
@@ -332,55 +312,5 @@ impl<E: Into<ApiError>> From<E> for AdminApiError {
 impl IntoResponse for AdminApiError {
     fn into_response(self) -> Response {
         self.0.into_response_for(Surface::Admin)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    /// The status line as a client sees it: relayd's own serving path over a real socket.
-    async fn status_line(response: fn() -> Response) -> String {
-        let app =
-            axum::Router::new().route("/", axum::routing::get(move || async move { response() }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(crate::workers::serve(
-            listener,
-            app,
-            1,
-            crate::workers::ConnectionLimits::generous(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: relayd\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.unwrap();
-        stop.send(()).unwrap();
-        served.await.unwrap().unwrap();
-        let text = String::from_utf8_lossy(&raw);
-        text.lines().next().unwrap_or_default().to_owned()
-    }
-
-    #[tokio::test]
-    async fn overloaded_has_a_reason_phrase_on_the_status_line() {
-        let line = status_line(|| {
-            ApiError::new(ErrorKind::Overloaded, "busy").into_response_for(Surface::Anthropic)
-        })
-        .await;
-        assert_eq!(line, "HTTP/1.1 529 Overloaded");
-        // OpenAI clients get a plain 429, with its standard phrase.
-        let line = status_line(|| {
-            ApiError::new(ErrorKind::Overloaded, "busy").into_response_for(Surface::OpenAi)
-        })
-        .await;
-        assert_eq!(line, "HTTP/1.1 429 Too Many Requests");
     }
 }

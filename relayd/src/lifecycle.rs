@@ -6,14 +6,14 @@
 //! Live-reloadable today: `log` and `shutdown_grace_secs`. Everything else is reported as
 //! "needs a restart" — notably `timeouts.*`, which the upstream client pool copies at start-up.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-use crate::cli::{Args, load_config};
-use crate::config::Config;
+use crate::config::{Config, Overrides, load_config};
 use crate::state::AppState;
 use crate::systemd::Notifier;
 
@@ -120,8 +120,13 @@ fn render(key: &str, value: &serde_json::Value) -> String {
 /// Re-reads the configuration the way start-up did (file, then environment, then flags), logs one
 /// line per changed key, applies the live ones and publishes the result in
 /// [`AppState::live_config`]. An invalid configuration changes nothing.
-pub fn reload(args: &Args, state: &AppState, log: &LogControl) {
-    let new = match load_config(args) {
+pub fn reload(
+    config_path: Option<&Path>,
+    overrides: &Overrides,
+    state: &AppState,
+    log: &LogControl,
+) {
+    let new = match load_config(config_path, overrides) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e:#}");
@@ -198,8 +203,10 @@ impl Signals {
 /// What the signal task needs and whom it tells.
 #[derive(Debug)]
 pub struct SignalContext {
-    /// For re-reading the configuration.
-    pub args: Args,
+    /// The configuration file to re-read, if any.
+    pub config_path: Option<PathBuf>,
+    /// The command line's settings, applied over the re-read file and environment.
+    pub overrides: Overrides,
     /// Where the live configuration lives.
     pub state: AppState,
     /// The log filter.
@@ -223,7 +230,7 @@ pub async fn handle_signals(mut signals: Signals, ctx: SignalContext) {
             _ = signals.int.recv() => "SIGINT",
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                reload(&ctx.args, &ctx.state, &ctx.log);
+                reload(ctx.config_path.as_deref(), &ctx.overrides, &ctx.state, &ctx.log);
                 continue;
             }
         };

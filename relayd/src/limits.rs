@@ -9,8 +9,8 @@ use std::sync::Arc;
 use shared::key::{KeyId, RelayKey};
 use shared::time::now_millis;
 
+use crate::coordinator::{Coordinator, KeyRefusal, secs_to_midnight};
 use crate::error::{ApiError, ErrorKind};
-use crate::routing::coordinator::{Coordinator, KeyRefusal, secs_to_midnight};
 use crate::translate::Usage;
 
 /// A request let through by the key's limits. Holds the key's concurrency place until dropped

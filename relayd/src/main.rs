@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use relayd::cli::{Args, init_logging, load_config, run};
+use relayd::cli::{Args, init_logging, run};
 
 /// Every request allocates a few dozen small buffers (bodies, JSON, headers) on one worker and
 /// frees many on another; mimalloc's per-thread free lists cost a fraction of glibc's arenas.
@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match load_config(&args) {
+    let config = match relayd::config::load_config(args.config.as_deref(), &args.overrides()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("relayd: {e:#}");

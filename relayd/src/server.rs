@@ -1,17 +1,22 @@
 //! The HTTP server: one pure router builder and a `serve` that takes an already-bound listener
-//! and a shutdown future (so tests bind port 0 and the binary decides how to stop).
+//! and a shutdown future (so tests bind port 0 and the binary decides how to stop), and the
+//! `/metrics` page, whose current-state gauges are read from the live state here.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use shared::time::now_millis;
 use tokio::net::TcpListener;
 
+use crate::accounts::LiveAccount;
 use crate::connection::ReadTimeouts;
 use crate::error::{ApiError, ErrorKind, Surface};
+use crate::metrics::Gauge;
 use crate::state::AppState;
 use crate::workers::ConnectionLimits;
 
@@ -124,7 +129,7 @@ fn metrics_refused() -> Response {
 }
 
 fn render_metrics(state: &AppState) -> Response {
-    let gauges = crate::routing::gauges(state);
+    let gauges = gauges(state);
     (
         [(
             header::CONTENT_TYPE,
@@ -133,6 +138,56 @@ fn render_metrics(state: &AppState) -> Response {
         state.metrics.render(&gauges),
     )
         .into_response()
+}
+
+/// Current-state gauges for `/metrics`, read from live state at scrape time: per account whether
+/// it is enabled, its requests in flight and whether it is cooling down; the queue depth and the
+/// requests in flight on this instance.
+fn gauges(state: &AppState) -> Vec<Gauge> {
+    let snapshot = state.accounts.snapshot();
+    let coordinator = state.routing.coordinator();
+    let now = now_millis();
+    let per_account =
+        |name: &'static str, help: &'static str, value: &dyn Fn(&LiveAccount) -> f64| {
+            snapshot
+                .accounts
+                .iter()
+                .map(|a| Gauge {
+                    name,
+                    help,
+                    labels: vec![("account", a.settings.name.clone())],
+                    value: value(a),
+                })
+                .collect::<Vec<_>>()
+        };
+    let mut gauges = per_account(
+        "relayd_account_enabled",
+        "1 when the account takes traffic, 0 when disabled.",
+        &|a| f64::from(u8::from(a.settings.enabled)),
+    );
+    gauges.extend(per_account(
+        "relayd_account_in_flight",
+        "Requests in flight per account (cluster-wide with the Redis store).",
+        &|a| f64::from(coordinator.in_flight(&a.id)),
+    ));
+    gauges.extend(per_account(
+        "relayd_account_cooling_down",
+        "1 while the account is skipped after an upstream failure.",
+        &|a| f64::from(u8::from(coordinator.cooldown(&a.id, now).is_some())),
+    ));
+    gauges.push(Gauge {
+        name: "relayd_queue_depth",
+        help: "Requests waiting for a free slot.",
+        labels: Vec::new(),
+        value: state.routing.queue_depth() as f64,
+    });
+    gauges.push(Gauge {
+        name: "relayd_requests_in_flight",
+        help: "Client requests being served by this instance.",
+        labels: Vec::new(),
+        value: state.in_flight.load(Ordering::Relaxed) as f64,
+    });
+    gauges
 }
 
 async fn not_found(uri: Uri) -> Response {

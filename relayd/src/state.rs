@@ -1,10 +1,13 @@
-//! The one state value every handler receives: cheap to clone (a handful of `Arc`s).
+//! The one state value every handler receives: cheap to clone (a handful of `Arc`s), and the
+//! daemon's own background tasks that run alongside it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::accounts::AccountRegistry;
 use crate::auth::AdminToken;
@@ -33,13 +36,47 @@ pub struct AppState {
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Pooled upstream HTTP clients.
-    pub upstreams: Arc<crate::proxy::upstream::Upstreams>,
+    pub upstreams: Arc<crate::upstream::Upstreams>,
     /// Client requests being served right now.
     pub in_flight: Arc<AtomicU64>,
     /// Usage accounting: `state.usage.record(record)` once per finished request.
     pub usage: Arc<crate::usage::UsageRecorder>,
     /// Route tables, account selection, slots and cooldowns.
     pub routing: Arc<crate::routing::Router>,
+    /// The daemon's background tasks (cooling-account probes, registry reloads).
+    pub background: Arc<Background>,
+}
+
+/// Background tasks started with the state: tracked, and cancelled together by
+/// [`Background::shutdown`] — or when the last state handle is dropped (embedders and tests
+/// that never shut down).
+#[derive(Debug, Default)]
+pub struct Background {
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Background {
+    /// Runs `task`, giving it the token that tells it to stop.
+    pub fn spawn<F>(&self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task(self.cancel.clone()));
+    }
+
+    /// Stops every task and waits for them to end.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -8,6 +8,7 @@ mod claude_code;
 mod client_auth;
 mod connections;
 mod cooldown_reset;
+mod coordinator_conformance;
 mod endpoint_policy;
 mod faults;
 mod llama;

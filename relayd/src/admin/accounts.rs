@@ -12,9 +12,9 @@ use shared::admin::{AccountList, CooldownReset, EndedCooldown};
 use shared::import::{ImportReport, parse_rows};
 use shared::time::now_millis;
 
+use crate::coordinator::CoordinationError;
 use crate::error::{AdminApiError, ApiError, ErrorKind};
 use crate::extract::{AdminJson, parse_json, read_body};
-use crate::routing::coordinator::CoordinationError;
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, AdminApiError>;

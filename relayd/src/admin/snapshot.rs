@@ -23,8 +23,8 @@ use shared::time::{UnixMillis, now_millis};
 use shared::usage::{UsageGroupBy, UsageQuery};
 
 use crate::accounts::LiveAccount;
+use crate::coordinator::{Coordinator, utc_day};
 use crate::metrics::{HISTOGRAM_BOUNDS, Histogram};
-use crate::routing::coordinator::{Coordinator, utc_day};
 use crate::state::AppState;
 
 pub(super) async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {

@@ -40,9 +40,9 @@ use shared::error::FieldError;
 use crate::accounts::LiveAccount;
 use crate::error::{AdminApiError, ApiError};
 use crate::extract::AdminJson;
-use crate::proxy::upstream::{UpstreamError, Upstreams};
 use crate::state::AppState;
 use crate::translate::SseDecoder;
+use crate::upstream::{UpstreamError, Upstreams};
 
 /// Default bound on each chat check.
 const DEFAULT_CHAT_TIMEOUT_SECS: u64 = 60;

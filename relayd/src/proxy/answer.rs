@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::time::Instant;
 
-use super::upstream::{BodyStream, UpstreamError, UpstreamResponse};
 use crate::translate::completion_as_sse;
+use crate::upstream::{BodyStream, UpstreamError, UpstreamResponse};
 
 /// A usable upstream answer.
 pub(super) enum Answer {

@@ -10,12 +10,12 @@ use shared::time::now_millis;
 
 use super::answer::{Answer, Bounds, settle};
 use super::trace::Trace;
-use super::upstream::UpstreamError;
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, ErrorKind};
 use crate::routing::{Slot, key_may_request};
 use crate::state::AppState;
 use crate::store::KeyRecord;
+use crate::upstream::UpstreamError;
 
 /// What one account's attempt sends: the upstream body, whether a stream is asked for, and
 /// what the handler needs to read the answer.
@@ -124,7 +124,7 @@ pub(super) async fn dispatch<T>(
                     .observe_upstream_error(&account.settings.name, error.cause());
                 // Cool down before giving the slot back, so a waiting request woken by the
                 // release does not pick this account again.
-                if let Some(cooldown) = router.cooldown_for(&error, now_millis()) {
+                if let Some(cooldown) = router.cooldown_for(&error.failure(), now_millis()) {
                     tracing::warn!(
                         account = %account.settings.name,
                         until = cooldown.until,

@@ -12,7 +12,6 @@ mod models;
 mod openai;
 mod stream;
 mod trace;
-pub mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -23,9 +23,9 @@ const END_OF_BODY_GRACE: Duration = Duration::from_millis(200);
 const LINGER: Duration = Duration::from_millis(1);
 
 /// One item of an upstream body.
-type UpstreamItem = Result<Bytes, super::upstream::BodyError>;
+type UpstreamItem = Result<Bytes, crate::upstream::BodyError>;
 
-type ByteStream = super::upstream::BodyStream;
+type ByteStream = crate::upstream::BodyStream;
 
 /// Time and size bounds of a streamed answer.
 #[derive(Debug, Clone, Copy)]

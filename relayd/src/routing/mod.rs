@@ -1,6 +1,9 @@
 //! Routing: which accounts may serve a client-facing model name ([`table`]), which one a request
-//! goes to ([`scheduler`]), and the shared state that decision reads — slots, cooldowns, key
-//! counters ([`coordinator`]). [`Router`] ties them together for the proxy.
+//! goes to ([`scheduler`]), and how long a failing account is skipped ([`cooldown`]). The shared
+//! state the decision reads — slots, cooldowns, key counters — is the [`crate::coordinator`]'s.
+//! [`Router`] ties them together for the proxy. Routing is pure selection over an account
+//! snapshot: it does not read the store, call upstreams or know the server (the probe of cooling
+//! accounts is [`crate::cooling_probe`]; the `/metrics` gauges are the server's).
 //!
 //! The rule (also in the README): among enabled accounts the key may use, accounts listing the
 //! name exactly win over accounts matching it with a `*` pattern, and those over the configured
@@ -8,15 +11,14 @@
 //! the lowest `priority` number, the fewest requests in flight, round robin on ties; accounts
 //! cooling down or at their concurrency cap are skipped; all full → a bounded wait queue.
 
-pub mod coordinator;
-pub mod redis;
+pub mod cooldown;
 pub mod scheduler;
 pub mod table;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -25,13 +27,13 @@ use shared::admin::{AccountState, ModelRoute, RouteEntry, RoutingTable};
 use shared::key::{KeyId, RelayKey};
 use shared::time::{UnixMillis, now_millis};
 
-use self::coordinator::{Cooldown, Coordinator};
+pub use self::cooldown::{Failure, cooldown_for};
 use self::scheduler::{Choice, View, choose};
 use self::table::RouteTable;
 use crate::accounts::{AccountSnapshot, LiveAccount};
 use crate::config::Routing;
+use crate::coordinator::{Cooldown, Coordinator};
 use crate::error::{ApiError, ErrorKind};
-use crate::proxy::upstream::UpstreamError;
 
 /// Whether `key` may use `account` at all.
 pub fn key_may_use(key: &RelayKey, account: &LiveAccount) -> bool {
@@ -218,9 +220,6 @@ pub struct Router {
     sticky: StickyMap,
     turn: AtomicUsize,
     waiting: AtomicUsize,
-    /// Background probing of cooled-down accounts, when configured.
-    tasks: tokio_util::task::TaskTracker,
-    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Router {
@@ -242,41 +241,11 @@ impl Router {
             coordinator,
             turn: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
-            tasks: tokio_util::task::TaskTracker::new(),
-            cancel: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// Starts probing cooled-down accounts every `probe_interval_secs` (no-op when 0).
-    pub fn start_probing(
-        &self,
-        accounts: Arc<crate::accounts::AccountRegistry>,
-        upstreams: Arc<crate::proxy::upstream::Upstreams>,
-    ) {
-        if self.config.probe_interval_secs == 0 {
-            return;
-        }
-        let every = Duration::from_secs(self.config.probe_interval_secs);
-        let coordinator = Arc::clone(&self.coordinator);
-        let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                probe_cooling(&accounts.snapshot(), coordinator.as_ref(), &upstreams).await;
-            }
-        });
-    }
-
-    /// Stops background work (probing, the coordinator's tasks).
+    /// Stops the coordinator's background work, giving back what it holds (Redis leases).
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
         self.coordinator.shutdown().await;
     }
 
@@ -318,8 +287,8 @@ impl Router {
     }
 
     /// The cooldown an upstream failure earns its account, if any.
-    pub fn cooldown_for(&self, error: &UpstreamError, now: UnixMillis) -> Option<Cooldown> {
-        cooldown_for(&self.config, error, now)
+    pub fn cooldown_for(&self, failure: &Failure, now: UnixMillis) -> Option<Cooldown> {
+        cooldown_for(&self.config, failure, now)
     }
 
     /// Takes a slot on the best candidate not yet `tried`, waiting in the bounded queue while
@@ -439,279 +408,9 @@ impl Router {
     }
 }
 
-impl Drop for Router {
-    fn drop(&mut self) {
-        // Embedders that never call `shutdown` (tests) still stop the probe task.
-        self.cancel.cancel();
-    }
-}
-
-/// Asks every enabled account that is cooling down for its model list; a 2xx ends the cooldown.
-async fn probe_cooling(
-    snapshot: &AccountSnapshot,
-    coordinator: &dyn Coordinator,
-    upstreams: &crate::proxy::upstream::Upstreams,
-) {
-    let now = now_millis();
-    for account in snapshot.accounts.iter().filter(|a| a.settings.enabled) {
-        if coordinator.cooldown(&account.id, now).is_none() {
-            continue;
-        }
-        // Bounded well below the first-byte timeout: a probe must not hang the loop.
-        let answer = tokio::time::timeout(Duration::from_secs(10), upstreams.models(account)).await;
-        if matches!(answer, Ok(Ok(_))) {
-            match coordinator.clear_cooldown(&account.id).await {
-                Ok(()) => {
-                    tracing::info!(account = %account.settings.name, "probe answered: cooldown ended");
-                }
-                Err(e) => {
-                    tracing::warn!(account = %account.settings.name, error = %e, "probe answered but the cooldown could not be ended");
-                }
-            }
-        }
-    }
-}
-
-/// Seconds an upstream's `retry-after` value asks for at `now`: delay-seconds, or an HTTP-date
-/// (seconds until then, rounded up; 0 once past). A run of digits too large for `u64` saturates
-/// rather than being ignored: it asks for a long wait, which the caller caps. `None` for
-/// anything else (negative, fractional, garbage).
-pub fn retry_after_secs(value: &str, now: SystemTime) -> Option<u64> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(value.parse().unwrap_or(u64::MAX));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).map_or(0, |d| {
-        d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
-    }))
-}
-
-/// The cooldown `error` earns under `config`: connect errors, first-byte timeouts, broken
-/// transports, 5xx, 429 (for its `retry-after` when given, at most `max_retry_after_secs`) and
-/// 401/403.
-pub fn cooldown_for(config: &Routing, error: &UpstreamError, now: UnixMillis) -> Option<Cooldown> {
-    let (secs, reason) = match error {
-        UpstreamError::BadProxy(_) | UpstreamError::ProxyConnect(_) => {
-            (config.cooldown_connect_secs, "proxy unusable".to_owned())
-        }
-        UpstreamError::Connect(_) => (config.cooldown_connect_secs, "connect error".to_owned()),
-        UpstreamError::FirstByteTimeout(_) => {
-            (config.cooldown_timeout_secs, "no answer in time".to_owned())
-        }
-        UpstreamError::Transport(_) => (
-            config.cooldown_server_error_secs,
-            "connection broke".to_owned(),
-        ),
-        UpstreamError::BadAnswer(_) => (
-            config.cooldown_server_error_secs,
-            "unusable answer".to_owned(),
-        ),
-        // Closed without an answer on a new connection as well: the request is the likely
-        // cause (a client-caused failure must not cool the account down).
-        UpstreamError::Dropped(_) => return None,
-        UpstreamError::Status {
-            status,
-            retry_after,
-            ..
-        } => match status {
-            429 => (
-                retry_after.map_or(config.cooldown_rate_limit_secs, |secs| {
-                    secs.min(config.max_retry_after_secs)
-                }),
-                "HTTP 429".to_owned(),
-            ),
-            401 | 403 => (config.cooldown_auth_secs, format!("HTTP {status}")),
-            500..=599 => (config.cooldown_server_error_secs, format!("HTTP {status}")),
-            _ => return None,
-        },
-    };
-    if secs == 0 {
-        return None;
-    }
-    let millis = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
-    Some(Cooldown {
-        until: now.saturating_add(millis),
-        reason,
-    })
-}
-
-/// Current-state gauges for `/metrics`, read from live state at scrape time: per account whether
-/// it is enabled, its requests in flight and whether it is cooling down; the queue depth and the
-/// requests in flight on this instance.
-pub fn gauges(state: &crate::state::AppState) -> Vec<crate::metrics::Gauge> {
-    use crate::metrics::Gauge;
-    let snapshot = state.accounts.snapshot();
-    let coordinator = state.routing.coordinator();
-    let now = now_millis();
-    let per_account =
-        |name: &'static str, help: &'static str, value: &dyn Fn(&LiveAccount) -> f64| {
-            snapshot
-                .accounts
-                .iter()
-                .map(|a| Gauge {
-                    name,
-                    help,
-                    labels: vec![("account", a.settings.name.clone())],
-                    value: value(a),
-                })
-                .collect::<Vec<_>>()
-        };
-    let mut gauges = per_account(
-        "relayd_account_enabled",
-        "1 when the account takes traffic, 0 when disabled.",
-        &|a| f64::from(u8::from(a.settings.enabled)),
-    );
-    gauges.extend(per_account(
-        "relayd_account_in_flight",
-        "Requests in flight per account (cluster-wide with the Redis store).",
-        &|a| f64::from(coordinator.in_flight(&a.id)),
-    ));
-    gauges.extend(per_account(
-        "relayd_account_cooling_down",
-        "1 while the account is skipped after an upstream failure.",
-        &|a| f64::from(u8::from(coordinator.cooldown(&a.id, now).is_some())),
-    ));
-    gauges.push(Gauge {
-        name: "relayd_queue_depth",
-        help: "Requests waiting for a free slot.",
-        labels: Vec::new(),
-        value: state.routing.queue_depth() as f64,
-    });
-    gauges.push(Gauge {
-        name: "relayd_requests_in_flight",
-        help: "Client requests being served by this instance.",
-        labels: Vec::new(),
-        value: state.in_flight.load(Ordering::Relaxed) as f64,
-    });
-    gauges
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn status(status: u16, retry_after: Option<u64>) -> UpstreamError {
-        UpstreamError::Status {
-            status,
-            retry_after,
-            body: String::new(),
-        }
-    }
-
-    #[test]
-    fn cooldowns_per_cause() {
-        let config = Routing::default();
-        let at = |e: &UpstreamError| cooldown_for(&config, e, 0).map(|c| c.until);
-        assert_eq!(
-            at(&status(429, Some(7))),
-            Some(7_000),
-            "retry-after honoured"
-        );
-        assert_eq!(
-            at(&status(429, None)),
-            Some(1000 * i64::try_from(config.cooldown_rate_limit_secs).unwrap())
-        );
-        assert_eq!(
-            at(&status(503, None)),
-            Some(1000 * i64::try_from(config.cooldown_server_error_secs).unwrap())
-        );
-        assert_eq!(
-            at(&status(401, None)),
-            Some(1000 * i64::try_from(config.cooldown_auth_secs).unwrap())
-        );
-        assert_eq!(
-            at(&UpstreamError::Connect("refused".into())),
-            Some(1000 * i64::try_from(config.cooldown_connect_secs).unwrap())
-        );
-        assert_eq!(
-            at(&UpstreamError::FirstByteTimeout(Duration::from_secs(1))),
-            Some(1000 * i64::try_from(config.cooldown_timeout_secs).unwrap())
-        );
-        assert_eq!(
-            at(&status(400, None)),
-            None,
-            "the request's fault, not the account's"
-        );
-        assert_eq!(at(&status(404, None)), None);
-    }
-
-    #[test]
-    fn a_retry_after_is_capped_and_never_overflows() {
-        let config = Routing {
-            max_retry_after_secs: 600,
-            ..Routing::default()
-        };
-        let until = |secs: u64, now: UnixMillis| {
-            cooldown_for(&config, &status(429, Some(secs)), now).map(|c| c.until)
-        };
-        assert_eq!(until(7, 1_000), Some(8_000), "under the cap: as asked");
-        assert_eq!(until(600, 1_000), Some(601_000));
-        assert_eq!(
-            until(999_999_999, 1_000),
-            Some(601_000),
-            "the issue's header"
-        );
-        assert_eq!(until(u64::MAX, 1_000), Some(601_000));
-        assert_eq!(
-            until(u64::MAX, i64::MAX - 5),
-            Some(i64::MAX),
-            "saturates at the end of time"
-        );
-        assert_eq!(until(0, 1_000), None, "retry-after: 0 means no wait");
-        // The ceiling is for what an upstream says; configured durations stay as configured.
-        let long = Routing {
-            max_retry_after_secs: 1,
-            cooldown_rate_limit_secs: 30,
-            cooldown_auth_secs: 300,
-            ..Routing::default()
-        };
-        let at = |e: &UpstreamError| cooldown_for(&long, e, 0).map(|c| c.until);
-        assert_eq!(at(&status(429, Some(u64::MAX))), Some(1_000));
-        assert_eq!(at(&status(429, None)), Some(30_000));
-        assert_eq!(at(&status(401, None)), Some(300_000));
-        // Configured durations near u64::MAX do not overflow either.
-        let huge = Routing {
-            cooldown_auth_secs: u64::MAX,
-            ..Routing::default()
-        };
-        assert!(cooldown_for(&huge, &status(403, None), 0).is_some_and(|c| c.until > 0));
-    }
-
-    #[test]
-    fn retry_after_values_parse_as_seconds_or_http_dates() {
-        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date.
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
-        let parse = |v: &str| retry_after_secs(v, now);
-        assert_eq!(parse("120"), Some(120));
-        assert_eq!(parse(" 7 "), Some(7));
-        assert_eq!(parse("0"), Some(0));
-        assert_eq!(parse("18446744073709551615"), Some(u64::MAX));
-        assert_eq!(
-            parse("99999999999999999999999999"),
-            Some(u64::MAX),
-            "saturates"
-        );
-        assert_eq!(parse("Sun, 06 Nov 1994 08:50:37 GMT"), Some(60));
-        assert_eq!(
-            parse("Sunday, 06-Nov-94 08:49:47 GMT"),
-            Some(10),
-            "RFC 850 form"
-        );
-        assert_eq!(parse("Sun Nov  6 08:49:57 1994"), Some(20), "asctime form");
-        assert_eq!(
-            parse("Sat, 05 Nov 1994 08:49:37 GMT"),
-            Some(0),
-            "in the past"
-        );
-        assert_eq!(
-            parse("Fri, 31 Dec 9999 23:59:59 GMT").map(|s| s > 0),
-            Some(true)
-        );
-        for bad in ["", "-1", "1.5", "soon", "0x10", "Sun, 06 Nov 1994"] {
-            assert_eq!(parse(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn long_session_ids_are_hashed_and_still_stick() {

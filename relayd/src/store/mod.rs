@@ -19,6 +19,7 @@ use shared::time::UnixMillis;
 use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
 use crate::crypto::Sealed;
+use crate::error::{ApiError, ErrorKind};
 
 /// Which backend a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,4 +221,25 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes raw usage records of requests that arrived before `before`; aggregates are kept.
     /// Returns how many were deleted.
     async fn prune_usage(&self, before: UnixMillis) -> StoreResult<u64>;
+}
+
+/// A store failure as an API error: the error layer sits below the store, so the mapping lives
+/// here, next to the error it maps.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken { .. } => ApiError::new(ErrorKind::Conflict, e.to_string()),
+            StoreError::Backend { .. } => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the store is unavailable; the change was not saved",
+                )
+                .with_retry_after(1)
+            }
+            StoreError::Corrupt { .. } | StoreError::TooNew { .. } => {
+                ApiError::internal("the store holds a damaged record", &e)
+            }
+        }
+    }
 }

@@ -22,7 +22,7 @@
 //! cache-read tokens, `x` requests with estimated tokens.
 //!
 //! Every write also publishes `accounts` or `keys` on the `{p}changes` channel, so other
-//! instances reload their snapshots (see `routing::redis`).
+//! instances reload their snapshots (see `coordinator::redis`).
 //!
 //! Everything that touches more than one key is one Lua script (or a MULTI/EXEC block), which
 //! Redis runs atomically, so other instances never see half of a write. The scripts build key names

@@ -1,7 +1,7 @@
 //! Pooled upstream clients per serving thread, by idle time.
 //!
 //! A pooled connection is driven by the runtime that opened it, so each serving thread keeps its
-//! own clients ([`crate::workers::worker_index`]). Idle connections are kept
+//! own clients ([`crate::serving_thread::index`]). Idle connections are kept
 //! `upstream.pool_idle_secs`, or a second less than a server's announced `Keep-Alive: timeout=`:
 //! a connection reused just as the server closes it fails, so relayd never keeps one that long.
 //! A client with an idle time of zero keeps no connection: it serves the retry on a new
@@ -45,7 +45,7 @@ impl Upstreams {
         endpoint: &str,
         connection: Connection,
     ) -> Result<DirectClient, UpstreamError> {
-        let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
+        let slot = &self.direct[crate::serving_thread::index() % self.direct.len()];
         // Only this thread locks its slot; a poisoned lock still holds usable clients.
         let mut clients = slot
             .lock()
@@ -92,7 +92,7 @@ impl Upstreams {
         let idle = announced
             .saturating_sub(Duration::from_secs(1))
             .min(self.limits.pool_idle());
-        let slot = &self.direct[crate::workers::worker_index() % self.direct.len()];
+        let slot = &self.direct[crate::serving_thread::index() % self.direct.len()];
         let mut clients = slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -127,7 +127,7 @@ impl Upstreams {
             .proxied
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = (crate::workers::worker_index(), proxy.to_owned(), idle);
+        let slot = (crate::serving_thread::index(), proxy.to_owned(), idle);
         if let Some(client) = clients.get(&slot) {
             return Ok(client.clone());
         }

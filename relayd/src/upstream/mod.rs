@@ -8,7 +8,7 @@
 //! distinct proxy setting, for its HTTP and SOCKS5 proxy support. Either way the caller gets an
 //! [`UpstreamResponse`].
 //!
-//! Each serving thread has clients of its own ([`crate::workers::worker_index`]): a pooled
+//! Each serving thread has clients of its own ([`crate::serving_thread::index`]): a pooled
 //! connection is driven by the runtime that opened it, so sharing one pool across threads would
 //! make every request wait for another thread to read its answer.
 //!
@@ -61,7 +61,7 @@ pub struct Upstreams {
     /// The system's CA certificates, loaded once on first use (tens of milliseconds) and shared
     /// by every client.
     tls: OnceLock<native_tls::TlsConnector>,
-    /// Indexed by [`crate::workers::worker_index`]. Only its own thread locks an entry, so the
+    /// Indexed by [`crate::serving_thread::index`]. Only its own thread locks an entry, so the
     /// lock is never contended; it is held for a lookup, never across an await.
     direct: Box<[Mutex<ThreadClients>]>,
     /// By serving thread, proxy URL and pool idle time.
@@ -180,7 +180,7 @@ impl Upstreams {
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| crate::routing::retry_after_secs(v, std::time::SystemTime::now()));
+            .and_then(|v| error::retry_after_secs(v, std::time::SystemTime::now()));
         // Error bodies are small; bound the read anyway so a misbehaving upstream cannot stall us.
         let body = match tokio::time::timeout(Duration::from_secs(10), response.bytes_within(4096))
             .await

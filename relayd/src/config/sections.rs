@@ -1,0 +1,217 @@
+//! The sections of the configuration file other than `[server]`: `[upstream]`, `[usage]`,
+//! `[metrics]`, `[routing]` and `[timeouts]`, each with its defaults and helpers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[upstream]`: pooled upstream connections and bounds on upstream answers. An upstream that
+/// breaks a bound fails its attempt like any other upstream fault (failover while nothing went
+/// to the client, an `error` event after).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// How long an idle pooled connection is kept. Short by default: uvicorn (vLLM, SGLang)
+    /// closes idle connections after 5 s without announcing it, and a connection reused just as
+    /// the server closes it fails. A server's `Keep-Alive: timeout=N` shortens it further.
+    pub pool_idle_secs: u64,
+    /// Longest line of a streamed (SSE) answer.
+    pub max_line_bytes: usize,
+    /// Largest non-streamed answer (and largest JSON answer to a streaming request).
+    pub max_answer_bytes: usize,
+}
+
+impl UpstreamConfig {
+    /// The idle time of pooled connections.
+    pub fn pool_idle(&self) -> Duration {
+        Duration::from_secs(self.pool_idle_secs)
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            pool_idle_secs: 4,
+            max_line_bytes: 8 * 1024 * 1024,
+            max_answer_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Usage accounting: how records are batched on their way to the store and how long raw records
+/// are kept (hourly and daily aggregates are kept for good).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Longest time a finished request waits before it is written; a crash loses at most this.
+    pub flush_interval_ms: u64,
+    /// Records per store write; a full batch is written without waiting for the interval.
+    pub batch_size: usize,
+    /// Records waiting for the writer; beyond this, new records are dropped (and counted) rather
+    /// than slowing requests down.
+    pub queue_capacity: usize,
+    /// Records kept in memory while the store is failing; the oldest are dropped beyond this.
+    pub max_pending: usize,
+    /// Days raw per-request records are kept.
+    pub retention_days: u32,
+}
+
+impl UsageConfig {
+    /// The flush interval.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The raw-record retention.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 1000,
+            batch_size: 500,
+            queue_capacity: 10_000,
+            max_pending: 100_000,
+            retention_days: 30,
+        }
+    }
+}
+
+/// Who may read `/metrics`. Deny by default: without a `token` the admin token is required.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Bearer token for scrapers, so they need not hold the admin token.
+    pub token: Option<String>,
+    /// A separate address serving only `/metrics` (open there unless `token` is set), e.g.
+    /// `127.0.0.1:9464` for a local Prometheus agent.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[routing]`: how requests are spread over accounts and what happens when they fail or are full.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Most accounts tried for one request (failover stops after this many attempts).
+    pub max_attempts: u32,
+    /// Requests allowed to wait for a free slot when every candidate is at its cap.
+    pub queue_size: usize,
+    /// Longest wait in that queue before answering 529 (Anthropic) / 429 (OpenAI).
+    pub queue_timeout_secs: u64,
+    /// Account names that serve any model no account lists, exactly or by pattern.
+    pub default_route: Vec<String>,
+    /// How long a session stays bound to the account that served it.
+    pub sticky_ttl_secs: u64,
+    /// Most sessions remembered (the oldest are forgotten first).
+    pub sticky_max_sessions: usize,
+    /// Cooldown after a connect error (or an unusable proxy).
+    pub cooldown_connect_secs: u64,
+    /// Cooldown after no response within the first-byte timeout, or a broken transport.
+    pub cooldown_timeout_secs: u64,
+    /// Cooldown after an HTTP 5xx.
+    pub cooldown_server_error_secs: u64,
+    /// Cooldown after an HTTP 429 without `retry-after` (with one, its value is used, up to
+    /// `max_retry_after_secs`).
+    pub cooldown_rate_limit_secs: u64,
+    /// Ceiling on an upstream's `retry-after`: the longest cooldown one earns, and the most
+    /// relayd passes on to a client in its own `retry-after`. One header saying `999999999` must
+    /// not take an account out of routing for decades.
+    pub max_retry_after_secs: u64,
+    /// Cooldown after an HTTP 401 or 403 (relayd's credentials are wrong: a human must act).
+    pub cooldown_auth_secs: u64,
+    /// Every this many seconds, accounts cooling down are checked with `GET {endpoint}/models`
+    /// and brought back early when it answers; 0 (the default) turns probing off.
+    pub probe_interval_secs: u64,
+    /// Redis mode: how long a concurrency slot survives without renewal (a crashed instance's
+    /// slots come back after this).
+    pub lease_secs: u64,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            queue_size: 100,
+            queue_timeout_secs: 30,
+            default_route: Vec::new(),
+            sticky_ttl_secs: 3600,
+            sticky_max_sessions: 10_000,
+            cooldown_connect_secs: 30,
+            cooldown_timeout_secs: 60,
+            cooldown_server_error_secs: 10,
+            cooldown_rate_limit_secs: 30,
+            max_retry_after_secs: 600,
+            cooldown_auth_secs: 300,
+            probe_interval_secs: 0,
+            lease_secs: 30,
+        }
+    }
+}
+
+impl Routing {
+    /// The longest cooldown these settings can start, in seconds: the longest configured one, or
+    /// an upstream's capped `retry-after`. A cooldown found in Redis that runs longer was not
+    /// started under these settings (an older build, another configuration).
+    pub fn longest_cooldown_secs(&self) -> u64 {
+        [
+            self.cooldown_connect_secs,
+            self.cooldown_timeout_secs,
+            self.cooldown_server_error_secs,
+            self.cooldown_rate_limit_secs,
+            self.cooldown_auth_secs,
+            self.max_retry_after_secs,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(self.max_retry_after_secs)
+    }
+}
+
+/// Upstream timeouts. First byte is generous: a 100k-token prefill on a busy GPU takes minutes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect_secs: u64,
+    /// From request sent to the first response byte.
+    pub first_byte_secs: u64,
+    /// Longest silence between two chunks of a streamed answer.
+    pub idle_secs: u64,
+    /// How often an Anthropic stream gets a `ping` event while the upstream is silent (long
+    /// prefill), so clients and proxies in between do not give up on the connection.
+    pub ping_secs: u64,
+}
+
+impl Timeouts {
+    /// Connect timeout.
+    pub fn connect(&self) -> Duration {
+        Duration::from_secs(self.connect_secs)
+    }
+    /// First-byte timeout.
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_secs(self.first_byte_secs)
+    }
+    /// Idle timeout between chunks.
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs)
+    }
+    /// Keep-alive interval of Anthropic streams.
+    pub fn ping(&self) -> Duration {
+        Duration::from_secs(self.ping_secs)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_secs: 10,
+            first_byte_secs: 600,
+            idle_secs: 300,
+            ping_secs: 10,
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The Redis coordinator's shared state: its connections (one per serving thread, one for the
+//! background tasks), the leases this instance holds, the local cache of in-flight counts and
+//! cooldowns that account picking reads, and the work `Drop`s hand to the background writer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use shared::account::AccountId;
+use shared::key::KeyId;
+use tokio::sync::{Notify, mpsc};
+
+use super::RedisSettings;
+use super::scripts::{ACQUIRE, RENEW};
+use crate::auth::random_hex;
+use crate::coordinator::{Cooldown, CoordinationError};
+
+/// Work that `Drop` implementations hand to the background writer (they cannot wait).
+#[derive(Debug)]
+pub(super) enum Deferred {
+    Release {
+        zset: String,
+        member: String,
+        /// The account, for slot leases (cached); `None` for key leases.
+        account: Option<AccountId>,
+        /// Whether to tell the other instances: only when the account looked full, since only
+        /// then can requests be queued for it.
+        announce: bool,
+    },
+    Tokens {
+        key: KeyId,
+        day: i64,
+        tokens: u64,
+    },
+}
+
+pub(super) struct Inner {
+    /// The main runtime's connection: background tasks and threads outside the serving ones.
+    pub(super) conn: ConnectionManager,
+    /// One connection per serving thread (serving thread `i` has [`crate::serving_thread::index`]
+    /// `i + 1` and slot `i`), opened there on first use: a connection is driven by the runtime that opened it, so a slot taken through
+    /// the main runtime's connection cost the request two hand-offs between threads.
+    pub(super) local: Box<[tokio::sync::OnceCell<ConnectionManager>]>,
+    pub(super) client: redis::Client,
+    pub(super) config: ConnectionManagerConfig,
+    pub(super) prefix: String,
+    pub(super) instance: String,
+    pub(super) lease: Duration,
+    pub(super) next_lease: AtomicU64,
+    pub(super) round_trips: AtomicU64,
+    /// This instance's live leases: zset → members.
+    pub(super) held: Mutex<HashMap<String, Vec<String>>>,
+    pub(super) in_flight: Mutex<HashMap<AccountId, u32>>,
+    /// The cap each account's slots were last taken with.
+    pub(super) capacity: Mutex<HashMap<AccountId, u32>>,
+    pub(super) cooldowns: Mutex<HashMap<AccountId, Cooldown>>,
+    pub(super) freed: Notify,
+    pub(super) deferred: mpsc::UnboundedSender<Deferred>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(super) fn failed(e: &redis::RedisError) -> CoordinationError {
+    CoordinationError(format!("Redis: {} ({:?})", e.category(), e.kind()))
+}
+
+impl Inner {
+    /// Connects to Redis and returns the state with the receiving end of its deferred work.
+    pub(super) async fn connect(
+        settings: &RedisSettings,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Deferred>), CoordinationError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(|e| failed(&e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(10))
+            .set_factor(2)
+            .set_max_delay(500)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(|e| failed(&e))?;
+        let (deferred, jobs) = mpsc::unbounded_channel();
+        let inner = Self {
+            conn,
+            local: (0..settings.serving_threads)
+                .map(|_| tokio::sync::OnceCell::new())
+                .collect(),
+            client,
+            config,
+            prefix: settings.prefix.clone(),
+            instance: random_hex(8),
+            lease: settings.lease,
+            next_lease: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+            capacity: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            cooldowns: Mutex::new(HashMap::new()),
+            freed: Notify::new(),
+            deferred,
+        };
+        Ok((inner, jobs))
+    }
+
+    pub(super) fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    pub(super) fn slots_key(&self, account: &AccountId) -> String {
+        self.key(&format!("slots:{}", account.as_str()))
+    }
+
+    pub(super) fn key_slots_key(&self, key: &KeyId) -> String {
+        self.key(&format!("key-slots:{}", key.0))
+    }
+
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.conn.clone()
+    }
+
+    /// The connection of the thread this runs on (see [`Inner::local`]).
+    pub(super) async fn conn_here(&self) -> Result<ConnectionManager, CoordinationError> {
+        let Some(cell) = crate::serving_thread::index()
+            .checked_sub(1)
+            .and_then(|slot| self.local.get(slot))
+        else {
+            return Ok(self.conn());
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        cell.get_or_try_init(|| {
+            ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
+        })
+        .await
+        .cloned()
+        .map_err(|e| failed(&e))
+    }
+
+    pub(super) async fn take_lease(
+        &self,
+        zset: String,
+        capacity: u32,
+        account: Option<&AccountId>,
+    ) -> Result<bool, CoordinationError> {
+        let member = format!(
+            "{}:{}",
+            self.instance,
+            self.next_lease.fetch_add(1, Ordering::Relaxed)
+        );
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX / 4);
+        let (taken, live): (i64, u32) = ACQUIRE
+            .key(&zset)
+            .arg(capacity)
+            .arg(lease_ms)
+            .arg(&member)
+            .invoke_async(&mut self.conn_here().await?)
+            .await
+            .map_err(|e| failed(&e))?;
+        if let Some(account) = account {
+            lock(&self.in_flight).insert(account.clone(), live);
+            if lock(&self.capacity).get(account) != Some(&capacity) {
+                lock(&self.capacity).insert(account.clone(), capacity);
+            }
+        }
+        if taken == 1 {
+            lock(&self.held).entry(zset).or_default().push(member);
+        }
+        Ok(taken == 1)
+    }
+
+    /// Hands one of this instance's leases on `zset` to the writer.
+    pub(super) fn give_back(&self, zset: String, account: Option<AccountId>) {
+        let member = lock(&self.held).get_mut(&zset).and_then(Vec::pop);
+        if let Some(member) = member {
+            // A request waits (here or on another instance) only for an account that is full;
+            // releases of the others need no announcement. Queued requests also look again
+            // every `recheck_interval`, so a stale count costs time, not progress.
+            let announce = account.as_ref().is_some_and(|account| {
+                let live = lock(&self.in_flight).get(account).copied().unwrap_or(0);
+                let capacity = lock(&self.capacity).get(account).copied().unwrap_or(0);
+                live >= capacity
+            });
+            let _ = self.deferred.send(Deferred::Release {
+                zset,
+                member,
+                account,
+                announce,
+            });
+        }
+    }
+
+    pub(super) async fn run_deferred(&self, job: Deferred) {
+        match job {
+            Deferred::Release {
+                zset,
+                member,
+                account,
+                announce,
+            } => {
+                // Plain commands, no script: nothing here needs to be atomic, and a script
+                // call costs Redis several times what these do. The count is for this
+                // instance's cache; expired leases in it are pruned by the next take.
+                let mut pipe = redis::pipe();
+                pipe.zrem(&zset, &member).ignore().zcard(&zset);
+                if let Some(account) = account.as_ref().filter(|_| announce) {
+                    pipe.publish(self.key("slots"), account.as_str()).ignore();
+                }
+                let result: Result<(u32,), _> = pipe.query_async(&mut self.conn()).await;
+                match (result, account) {
+                    (Ok((live,)), Some(account)) => {
+                        lock(&self.in_flight).insert(account, live);
+                        self.freed.notify_waiters();
+                    }
+                    (Ok(_), None) => {}
+                    // The lease expires by itself after the lease time.
+                    (Err(e), _) => tracing::warn!(error = %failed(&e), "cannot release a lease"),
+                }
+            }
+            Deferred::Tokens { key, day, tokens } => {
+                let counter = self.key(&format!("tokens:{}:{day}", key.0));
+                let result: Result<(), _> = redis::pipe()
+                    .incr(&counter, tokens)
+                    .ignore()
+                    .expire(&counter, 2 * 86_400)
+                    .ignore()
+                    .exec_async(&mut self.conn())
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %failed(&e), "cannot count tokens");
+                }
+            }
+        }
+    }
+
+    pub(super) async fn renew(&self) {
+        let held: Vec<(String, Vec<String>)> = lock(&self.held)
+            .iter()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let mut invocation = RENEW.prepare_invoke();
+        invocation.arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX / 4));
+        for (index, (zset, members)) in held.iter().enumerate() {
+            invocation.key(zset);
+            for member in members {
+                invocation.arg(index + 1).arg(member);
+            }
+        }
+        let result: Result<i64, _> = invocation.invoke_async(&mut self.conn.clone()).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %failed(&e), "cannot renew slot leases");
+        }
+    }
+}
