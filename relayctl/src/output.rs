@@ -493,7 +493,7 @@ pub fn test_report_text(report: &TestEndpointReport) -> String {
             text.push_str(&format!("  {:<width$}  hint: {hint}\n", ""));
         }
     }
-    let failed = report.checks.iter().filter(|c| !c.ok).count();
+    let failed = report.failed_checks().len();
     if failed == 0 {
         text.push_str(&format!("all {} checks passed\n", report.checks.len()));
     } else {

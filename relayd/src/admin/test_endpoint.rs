@@ -67,12 +67,7 @@ pub(super) async fn test_endpoint(
     let report = Checker::new(&state.upstreams, &account, limits)
         .run(target)
         .await;
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failed = report.failed_checks();
     tracing::info!(
         account = %account.settings.name,
         endpoint = %account.settings.endpoint,
