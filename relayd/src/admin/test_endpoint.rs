@@ -20,6 +20,10 @@
 //! When the endpoint is unreachable the later checks are reported as failed and skipped: they
 //! would all fail with the same cause. The API key (and proxy credentials) never appear in the
 //! report or the log: every text taken from the upstream is scrubbed of them.
+//!
+//! This file holds the handler and the timeouts; `target` resolves what to test, `checker` runs
+//! the checks and assembles the report, `checks` and `stream` are the chat checks, and `hints`
+//! turns failures into advice and scrubs secrets.
 
 mod checker;
 mod checks;

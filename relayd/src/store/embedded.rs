@@ -9,6 +9,9 @@
 //! redb is a blocking API: every transaction runs on tokio's blocking pool, never on a runtime
 //! worker. redb also takes an exclusive lock on the file, which doubles as the guard against two
 //! relayd processes sharing one data directory.
+//!
+//! This file holds the tables, the store and its [`Store`] impl; `schema` opens the file (tables,
+//! format version, migration) and `usage` holds the usage log and its hourly and daily cells.
 
 mod schema;
 mod usage;

@@ -31,6 +31,8 @@
 //!
 //! The connection is a [`ConnectionManager`]: one multiplexed connection shared by every request,
 //! re-established in the background when it drops.
+//!
+//! This file holds the store and its [`Store`] impl; the Lua scripts are in `scripts`.
 
 mod scripts;
 
