@@ -150,11 +150,7 @@ impl<'a> AnthropicRequest<'a> {
 
     /// The local estimate of the request's input tokens (what `count_tokens` answers).
     pub fn estimate_input_tokens(&self) -> Result<u64, TranslateError> {
-        let top = &self.top;
-        match tokens::estimate(top.system, top.messages, top.tools) {
-            Some(n) => Ok(n),
-            None => Ok(tokens::count_with_serde(self.body)?.max(1)),
-        }
+        estimate_input_tokens(self.body, self.top)
     }
 }
 
@@ -214,21 +210,25 @@ fn translate(
     }
     out.push(b'}');
 
-    // The values that cost tokens are already split off; only odd input needs another full pass.
-    let estimated_input_tokens = if stream || estimate == Estimate::Always {
-        match tokens::estimate(top.system, Some(fields.messages_raw), top.tools) {
-            Some(n) => n,
-            None => tokens::count_with_serde(body)?.max(1),
-        }
-    } else {
-        0
-    };
     let context = RequestContext {
         requested_model: fields.requested_model.into_owned(),
         stream,
-        estimated_input_tokens,
+        estimated_input_tokens: if stream || estimate == Estimate::Always {
+            estimate_input_tokens(body, top)?
+        } else {
+            0
+        },
         tools: names,
         stop_sequences,
     };
     Ok((out, context))
+}
+
+/// The input token estimate of a request whose top level parsed. The values that cost tokens are
+/// already split off; only odd input needs another full pass.
+fn estimate_input_tokens(body: &[u8], top: TopLevel<'_>) -> Result<u64, TranslateError> {
+    match tokens::estimate(top.system, top.messages, top.tools) {
+        Some(n) => Ok(n),
+        None => Ok(tokens::count_with_serde(body)?.max(1)),
+    }
 }

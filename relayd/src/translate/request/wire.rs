@@ -146,7 +146,6 @@ pub(super) struct Source<'a> {
 /// reported is always the same one.
 pub(super) struct Fields<'a> {
     pub(super) requested_model: Cow<'a, str>,
-    pub(super) messages_raw: &'a RawValue,
     pub(super) messages: Items<'a, Message<'a>>,
     pub(super) max_tokens: Option<u64>,
     pub(super) stream: bool,
@@ -202,7 +201,6 @@ impl<'a> Fields<'a> {
         let _top_k: Option<u64> = parse_opt(top.top_k, Path::Root("top_k"))?;
         Ok(Self {
             requested_model,
-            messages_raw,
             messages,
             max_tokens,
             stream,
