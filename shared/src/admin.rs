@@ -255,6 +255,18 @@ pub struct TestEndpointReport {
     pub ok: bool,
 }
 
+impl TestEndpointReport {
+    /// Names of the checks that failed, in the order they ran: what relayd logs and relayctl
+    /// reports as the reason for its exit status.
+    pub fn failed_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
 /// `GET /admin/v1/snapshot`: the live state of one relayd in one document — cheap enough to be
 /// polled every second by `relayctl top` and monitoring scripts.
 ///
@@ -428,6 +440,37 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_checks_names_the_failures_in_order() {
+        let check = |name: &str, ok| CheckResult {
+            name: name.to_owned(),
+            ok,
+            detail: String::new(),
+            hint: None,
+            skipped: false,
+            millis: 0,
+        };
+        let report = TestEndpointReport {
+            target: TestTarget {
+                id: None,
+                name: None,
+                kind: crate::account::AccountKind::Openai,
+                endpoint: String::new(),
+                deployment_name: String::new(),
+                api_key_set: false,
+                proxy: None,
+            },
+            checks: vec![
+                check("reachable", true),
+                check("chat", false),
+                check("stream", false),
+            ],
+            latency: None,
+            ok: false,
+        };
+        assert_eq!(report.failed_checks(), ["chat", "stream"]);
+    }
 
     #[test]
     fn histogram_quantiles_interpolate_inside_buckets() {

@@ -25,12 +25,7 @@ pub(super) struct ChecksFailed {
 impl ChecksFailed {
     /// The failure of `report`, or `None` when every check passed.
     pub(super) fn of(report: &TestEndpointReport) -> Option<Self> {
-        let failed: Vec<&str> = report
-            .checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed = report.failed_checks();
         (!report.ok).then(|| Self {
             failed: failed.len(),
             total: report.checks.len(),

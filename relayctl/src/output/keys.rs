@@ -1,0 +1,111 @@
+//! Printing relay keys: the key list, one key, and a newly created key with its secret.
+
+use std::io;
+
+use serde_json::json;
+use shared::admin::KeyList;
+use shared::key::{CreatedKey, RelayKey};
+use shared::time::now_millis;
+
+use super::{Printer, add_row, all_or, format_time, key_value, print_table, stdout, table};
+
+impl Printer {
+    /// Relay keys, without secrets.
+    pub fn key_list(self, list: &KeyList) -> io::Result<()> {
+        if self.is_json() {
+            return self.json(list);
+        }
+        if list.keys.is_empty() {
+            return stdout("no relay keys; create one with `relayctl keys create --name NAME`\n");
+        }
+        let mut table = table(&[
+            "ID", "NAME", "STATE", "MODELS", "ACCOUNTS", "LIMITS", "EXPIRES",
+        ]);
+        let now = now_millis();
+        for k in &list.keys {
+            add_row(
+                &mut table,
+                vec![
+                    k.id.to_string(),
+                    k.name.clone(),
+                    k.refusal(now).unwrap_or("active").to_owned(),
+                    all_or(&k.allowed_models),
+                    all_or(&k.bound_accounts),
+                    limits_text(k),
+                    k.expires_at.map_or_else(|| "never".to_owned(), format_time),
+                ],
+            );
+        }
+        print_table(&table)
+    }
+
+    /// One relay key.
+    pub fn key(self, key: &RelayKey) -> io::Result<()> {
+        if self.is_json() {
+            return self.json(key);
+        }
+        let rows = [
+            ("id", key.id.to_string()),
+            ("name", key.name.clone()),
+            (
+                "state",
+                key.refusal(now_millis()).unwrap_or("active").to_owned(),
+            ),
+            ("allowed models", all_or(&key.allowed_models)),
+            ("bound accounts", all_or(&key.bound_accounts)),
+            ("limits", limits_text(key)),
+            (
+                "expires",
+                key.expires_at
+                    .map_or_else(|| "never".to_owned(), format_time),
+            ),
+            ("created", format_time(key.created_at)),
+        ];
+        print_table(&key_value(&rows))
+    }
+
+    /// A new key: its secret (the only time it is shown) and how to use it.
+    pub fn created_key(self, created: &CreatedKey, server: &str) -> io::Result<()> {
+        let anthropic = format!(
+            "ANTHROPIC_BASE_URL={server} ANTHROPIC_AUTH_TOKEN={} claude",
+            created.secret
+        );
+        let openai = format!(
+            "OPENAI_BASE_URL={server}/v1 OPENAI_API_KEY={}",
+            created.secret
+        );
+        if self.is_json() {
+            return self.json(&json!({
+                "key": created.key,
+                "secret": created.secret,
+                "usage": { "anthropic": anthropic, "openai": openai },
+            }));
+        }
+        stdout(&format!(
+            "created key {} ({})\n\
+             secret (shown only now; store it safely):\n  {}\n\n\
+             Claude Code:\n  {anthropic}\n\
+             OpenAI-compatible clients:\n  {openai}\n",
+            created.key.name, created.key.id, created.secret
+        ))
+    }
+}
+
+fn limits_text(key: &RelayKey) -> String {
+    let l = &key.limits;
+    let mut parts = Vec::new();
+    if let Some(n) = l.requests_per_minute {
+        parts.push(format!("{n} rpm"));
+    }
+    if let Some(n) = l.tokens_per_day {
+        parts.push(format!("{n} tokens/day"));
+    }
+    if let Some(n) = l.concurrency {
+        parts.push(format!("{n} concurrent"));
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
