@@ -113,10 +113,7 @@ impl Visit for FieldWriter<'_> {
 
 /// Decimal digits of `n` without the formatting machinery.
 fn write_u64(writer: &mut Writer<'_>, n: u64) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let digits = crate::translate::json::decimal(n, &mut buf);
-    // Only ASCII digits.
-    writer.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
+    writer.write_str(itoa::Buffer::new().format(n))
 }
 
 /// The event format of text logs (see the module documentation).
