@@ -5,7 +5,6 @@
 //! Relay-key secrets look like `rk_<16 hex>_<32 alphanumerics>`: the hex part is the public key id
 //! (one hash-map lookup finds the record), and only a hash of the whole secret is stored.
 
-use std::io::Write;
 use std::path::Path;
 
 use axum::http::HeaderMap;
@@ -68,8 +67,12 @@ impl AdminToken {
             Err(e) => return Err(e),
         }
         let token = format!("adm_{}", random_alphanumeric(40));
-        write_private_file(path, token.as_bytes())?;
-        Ok((Self::new(&token), TokenOrigin::Generated))
+        if crate::crypto::create_private_file(path, token.as_bytes())? {
+            return Ok((Self::new(&token), TokenOrigin::Generated));
+        }
+        // Another relayd starting at the same time wrote its token first: use that one.
+        let text = std::fs::read_to_string(path)?;
+        Ok((Self::new(text.trim()), TokenOrigin::File))
     }
 
     /// Whether `presented` is the token.
@@ -77,25 +80,6 @@ impl AdminToken {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         digest.ct_eq(&self.digest).into()
     }
-}
-
-/// Writes `contents` to a new file readable only by its owner, failing if it exists (so two
-/// processes starting at once never overwrite each other's token).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 /// `n` random ASCII letters and digits from the OS-seeded thread RNG.

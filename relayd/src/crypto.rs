@@ -251,7 +251,7 @@ pub fn load_or_create_key(
     match read_key_file(&path) {
         Ok(key) => Ok((Cipher::new(&key), KeyOrigin::File(path))),
         Err(CryptoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            create_key_file(data_dir, &path)
+            create_key_file(&path)
         }
         Err(e) => Err(e),
     }
@@ -289,42 +289,57 @@ fn warn_if_exposed(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_exposed(_path: &Path) {}
 
-/// Writes a fresh key to `path` without ever overwriting an existing file: the key goes to a
-/// private temporary file which is fsynced and then hard-linked into place. `link` fails if the
-/// target exists, so two relayd processes starting at once agree on one key (the loser reads the
-/// winner's), and a crash never leaves a half-written key file under the final name.
-fn create_key_file(data_dir: &Path, path: &Path) -> Result<(Cipher, KeyOrigin), CryptoError> {
-    let create_err = |p: &Path, source| CryptoError::Io {
-        action: "create",
-        path: p.to_owned(),
-        source,
-    };
-    fs::create_dir_all(data_dir).map_err(|e| create_err(data_dir, e))?;
+/// Writes a fresh key to `path` without ever overwriting an existing file (see
+/// [`create_private_file`]): two relayd processes starting at once agree on one key (the loser
+/// reads the winner's), and a crash never leaves a half-written key file under the final name.
+fn create_key_file(path: &Path) -> Result<(Cipher, KeyOrigin), CryptoError> {
     let key = random_key();
-    let tmp = data_dir.join(format!(
-        ".{DEFAULT_KEY_FILE_NAME}.tmp-{:016x}",
-        OsRng.next_u64()
-    ));
-    let result = write_private(&tmp, STANDARD.encode(key).as_bytes())
-        .map_err(|e| create_err(&tmp, e))
-        .and_then(|()| match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(create_err(path, e)),
-        });
-    // The temporary name has served its purpose whatever happened; a leftover is harmless but
-    // untidy, so failure to remove it is ignored.
-    let _ = fs::remove_file(&tmp);
-    if !result? {
+    let created = create_private_file(path, STANDARD.encode(key).as_bytes()).map_err(|source| {
+        CryptoError::Io {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    if !created {
         // Another process created the key between our read and our link: use theirs.
         let key = read_key_file(path)?;
         return Ok((Cipher::new(&key), KeyOrigin::File(path.to_owned())));
     }
-    sync_dir(data_dir).map_err(|e| create_err(data_dir, e))?;
     Ok((Cipher::new(&key), KeyOrigin::Generated(path.to_owned())))
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Creates `path` holding `contents` and a newline, readable only by its owner (0600), for the
+/// secrets relayd generates on first start (the encryption key, the admin token). Never
+/// overwrites: returns `false`, leaving the file alone, when `path` already exists. Atomic: the
+/// contents go to a private temporary file in the same directory, fsynced, then hard-linked into
+/// place (`link` fails if the target exists), so no reader ever sees a half-written file, and the
+/// directory is fsynced so the new name survives a power loss. Creates missing parent directories.
+pub(crate) fn create_private_file(path: &Path, contents: &[u8]) -> io::Result<bool> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{:016x}", OsRng.next_u64()));
+    let linked = write_new_private(&tmp, contents).and_then(|()| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    });
+    // The temporary name has served its purpose whatever happened; a leftover is harmless but
+    // untidy, so failure to remove it is ignored.
+    let _ = fs::remove_file(&tmp);
+    if linked? {
+        sync_dir(dir)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Writes `contents` and a newline to a new 0600 file and fsyncs it.
+fn write_new_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -338,7 +353,7 @@ fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
-/// Makes the new directory entry durable, so the key survives a power loss right after startup.
+/// Makes the new directory entry durable, so the file survives a power loss right after startup.
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()

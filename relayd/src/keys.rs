@@ -16,10 +16,30 @@ use crate::auth::{generate_relay_key, key_id_of, secret_matches};
 use crate::error::{ApiError, ErrorKind};
 use crate::store::{KeyRecord, Store, StoreError};
 
+/// An authenticated client as the proxy sees it: the public record of the relay key it presented
+/// (id, name, limits, allowed models, bound accounts), never the stored secret hash. Made only by
+/// [`KeyRegistry::authenticate`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Caller(Arc<RelayKey>);
+
+impl std::ops::Deref for Caller {
+    type Target = RelayKey;
+
+    fn deref(&self) -> &RelayKey {
+        &self.0
+    }
+}
+
+/// A key in the authentication snapshot: the hash to check and the caller it authenticates.
+struct Entry {
+    secret_hash: String,
+    caller: Caller,
+}
+
 /// Admin operations on relay keys plus the authentication snapshot.
 pub struct KeyRegistry {
     store: Arc<dyn Store>,
-    snapshot: ArcSwap<HashMap<KeyId, Arc<KeyRecord>>>,
+    snapshot: ArcSwap<HashMap<KeyId, Entry>>,
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -81,16 +101,16 @@ impl KeyRegistry {
     }
 
     /// Checks a presented secret.
-    pub fn authenticate(&self, presented: Option<&str>) -> Result<Arc<KeyRecord>, Refusal> {
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Caller, Refusal> {
         let presented = presented.ok_or(Refusal::Missing)?;
         let id = key_id_of(presented).ok_or(Refusal::Unknown)?;
         let snapshot = self.snapshot.load();
-        let record = snapshot.get(&id).ok_or(Refusal::Unknown)?;
-        if !secret_matches(presented, &record.secret_hash) {
+        let entry = snapshot.get(&id).ok_or(Refusal::Unknown)?;
+        if !secret_matches(presented, &entry.secret_hash) {
             return Err(Refusal::Unknown);
         }
-        match record.key.refusal(now_millis()) {
-            None => Ok(Arc::clone(record)),
+        match entry.caller.refusal(now_millis()) {
+            None => Ok(entry.caller.clone()),
             Some("revoked") => Err(Refusal::Revoked),
             Some("disabled") => Err(Refusal::Disabled),
             Some(_) => Err(Refusal::Expired),
@@ -103,7 +123,7 @@ impl KeyRegistry {
             .snapshot
             .load()
             .values()
-            .map(|r| r.key.clone())
+            .map(|e| RelayKey::clone(&e.caller))
             .collect();
         keys.sort_by(|a, b| {
             a.created_at
@@ -119,7 +139,7 @@ impl KeyRegistry {
         self.snapshot
             .load()
             .values()
-            .filter(|r| r.key.refusal(now).is_none())
+            .filter(|e| e.caller.refusal(now).is_none())
             .count()
     }
 
@@ -128,7 +148,7 @@ impl KeyRegistry {
         self.snapshot
             .load()
             .get(&KeyId(id.to_owned()))
-            .map(|r| r.key.clone())
+            .map(|e| RelayKey::clone(&e.caller))
             .ok_or_else(|| not_found(id))
     }
 
@@ -229,10 +249,16 @@ impl KeyRegistry {
     }
 }
 
-fn index(records: Vec<KeyRecord>) -> HashMap<KeyId, Arc<KeyRecord>> {
+fn index(records: Vec<KeyRecord>) -> HashMap<KeyId, Entry> {
     records
         .into_iter()
-        .map(|r| (r.key.id.clone(), Arc::new(r)))
+        .map(|r| {
+            let entry = Entry {
+                secret_hash: r.secret_hash,
+                caller: Caller(Arc::new(r.key)),
+            };
+            (entry.caller.id.clone(), entry)
+        })
         .collect()
 }
 

@@ -1,22 +1,34 @@
-//! The systemd notification protocol (`sd_notify`), implemented directly: one datagram per
-//! message to the socket named by `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket).
-//! relayd sends `READY=1` once it listens and its store is open, `STOPPING=1` when a shutdown
-//! begins, `STATUS=…` lines along the way, and `WATCHDOG=1` pings when `WATCHDOG_USEC` asks for
-//! them. Without `NOTIFY_SOCKET` (not under systemd, or `Type=simple`) every call is a no-op.
+//! systemd's notification protocol (`sd_notify`) through the `sd-notify` crate: relayd sends
+//! `READY=1` once it listens and its store is open, `STOPPING=1` when a shutdown begins,
+//! `STATUS=…` lines along the way, and `WATCHDOG=1` pings when `WATCHDOG_USEC` asks for them.
+//! Without `NOTIFY_SOCKET` (not under systemd, or `Type=simple`) every call is a no-op.
 //!
-//! Written here rather than pulled in as a crate because the protocol is a few lines of std and
-//! the crates for it either use `unsafe` (forbidden in this workspace) or pull in libsystemd.
+//! The crate sends to a socket path. systemd may also name a Linux abstract socket (`@name`),
+//! which the crate cannot reach: that one datagram is sent here with std, the same text.
 
 use std::ffi::OsStr;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 /// Sends notifications to systemd's socket, if there is one. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
-    target: Option<SocketAddr>,
+    target: Target,
+}
+
+/// Where notifications go.
+#[derive(Debug, Clone, Default)]
+enum Target {
+    /// Nowhere.
+    #[default]
+    Off,
+    /// The socket path in `NOTIFY_SOCKET`, through the crate.
+    Path,
+    /// A Linux abstract socket (`NOTIFY_SOCKET=@name`).
+    Abstract(SocketAddr),
 }
 
 /// Why `NOTIFY_SOCKET` cannot be used.
@@ -47,57 +59,61 @@ impl Notifier {
         }
     }
 
-    /// A notifier for the given `NOTIFY_SOCKET` value (`None` or empty: disabled).
+    /// A notifier for the given `NOTIFY_SOCKET` value (`None` or empty: disabled). A path is
+    /// only checked here: the crate sends to the one in the environment.
     pub fn for_socket(value: Option<&OsStr>) -> Result<Self, NotifyError> {
         let Some(value) = value.filter(|v| !v.is_empty()) else {
             return Ok(Self::default());
         };
         let text = value.to_string_lossy().into_owned();
-        let address = |source| NotifyError::Address {
-            value: text.clone(),
-            source,
-        };
         let target = if let Some(name) = text.strip_prefix('@') {
-            abstract_address(name.as_bytes()).map_err(address)?
+            let address =
+                abstract_address(name.as_bytes()).map_err(|source| NotifyError::Address {
+                    value: text.clone(),
+                    source,
+                })?;
+            Target::Abstract(address)
         } else if text.starts_with('/') {
-            SocketAddr::from_pathname(value).map_err(address)?
+            Target::Path
         } else {
             return Err(NotifyError::Unsupported(text));
         };
-        Ok(Self {
-            target: Some(target),
-        })
+        Ok(Self { target })
     }
 
     /// Whether notifications go anywhere.
     pub fn enabled(&self) -> bool {
-        self.target.is_some()
+        !matches!(self.target, Target::Off)
     }
 
-    /// Sends `state` (newline-separated `KEY=value` assignments). Failures are logged, never
-    /// fatal: systemd being gone must not take the relay down with it.
-    pub fn notify(&self, state: &str) {
-        let Some(target) = &self.target else { return };
-        let sent = UnixDatagram::unbound()
-            .and_then(|socket| socket.send_to_addr(state.as_bytes(), target));
+    /// Sends `states` in one datagram. Failures are logged, never fatal: systemd being gone must
+    /// not take the relay down with it.
+    fn notify(&self, states: &[NotifyState<'_>]) {
+        let sent = match &self.target {
+            Target::Off => return,
+            Target::Path => sd_notify::notify(states),
+            Target::Abstract(address) => UnixDatagram::unbound()
+                .and_then(|socket| socket.send_to_addr(message(states).as_bytes(), address))
+                .map(drop),
+        };
         if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot notify systemd ({})", state.replace('\n', " "));
+            tracing::warn!(error = %e, "cannot notify systemd ({})", message(states).trim_end().replace('\n', " "));
         }
     }
 
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
-        self.notify(&format!("READY=1\nSTATUS={status}"));
+        self.notify(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
     /// `STOPPING=1` with a status line.
     pub fn stopping(&self, status: &str) {
-        self.notify(&format!("STOPPING=1\nSTATUS={status}"));
+        self.notify(&[NotifyState::Stopping, NotifyState::Status(status)]);
     }
 
     /// `STATUS=…` alone.
     pub fn status(&self, status: &str) {
-        self.notify(&format!("STATUS={status}"));
+        self.notify(&[NotifyState::Status(status)]);
     }
 
     /// Pings `WATCHDOG=1` every `interval` until `cancel` fires. Run it as a tracked task.
@@ -107,30 +123,22 @@ impl Notifier {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                _ = ticks.tick() => self.notify("WATCHDOG=1"),
+                _ = ticks.tick() => self.notify(&[NotifyState::Watchdog]),
             }
         }
     }
 }
 
+/// The datagram the crate writes for `states`: one `KEY=value` line each.
+fn message(states: &[NotifyState<'_>]) -> String {
+    states.iter().map(|state| format!("{state}\n")).collect()
+}
+
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC`, as systemd recommends, or `None`
 /// when no watchdog is configured for this process (`$WATCHDOG_PID` names another one).
 pub fn watchdog_interval() -> Option<Duration> {
-    watchdog_interval_from(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    )
-}
-
-fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
-    if let Some(pid) = pid
-        && pid.trim().parse::<u32>().ok() != Some(own_pid)
-    {
-        return None;
-    }
-    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
-    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
+    let timeout = sd_notify::watchdog_enabled().filter(|t| !t.is_zero())?;
+    Some((timeout / 2).max(Duration::from_millis(1)))
 }
 
 #[cfg(target_os = "linux")]
@@ -160,22 +168,12 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
-    #[test]
-    fn path_socket_receives_ready_and_stopping() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        let notifier = Notifier::for_socket(Some(path.as_os_str())).unwrap();
-        assert!(notifier.enabled());
-        notifier.ready("serving");
-        assert_eq!(receive(&socket), "READY=1\nSTATUS=serving");
-        notifier.stopping("draining");
-        assert_eq!(receive(&socket), "STOPPING=1\nSTATUS=draining");
-    }
+    // A socket path is the crate's, read from the environment: tests/it/operations.rs runs
+    // relayd under a fake NOTIFY_SOCKET for it.
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn abstract_socket_receives_status() {
+    fn abstract_socket_receives_what_the_crate_would_send() {
         use std::os::linux::net::SocketAddrExt as _;
         let name = format!(
             "relayd-test-{}-{}",
@@ -187,8 +185,11 @@ mod tests {
                 .unwrap();
         let value = format!("@{name}");
         let notifier = Notifier::for_socket(Some(OsStr::new(&value))).unwrap();
+        assert!(notifier.enabled());
         notifier.status("hello");
-        assert_eq!(receive(&socket), "STATUS=hello");
+        assert_eq!(receive(&socket), "STATUS=hello\n");
+        notifier.ready("serving");
+        assert_eq!(receive(&socket), "READY=1\nSTATUS=serving\n");
     }
 
     #[test]
@@ -199,25 +200,14 @@ mod tests {
                 .unwrap()
                 .enabled()
         );
+        assert!(
+            Notifier::for_socket(Some(OsStr::new("/run/systemd/notify")))
+                .unwrap()
+                .enabled()
+        );
         let err = Notifier::for_socket(Some(OsStr::new("vsock:2:1234"))).unwrap_err();
         assert!(err.to_string().contains("vsock:2:1234"), "{err}");
         // Sending without a socket is a silent no-op.
         Notifier::default().ready("nobody listens");
-    }
-
-    #[test]
-    fn watchdog_interval_is_half_and_respects_the_pid() {
-        assert_eq!(
-            watchdog_interval_from(Some("2000000"), None, 7),
-            Some(Duration::from_secs(1))
-        );
-        assert_eq!(
-            watchdog_interval_from(Some("2000000"), Some("7"), 7),
-            Some(Duration::from_secs(1))
-        );
-        assert_eq!(watchdog_interval_from(Some("2000000"), Some("8"), 7), None);
-        assert_eq!(watchdog_interval_from(None, None, 7), None);
-        assert_eq!(watchdog_interval_from(Some("0"), None, 7), None);
-        assert_eq!(watchdog_interval_from(Some("x"), None, 7), None);
     }
 }

@@ -74,6 +74,7 @@ const TRANSLATE_CRATES: &[&str] = &[
     "hex",
     "sha2",
     "memchr",
+    "itoa",
 ];
 
 fn src_dir() -> PathBuf {

@@ -1,7 +1,12 @@
 //! Timestamps: milliseconds since the Unix epoch, UTC. One integer type everywhere keeps the
-//! stores, the admin API and the CLI free of time-zone and format questions.
+//! stores, the admin API and the CLI free of time-zone and format questions. Calendar arithmetic
+//! and RFC 3339 parsing are the `time` crate's; this module only fixes our formats and the
+//! time arguments the CLI and the admin API accept.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type UnixMillis = i64;
@@ -63,79 +68,46 @@ pub fn parse_time_spec(input: &str, now: UnixMillis) -> Result<UnixMillis, TimeS
 }
 
 /// Parses an RFC 3339 timestamp (`2025-01-31T12:00:00Z`, `2025-01-31T13:00:00.250+01:00`) or a bare
-/// date (`2025-01-31`, UTC midnight). `t`, `z` and a space separator are accepted too.
+/// date (`2025-01-31`, UTC midnight). `t`, `z` and a space separator are accepted too; digits
+/// past the millisecond are dropped. A leap second (`23:59:60` at the end of a UTC month) reads
+/// as the last millisecond before the next minute, as the `time` crate reads it.
 pub fn parse_rfc3339(s: &str) -> Option<UnixMillis> {
-    let b = s.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
+    let full;
+    let text = match s.as_bytes().get(10) {
+        // A bare date is the start of its UTC day.
+        None => {
+            full = format!("{s}T00:00:00Z");
+            &full
         }
-        std::str::from_utf8(part).ok()?.parse().ok()
+        // RFC 3339 allows any separator; we keep to the usual three.
+        Some(b'T' | b't' | b' ') => s,
+        Some(_) => return None,
     };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let date_ms = days_from_civil(year, month, day) * DAY_MS;
-    if b.len() == 10 {
-        return Some(date_ms);
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // 60 allows a leap second, folded into the next one as Unix time does.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        // Only the first three digits matter for milliseconds.
-        let frac = &s[start..i.min(start + 3)];
-        millis = frac.parse::<i64>().ok()? * 10_i64.pow(3 - u32::try_from(frac.len()).ok()?);
-    }
-    let offset_ms = match &b[i..] {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let offset = (oh * 60 + om) * 60_000;
-            if *sign == b'+' { offset } else { -offset }
-        }
-        _ => return None,
-    };
-    Some(date_ms + ((hour * 60 + minute) * 60 + second) * 1000 + millis - offset_ms)
+    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC; milliseconds dropped).
 pub fn format_rfc3339(ms: UnixMillis) -> String {
-    let (date, rem) = split_day(ms);
+    let at = utc(ms);
     format!(
-        "{date}T{:02}:{:02}:{:02}Z",
-        rem / HOUR_MS,
-        rem / 60_000 % 60,
-        rem / 1000 % 60
+        "{}T{:02}:{:02}:{:02}Z",
+        format_date(ms),
+        at.hour(),
+        at.minute(),
+        at.second()
     )
 }
 
 /// `YYYY-MM-DD` of the UTC day `ms` falls in.
 pub fn format_date(ms: UnixMillis) -> String {
-    split_day(ms).0
+    let date = utc(ms).date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 /// The start of the UTC hour `ms` falls in.
@@ -148,50 +120,32 @@ pub fn day_start(ms: UnixMillis) -> UnixMillis {
     ms - ms.rem_euclid(DAY_MS)
 }
 
-fn split_day(ms: UnixMillis) -> (String, i64) {
-    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
+/// The date `(year, month, day)` of a day number since 1970-01-01 (proleptic Gregorian), for
+/// callers that format a time their own way. Clamped to the years -9999..=9999.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let julian = days.saturating_add(UNIX_EPOCH_JULIAN_DAY);
+    let date = i32::try_from(julian)
+        .ok()
+        .and_then(|day| Date::from_julian_day(day).ok())
+        .unwrap_or(if julian < 0 { Date::MIN } else { Date::MAX });
     (
-        format!("{year:04}-{month:02}-{day:02}"),
-        ms.rem_euclid(DAY_MS),
+        i64::from(date.year()),
+        i64::from(u8::from(date.month())),
+        i64::from(date.day()),
     )
 }
 
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date `(year, month, day)` of a day number since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, proleptic Gregorian).
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+/// `ms` as a UTC date and time, clamped to the years -9999..=9999 the `time` crate covers.
+fn utc(ms: UnixMillis) -> OffsetDateTime {
+    let secs = ms.div_euclid(1000);
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(if secs < 0 {
+        PrimitiveDateTime::MIN.assume_utc()
+    } else {
+        PrimitiveDateTime::MAX.assume_utc()
+    })
 }
 
 #[cfg(test)]
@@ -213,6 +167,10 @@ mod tests {
             "2024-01-01T25:00:00Z",
             "2024-01-01T00:00:00",
             "2024-01-01T00:00:00.Z",
+            "2024-01-01X00:00:00Z",
+            "2024-01-01T00:00:00Z ",
+            "2024-01-01T00:00:00+24:00",
+            "24-01-01",
             "yesterday",
             "",
         ] {
@@ -241,5 +199,21 @@ mod tests {
         assert_eq!(format_rfc3339(hour_start(t)), "2024-02-29T12:00:00Z");
         assert_eq!(format_rfc3339(day_start(t)), "2024-02-29T00:00:00Z");
         assert_eq!(day_start(-1), -DAY_MS);
+    }
+
+    #[test]
+    fn dates_before_the_epoch_and_far_ahead_are_proleptic_gregorian() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(2_932_896), (9999, 12, 31));
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59.999Z"), Some(-1));
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(parse_rfc3339("2000-03-01t00:00:00z"), Some(11_017 * DAY_MS));
+        assert_eq!(parse_rfc3339("2000-03-01 00:00:00Z"), Some(11_017 * DAY_MS));
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z"),
+            parse_rfc3339("2017-01-01T00:00:00Z").map(|t| t - 1)
+        );
     }
 }

@@ -314,7 +314,7 @@ fn systemd_notify_ready_watchdog_and_stopping() {
         ],
     );
     let messages = receive_until(&socket, |m| {
-        m.iter().filter(|s| s.as_str() == "WATCHDOG=1").count() >= 3
+        m.iter().filter(|s| s.as_str() == "WATCHDOG=1\n").count() >= 3
     });
     let ready = messages
         .iter()
@@ -322,7 +322,10 @@ fn systemd_notify_ready_watchdog_and_stopping() {
         .unwrap_or_else(|| panic!("no READY=1 in {messages:?}"));
     assert_eq!(
         messages[ready],
-        format!("READY=1\nSTATUS=serving on {}, store embedded", daemon.addr)
+        format!(
+            "READY=1\nSTATUS=serving on {}, store embedded\n",
+            daemon.addr
+        )
     );
     assert!(
         daemon.log().contains("listening on"),
@@ -331,7 +334,11 @@ fn systemd_notify_ready_watchdog_and_stopping() {
     // READY comes first; the watchdog pings (every 100 ms) only after it.
     assert_eq!(ready, 0, "{messages:?}");
     assert!(
-        messages[1..].iter().filter(|m| *m == "WATCHDOG=1").count() >= 3,
+        messages[1..]
+            .iter()
+            .filter(|m| *m == "WATCHDOG=1\n")
+            .count()
+            >= 3,
         "{messages:?}"
     );
 
@@ -340,7 +347,7 @@ fn systemd_notify_ready_watchdog_and_stopping() {
     assert!(
         messages
             .iter()
-            .any(|m| m == "STOPPING=1\nSTATUS=draining open requests"),
+            .any(|m| m == "STOPPING=1\nSTATUS=draining open requests\n"),
         "{messages:?}"
     );
     let status = daemon.wait_exit(Duration::from_secs(10)).expect("stopped");

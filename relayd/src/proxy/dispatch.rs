@@ -12,9 +12,9 @@ use super::answer::{Answer, Bounds, settle};
 use super::trace::Trace;
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, ErrorKind};
+use crate::keys::Caller;
 use crate::routing::{Slot, key_may_request};
 use crate::state::AppState;
-use crate::store::KeyRecord;
 use crate::upstream::UpstreamError;
 
 /// What one account's attempt sends: the upstream body, whether a stream is asked for, and
@@ -49,12 +49,12 @@ pub(super) struct Dispatched<T> {
 pub(super) async fn dispatch<T>(
     state: &AppState,
     trace: &mut Trace,
-    caller: &KeyRecord,
+    caller: &Caller,
     model: &str,
     session: Option<&str>,
     build: impl Fn(&LiveAccount) -> Result<Attempt<T>, ApiError>,
 ) -> Result<Dispatched<T>, ApiError> {
-    if !key_may_request(&caller.key, model) {
+    if !key_may_request(caller, model) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
             format!("this API key may not use model {model:?}"),
@@ -62,7 +62,7 @@ pub(super) async fn dispatch<T>(
     }
     let router = &state.routing;
     let table = router.table_for(state.accounts.snapshot());
-    let route = table.candidates(&caller.key, model);
+    let route = table.candidates(caller, model);
     if route.accounts.is_empty() {
         return Err(ApiError::not_found(format!(
             "model {model:?} is not served by any account"
@@ -72,7 +72,7 @@ pub(super) async fn dispatch<T>(
     trace.route(route.label);
     let list = route.accounts;
     // Per key, and bounded in size (see `session_key`).
-    let session = session.map(|s| crate::routing::session_key(&caller.key.id, s));
+    let session = session.map(|s| crate::routing::session_key(&caller.id, s));
     let sticky = session.as_deref().and_then(|s| router.sticky(s));
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_secs(router.config().queue_timeout_secs);

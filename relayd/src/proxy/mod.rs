@@ -8,6 +8,7 @@
 mod answer;
 mod anthropic;
 mod dispatch;
+mod handler;
 mod models;
 mod openai;
 mod stream;
@@ -27,14 +28,9 @@ use crate::accounts::LiveAccount;
 use crate::auth::{presented_credential, random_hex};
 use crate::error::{ApiError, Surface};
 use crate::state::AppState;
-use crate::store::KeyRecord;
 
 /// Path prefixes under which the client API is also served.
 const PREFIXES: [&str; 4] = ["", "/api", "/claude", "/openai"];
-
-/// The authenticated relay key of a request, inserted by [`authenticate`].
-#[derive(Debug, Clone)]
-pub struct Caller(pub Arc<KeyRecord>);
 
 /// The request id of a client request, also returned in `x-request-id`.
 #[derive(Debug, Clone)]
@@ -46,14 +42,17 @@ pub fn router(state: AppState) -> Router<AppState> {
     for prefix in PREFIXES {
         router = router
             .route(&format!("{prefix}/v1/models"), get(models::list))
-            .route(&format!("{prefix}/v1/messages"), post(anthropic::messages))
+            .route(
+                &format!("{prefix}/v1/messages"),
+                post(handler::handle::<anthropic::Messages>),
+            )
             .route(
                 &format!("{prefix}/v1/messages/count_tokens"),
                 post(anthropic::count),
             )
             .route(
                 &format!("{prefix}/v1/chat/completions"),
-                post(openai::chat_completions),
+                post(handler::handle::<openai::ChatCompletions>),
             );
     }
     router
@@ -136,8 +135,8 @@ fn in_flight_guard(state: &AppState) -> InFlight {
 /// in the protocol of the route called.
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match state.keys.authenticate(presented_credential(req.headers())) {
-        Ok(record) => {
-            req.extensions_mut().insert(Caller(record));
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(refusal) => {

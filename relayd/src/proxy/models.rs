@@ -6,7 +6,7 @@ use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::Caller;
+use crate::keys::Caller;
 use crate::routing::listable_models;
 use crate::state::AppState;
 
@@ -16,10 +16,10 @@ const CREATED_UNIX: i64 = 1_704_067_200;
 
 pub(super) async fn list(
     State(state): State<AppState>,
-    Extension(Caller(caller)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Json<Value> {
-    let models = listable_models(&state.accounts.snapshot(), &caller.key);
+    let models = listable_models(&state.accounts.snapshot(), &caller);
     let anthropic = headers.contains_key("anthropic-version") || headers.contains_key("x-api-key");
     if anthropic {
         let data: Vec<Value> = models

@@ -17,10 +17,10 @@ use shared::time::{UnixMillis, now_millis};
 use shared::usage::{TokenCounts, UsageRecord};
 
 use crate::error::{ApiError, Surface};
+use crate::keys::Caller;
 use crate::metrics::RequestObservation;
 use crate::routing::table::OTHER_LABEL;
 use crate::state::AppState;
-use crate::store::KeyRecord;
 use crate::translate::Usage;
 
 /// Status recorded when the client left before the answer was complete (nginx's convention).
@@ -36,7 +36,7 @@ pub(super) struct Trace {
     request_id: String,
     protocol: &'static str,
     /// The relay key: its name for the log and usage, its id for the per-key totals.
-    caller: Arc<KeyRecord>,
+    caller: Caller,
     /// The requested name, for the log line only (cut to [`MAX_LOGGED_MODEL`]).
     model: String,
     /// The configured entry that routed the request; `None` until routed (recorded as `other`).
@@ -68,7 +68,7 @@ impl Trace {
         state: &AppState,
         request_id: &str,
         protocol: Surface,
-        caller: &Arc<KeyRecord>,
+        caller: &Caller,
     ) -> Self {
         Self {
             state: state.clone(),
@@ -77,7 +77,7 @@ impl Trace {
                 Surface::OpenAi => "openai",
                 Surface::Anthropic | Surface::Admin => "anthropic",
             },
-            caller: Arc::clone(caller),
+            caller: caller.clone(),
             model: String::new(),
             label: None,
             at: now_millis(),
@@ -136,7 +136,7 @@ impl Trace {
             state: self.state.clone(),
             request_id: std::mem::take(&mut self.request_id),
             protocol: self.protocol,
-            caller: Arc::clone(&self.caller),
+            caller: self.caller.clone(),
             model: std::mem::take(&mut self.model),
             label: self.label.take(),
             at: self.at,
@@ -178,7 +178,7 @@ impl Drop for Trace {
         let label = self.label.as_deref().unwrap_or(OTHER_LABEL);
         tracing::info!(
             request_id = %self.request_id,
-            key = %self.caller.key.name,
+            key = %self.caller.name,
             model = %self.model,
             account,
             status = self.status,
@@ -194,7 +194,7 @@ impl Drop for Trace {
             protocol: self.protocol,
             model: label,
             account,
-            key: &self.caller.key.id,
+            key: &self.caller.id,
             status: self.status,
             latency,
             ttfb: self.ttfb,
@@ -203,7 +203,7 @@ impl Drop for Trace {
         self.state.usage.record(UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             at: self.at,
-            key: self.caller.key.name.clone(),
+            key: self.caller.name.clone(),
             account: self.account.take(),
             model: label.to_owned(),
             upstream_model: self.upstream_model.take(),

@@ -166,25 +166,9 @@ pub(crate) fn has_byte(w: u64, b: u8) -> u64 {
     x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS
 }
 
-/// Appends a number.
+/// Appends a number (`itoa`: no `String` and no formatting machinery per number).
 pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let mut buf = [0u8; 20];
-    out.extend_from_slice(decimal(n, &mut buf));
-}
-
-/// The decimal digits of `n` (ASCII), written from the right into `buf`, which fits `u64::MAX`:
-/// no `String` and no formatting machinery per number.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[start..]
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Parses a sub-document of a request, naming `path` on failure (a client error).

@@ -10,8 +10,8 @@ use shared::admin::LatencyFigures;
 
 use super::checker::{Checker, Failure, Stage, millis};
 use super::hints::truncate;
-use crate::upstream::UpstreamResponse;
 use crate::translate::SseDecoder;
+use crate::upstream::UpstreamResponse;
 
 /// What the streaming chat measured.
 #[derive(Debug)]
