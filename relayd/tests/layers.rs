@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may use modules of strictly lower layers only; modules of
 /// one layer are independent of each other.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("secrets at rest", &["crypto"]),
     (
         "foundations",
         &[
             "auth",
             "config",
-            "crypto",
             "error",
             "logbuf",
             "metrics",
