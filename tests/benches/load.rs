@@ -6,7 +6,8 @@
 //! Run: `cargo bench -p relayd-tests --bench load` (needs `wrk`: `apt-get install -y wrk`). It
 //! builds the release relayd itself (`cargo build --release -p relayd`) before measuring. Not part
 //! of `cargo test`. Knobs: `LOAD_SECS` (default 5), `LOAD_ROUNDS` (default 3),
-//! `LOAD_CONNECTIONS` (default 64).
+//! `LOAD_CONNECTIONS` (default 64), `BENCH_RELAYD_BIN` (a relayd binary to measure instead of
+//! building one: an earlier version kept aside, for before/after runs).
 //!
 //! Each scenario is measured in `LOAD_ROUNDS` rounds of direct-then-relayd, `LOAD_SECS` each, and
 //! the round with the median result is reported (with every round's ratio): on a shared machine

@@ -25,7 +25,19 @@ pub fn env_number(name: &str, default: u64) -> Result<u64> {
 /// Builds the release relayd into the target directory this bench runs from and returns its path.
 /// `cargo bench` only builds this package; relayd's binary belongs to another one. Cargo releases
 /// its build lock before running benches, so the nested build does not deadlock.
+///
+/// `BENCH_RELAYD_BIN` names a relayd binary to measure instead (nothing is built): an earlier
+/// build kept aside, so that runs alternating it with the current one compare two versions. (Not
+/// `RELAYD_…`: relayd reads those as settings and refuses unknown ones.)
 pub fn build_relayd() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BENCH_RELAYD_BIN") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("BENCH_RELAYD_BIN={} is not a file", path.display());
+        }
+        eprintln!("bench: measuring {} (BENCH_RELAYD_BIN)", path.display());
+        return Ok(path);
+    }
     let exe = std::env::current_exe()?;
     // …/target/release/deps/BENCH-HASH → …/target/release
     let profile_dir = exe
