@@ -42,19 +42,7 @@ pub fn openai_to_anthropic_with(
     };
     let message = message.unwrap_or_default();
 
-    let message_id = match completion.id.as_deref() {
-        Some(id) if id.bytes().any(|b| b.is_ascii_alphanumeric()) => {
-            let mut message_id = String::with_capacity("msg_".len() + id.len());
-            message_id.push_str("msg_");
-            message_id.extend(
-                id.chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_'),
-            );
-            message_id
-        }
-        // No usable upstream id: derive one from the body, so it is stable for the same answer.
-        _ => format!("msg_{}", hex::encode(&Sha256::digest(body)[..12])),
-    };
+    let message_id = message_id(completion.id.as_deref(), body);
 
     let mut out = Vec::with_capacity(body.len() + 256);
     out.extend_from_slice(b"{\"id\":");
@@ -91,36 +79,8 @@ pub fn openai_to_anthropic_with(
     }
     let calls = message.tool_calls.unwrap_or_default();
     for (i, call) in calls.iter().enumerate() {
-        // Formatted only on error.
-        let path = |field: &str| format!("choices[0].message.tool_calls[{i}].{field}");
-        let function = call.function.as_ref();
-        let name = function.and_then(|f| f.name.as_deref()).unwrap_or_default();
-        if name.is_empty() {
-            return Err(TranslateError::upstream(
-                path("function.name"),
-                "missing tool name",
-            ));
-        }
-        let arguments = function
-            .and_then(|f| f.arguments.as_deref())
-            .unwrap_or_default();
-        let input = repair_arguments(arguments)
-            .map_err(|message| TranslateError::upstream(path("function.arguments"), message))?;
-        output_estimate += text_tokens(arguments);
         begin_block(&mut out);
-        out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
-        match call.id.as_deref().filter(|id| !id.is_empty()) {
-            Some(id) => push_str(&mut out, &client_tool_id(id)),
-            None => push_str(
-                &mut out,
-                &format!("toolu_{}_{i}", &message_id["msg_".len()..]),
-            ),
-        }
-        out.extend_from_slice(b",\"name\":");
-        push_str(&mut out, ctx.tools.original(name));
-        out.extend_from_slice(b",\"input\":");
-        out.extend_from_slice(input.as_bytes());
-        out.push(b'}');
+        output_estimate += write_tool_use(&mut out, call, i, &message_id, ctx)?;
     }
     out.push(b']');
 
@@ -156,6 +116,60 @@ pub fn openai_to_anthropic_with(
     write_usage(&mut out, &usage.tokens);
     out.push(b'}');
     Ok((out, usage))
+}
+
+/// The Anthropic message id for an answer: the upstream's id kept to its safe characters, or,
+/// when it has none usable, one derived from the body so it is stable for the same answer.
+fn message_id(upstream_id: Option<&str>, body: &[u8]) -> String {
+    match upstream_id {
+        Some(id) if id.bytes().any(|b| b.is_ascii_alphanumeric()) => {
+            let mut message_id = String::with_capacity("msg_".len() + id.len());
+            message_id.push_str("msg_");
+            message_id.extend(
+                id.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_'),
+            );
+            message_id
+        }
+        _ => format!("msg_{}", hex::encode(&Sha256::digest(body)[..12])),
+    }
+}
+
+/// Writes the `i`-th tool call as a `tool_use` block (arguments repaired into an object) and
+/// returns its output token estimate.
+fn write_tool_use(
+    out: &mut Vec<u8>,
+    call: &ToolCall<'_>,
+    i: usize,
+    message_id: &str,
+    ctx: &RequestContext,
+) -> Result<u64, TranslateError> {
+    // Formatted only on error.
+    let path = |field: &str| format!("choices[0].message.tool_calls[{i}].{field}");
+    let function = call.function.as_ref();
+    let name = function.and_then(|f| f.name.as_deref()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(TranslateError::upstream(
+            path("function.name"),
+            "missing tool name",
+        ));
+    }
+    let arguments = function
+        .and_then(|f| f.arguments.as_deref())
+        .unwrap_or_default();
+    let input = repair_arguments(arguments)
+        .map_err(|message| TranslateError::upstream(path("function.arguments"), message))?;
+    out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
+    match call.id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => push_str(out, &client_tool_id(id)),
+        None => push_str(out, &format!("toolu_{}_{i}", &message_id["msg_".len()..])),
+    }
+    out.extend_from_slice(b",\"name\":");
+    push_str(out, ctx.tools.original(name));
+    out.extend_from_slice(b",\"input\":");
+    out.extend_from_slice(input.as_bytes());
+    out.push(b'}');
+    Ok(text_tokens(arguments))
 }
 
 /// Writes an Anthropic `usage` object.
