@@ -573,7 +573,6 @@ struct Pty {
 #[cfg(target_os = "linux")]
 impl Pty {
     fn spawn(app: &TestApp, args: &[&str]) -> Self {
-        use std::io::Read;
         let mut line = format!(
             "{} --server {} --token {}",
             binary("relayctl").display(),
@@ -584,25 +583,11 @@ impl Pty {
             line.push(' ');
             line.push_str(arg);
         }
-        let mut child = Command::new("script")
-            .args(["-qfec", &line, "/dev/null"])
-            .env_remove("RELAYCTL_SERVER")
-            .env_remove("RELAYCTL_TOKEN")
-            .env("TERM", "dumb")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("util-linux `script` is needed for the pseudo-terminal test");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let (tx, chunks) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0_u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
+        let (mut child, chunks) = relayd_tests::terminal::script(&line, |command| {
+            command
+                .env_remove("RELAYCTL_SERVER")
+                .env_remove("RELAYCTL_TOKEN")
+                .env("TERM", "dumb");
         });
         Self {
             stdin: child.stdin.take(),

@@ -27,6 +27,37 @@ impl std::fmt::Debug for Terminal {
     }
 }
 
+/// Runs the shell command `line` under util-linux `script` (a pseudo-terminal; quiet, flushing
+/// every write, exiting with the command's status, no typescript file), with `configure` adding
+/// environment. Returns the child, its stdin piped, and its output as it arrives, read on a
+/// thread of its own.
+///
+/// # Panics
+/// When util-linux `script` is missing.
+pub fn script(line: &str, configure: impl FnOnce(&mut Command)) -> (Child, Receiver<Vec<u8>>) {
+    let mut command = Command::new("script");
+    command
+        .args(["-qfec", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    configure(&mut command);
+    let mut child = command
+        .spawn()
+        .expect("util-linux `script` is needed for the pseudo-terminal tests");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, chunks) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0_u8; 8192];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, chunks)
+}
+
 /// `value` quoted for `sh`.
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
@@ -46,25 +77,10 @@ impl Terminal {
             line.push(' ');
             line.push_str(&quote(arg));
         }
-        let mut child = Command::new("script")
-            // Quiet, flush every write, return the program's exit status; no typescript file.
-            .args(["-qfec", &line, "/dev/null"])
-            .env("TERM", "xterm-256color")
-            .env("SHELL", "/bin/sh")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("util-linux `script` is needed for the pseudo-terminal tests");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let (tx, chunks) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0_u8; 8192];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
+        let (mut child, chunks) = script(&line, |command| {
+            command
+                .env("TERM", "xterm-256color")
+                .env("SHELL", "/bin/sh");
         });
         Self {
             stdin: child.stdin.take(),
