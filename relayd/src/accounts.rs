@@ -16,6 +16,7 @@ use shared::account::{
 };
 use shared::error::FieldError;
 use shared::import::{ImportOutcome, ImportReport, ImportRow, ImportRowResult, ImportSummary};
+use shared::profile::{Profile, Resolved};
 use shared::time::{UnixMillis, now_millis};
 
 use crate::auth::random_hex;
@@ -36,9 +37,33 @@ pub struct LiveAccount {
     pub created_at: UnixMillis,
     /// Last change.
     pub updated_at: UnixMillis,
+    /// What the last probe found; absent before the first.
+    pub profile: Option<Arc<Profile>>,
+    /// The values requests use (explicit fields over the profile over defaults).
+    pub resolved: Resolved,
 }
 
 impl LiveAccount {
+    /// An account with its values resolved over `profile`.
+    pub fn new(
+        id: AccountId,
+        settings: AccountSettings,
+        secrets: AccountSecrets,
+        (created_at, updated_at): (UnixMillis, UnixMillis),
+        profile: Option<Arc<Profile>>,
+    ) -> Self {
+        let resolved = Resolved::of(&settings, profile.as_deref());
+        Self {
+            id,
+            settings,
+            secrets,
+            created_at,
+            updated_at,
+            profile,
+            resolved,
+        }
+    }
+
     /// The admin API's view: no secret, only whether one is set.
     pub fn view(&self) -> Account {
         Account {
@@ -48,6 +73,8 @@ impl LiveAccount {
             proxy: self.secrets.proxy.as_deref().map(redact_url),
             created_at: self.created_at,
             updated_at: self.updated_at,
+            profile: self.profile.as_deref().cloned(),
+            resolved: self.resolved,
         }
     }
 }
@@ -424,13 +451,13 @@ fn decrypt(cipher: &Cipher, record: AccountRecord) -> Result<LiveAccount, String
     ) else {
         return Err(record.settings.name.clone());
     };
-    Ok(LiveAccount {
-        id: record.id,
-        settings: record.settings,
-        secrets: AccountSecrets { api_key, proxy },
-        created_at: record.created_at,
-        updated_at: record.updated_at,
-    })
+    Ok(LiveAccount::new(
+        record.id,
+        record.settings,
+        AccountSecrets { api_key, proxy },
+        (record.created_at, record.updated_at),
+        None,
+    ))
 }
 
 fn decrypt_all(
@@ -492,6 +519,15 @@ fn changed_fields(
     check(
         old.send_reasoning_content != settings.send_reasoning_content,
         "sendReasoningContent",
+    );
+    check(old.upstream_auth != settings.upstream_auth, "upstreamAuth");
+    check(
+        old.context_window != settings.context_window,
+        "contextWindow",
+    );
+    check(
+        old.anthropic_mode != settings.anthropic_mode,
+        "anthropicMode",
     );
     check(current.secrets.api_key != secrets.api_key, "apiKey");
     check(current.secrets.proxy != secrets.proxy, "proxy");

@@ -143,18 +143,7 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
         tasks.spawn(notifier.clone().watchdog(interval, done.clone()));
     }
     if let Some(metrics_listener) = metrics_listener {
-        let metrics_addr = metrics_listener.local_addr()?;
-        tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
-        let app = crate::server::metrics_router(state.clone());
-        let stop = done.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(metrics_listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the metrics listener failed");
-            }
-        });
+        serve_metrics(&tasks, metrics_listener, &state, &done)?;
     }
     tasks.spawn(crate::lifecycle::handle_signals(
         signals,
@@ -193,16 +182,37 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     state.background.shutdown().await;
     state.routing.shutdown().await;
     state.usage.flush_and_stop().await;
-    match outcome? {
-        None => tracing::info!("stopped"),
-        Some((waited, open)) => {
-            tracing::warn!(
-                cut_off = open,
-                "stopped after {} s with {open} client request(s) still open; they were cut off",
-                waited.as_secs()
-            );
-        }
+    if let Some((waited, open)) = outcome? {
+        tracing::warn!(
+            cut_off = open,
+            "stopped after {} s with {open} client request(s) still open; they were cut off",
+            waited.as_secs()
+        );
+    } else {
+        tracing::info!("stopped");
     }
+    Ok(())
+}
+
+/// Serves `/metrics` on its own listener until `done`.
+fn serve_metrics(
+    tasks: &TaskTracker,
+    listener: TcpListener,
+    state: &AppState,
+    done: &CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics_addr = listener.local_addr()?;
+    tracing::info!(%metrics_addr, "metrics on http://{metrics_addr}/metrics");
+    let app = crate::server::metrics_router(state.clone());
+    let stop = done.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the metrics listener failed");
+        }
+    });
     Ok(())
 }
 

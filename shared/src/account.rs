@@ -49,6 +49,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 pub const MAX_MODELS: usize = 256;
 /// Longest `supportedModels` entry, in characters.
 pub const MAX_MODEL_CHARS: usize = 256;
+/// Smallest `contextWindow` accepted: below it no Claude Code request fits anyway.
+pub const MIN_CONTEXT_WINDOW: u32 = 512;
 /// Default Azure `api-version`.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
@@ -130,6 +132,10 @@ pub enum AccountKind {
     Openai,
     /// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=…`, `api-key`.
     Azure,
+    /// A server that speaks only the Anthropic Messages API (`{endpoint}/v1/messages`,
+    /// `x-api-key`), such as a vendor's Anthropic-compatible base URL. Never a candidate for
+    /// OpenAI-format clients.
+    Anthropic,
 }
 
 impl AccountKind {
@@ -146,6 +152,69 @@ impl AccountKind {
         match self {
             Self::Openai => "openai",
             Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
+        }
+    }
+
+    /// The credential header the kind uses unless the account says otherwise.
+    pub fn default_auth(self) -> UpstreamAuth {
+        match self {
+            Self::Openai => UpstreamAuth::Bearer,
+            Self::Azure => UpstreamAuth::ApiKey,
+            Self::Anthropic => UpstreamAuth::XApiKey,
+        }
+    }
+}
+
+/// The header an upstream takes its credential in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    /// `Authorization: Bearer …` (OpenAI-compatible servers, most Anthropic-compatible vendors).
+    Bearer,
+    /// `x-api-key: …` (Anthropic's own header).
+    XApiKey,
+    /// `api-key: …` (Azure).
+    ApiKey,
+}
+
+impl UpstreamAuth {
+    /// The name used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::XApiKey => "x-api-key",
+            Self::ApiKey => "api-key",
+        }
+    }
+}
+
+/// How Anthropic-format clients reach an account that serves both protocols.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnthropicMode {
+    /// Native when the probe saw the server's Messages API handle streamed tool calls, else
+    /// translated to chat completions.
+    #[default]
+    Auto,
+    /// Always the server's own `/v1/messages`.
+    Native,
+    /// Always translated to chat completions.
+    Translate,
+}
+
+impl AnthropicMode {
+    /// Whether this is the default, for `skip_serializing_if`.
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+
+    /// The name used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Translate => "translate",
         }
     }
 }
@@ -229,6 +298,15 @@ pub struct AccountInput {
     /// Send earlier `thinking` blocks back as `reasoning_content` (upstreams that require it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_reasoning_content: Option<bool>,
+    /// The header the upstream takes `apiKey` in; by kind when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// The upstream's context window in tokens, overriding what a probe detects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<i64>,
+    /// How Anthropic-format clients reach the account (`auto`, `native`, `translate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_mode: Option<AnthropicMode>,
 }
 
 /// Validated, defaults-applied, non-secret settings of an account.
@@ -262,12 +340,30 @@ pub struct AccountSettings {
     /// How a client's `thinking` setting reaches the upstream.
     #[serde(default, skip_serializing_if = "ThinkingMapping::is_drop")]
     pub thinking: ThinkingMapping,
-    /// Send `max_completion_tokens` instead of `max_tokens`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub use_max_completion_tokens: bool,
+    /// Send `max_completion_tokens` instead of `max_tokens`; decided by the profile when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_max_completion_tokens: Option<bool>,
     /// Send earlier `thinking` blocks back as `reasoning_content`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub send_reasoning_content: bool,
+    /// The header the upstream takes `apiKey` in, when not the kind's own (see
+    /// [`AccountSettings::auth`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// The context window set by the operator (a probe's finding is in the profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// How Anthropic-format clients reach the account.
+    #[serde(default, skip_serializing_if = "AnthropicMode::is_auto")]
+    pub anthropic_mode: AnthropicMode,
+}
+
+impl AccountSettings {
+    /// The header the upstream takes its credential in: the account's choice, else its kind's.
+    pub fn auth(&self) -> UpstreamAuth {
+        self.upstream_auth.unwrap_or(self.kind.default_auth())
+    }
 }
 
 /// The secret parts of an account, in clear. Only ever held in memory; the stores see ciphertext.
@@ -334,6 +430,11 @@ pub struct Account {
     pub created_at: UnixMillis,
     /// Last change.
     pub updated_at: UnixMillis,
+    /// What the last probe of the upstream found; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::profile::Profile>,
+    /// The values requests use, and where each came from.
+    pub resolved: crate::profile::Resolved,
 }
 
 /// A partial update of an account (`PATCH /admin/v1/accounts/{id}`). Absent fields stay as they
@@ -409,6 +510,19 @@ pub struct AccountPatch {
     /// Send earlier `thinking` blocks back as `reasoning_content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_reasoning_content: Option<bool>,
+    /// New credential header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// New context window (`null` returns to the detected one).
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context_window: Option<Option<i64>>,
+    /// New Anthropic-client mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_mode: Option<AnthropicMode>,
 }
 
 impl AccountPatch {
@@ -454,14 +568,19 @@ impl AccountPatch {
                 .max_output_tokens
                 .unwrap_or(settings.max_output_tokens.map(i64::from)),
             thinking: Some(self.thinking.unwrap_or(settings.thinking)),
-            use_max_completion_tokens: Some(
-                self.use_max_completion_tokens
-                    .unwrap_or(settings.use_max_completion_tokens),
-            ),
+            use_max_completion_tokens: self
+                .use_max_completion_tokens
+                .or(settings.use_max_completion_tokens),
             send_reasoning_content: Some(
                 self.send_reasoning_content
                     .unwrap_or(settings.send_reasoning_content),
             ),
+            // A changed kind brings its own default header unless one is given.
+            upstream_auth: self.upstream_auth.or(settings.upstream_auth),
+            context_window: self
+                .context_window
+                .unwrap_or(settings.context_window.map(i64::from)),
+            anthropic_mode: Some(self.anthropic_mode.unwrap_or(settings.anthropic_mode)),
         };
         input.validate()
     }

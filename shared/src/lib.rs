@@ -7,6 +7,7 @@
 //! - [`import`]: the batch-import file format users already have, with row- and field-precise validation.
 //! - [`admin`]: request and response bodies of the admin API (`/admin/v1/...`).
 //! - [`error`]: the admin API's error body.
+//! - [`profile`]: what probing an upstream found, and the values requests use.
 //! - [`time`]: timestamps as Unix milliseconds.
 //!
 //! Everything here is plain data with serde derives: no I/O, no async, so both binaries
@@ -17,5 +18,6 @@ pub mod admin;
 pub mod error;
 pub mod import;
 pub mod key;
+pub mod profile;
 pub mod time;
 pub mod usage;

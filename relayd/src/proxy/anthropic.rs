@@ -59,7 +59,7 @@ impl Protocol for Messages {
         let options = UpstreamOptions {
             deployment: &settings.deployment_name,
             max_output_tokens: settings.max_output_tokens,
-            use_max_completion_tokens: settings.use_max_completion_tokens,
+            use_max_completion_tokens: account.resolved.use_max_completion_tokens.value,
             reasoning: match settings.thinking {
                 ThinkingMapping::Drop => ReasoningMode::Drop,
                 ThinkingMapping::ReasoningEffort => ReasoningMode::ReasoningEffort,

@@ -90,15 +90,8 @@ pub(super) async fn dispatch<T>(
         trace.account(&account.settings.name, &account.settings.deployment_name);
         let attempt = build(&account)?;
         let upstreams = &state.upstreams;
-        let bounds = Bounds {
-            first_byte_deadline: tokio::time::Instant::now() + upstreams.first_byte_timeout(),
-            first_byte: upstreams.first_byte_timeout(),
-            idle: upstreams.idle_timeout(),
-            max_answer_bytes: upstreams.limits().max_answer_bytes,
-            max_line_bytes: upstreams.limits().max_line_bytes,
-        };
         let outcome = match upstreams.chat(&account, attempt.body).await {
-            Ok(response) => settle(response, attempt.stream, bounds).await,
+            Ok(response) => settle(response, attempt.stream, bounds(upstreams)).await,
             Err(error) => Err(error),
         };
         match outcome {
@@ -114,26 +107,7 @@ pub(super) async fn dispatch<T>(
                 });
             }
             Err(error) => {
-                tracing::warn!(
-                    account = %account.settings.name,
-                    error = %error,
-                    "upstream attempt failed"
-                );
-                state
-                    .metrics
-                    .observe_upstream_error(&account.settings.name, error.cause());
-                // Cool down before giving the slot back, so a waiting request woken by the
-                // release does not pick this account again.
-                if let Some(cooldown) = router.cooldown_for(&error.failure(), now_millis()) {
-                    tracing::warn!(
-                        account = %account.settings.name,
-                        until = cooldown.until,
-                        reason = %cooldown.reason,
-                        "account cooling down"
-                    );
-                    router.coordinator().cool_down(&account.id, cooldown).await;
-                }
-                drop(slot);
+                failed(state, &account, &error, slot).await;
                 let retry = error.is_retryable();
                 last_error = Some((account, error));
                 if !retry {
@@ -153,6 +127,42 @@ pub(super) async fn dispatch<T>(
         error,
         router.config().max_retry_after_secs,
     ))
+}
+
+/// The time bounds of one attempt, starting now.
+fn bounds(upstreams: &crate::upstream::Upstreams) -> Bounds {
+    Bounds {
+        first_byte_deadline: tokio::time::Instant::now() + upstreams.first_byte_timeout(),
+        first_byte: upstreams.first_byte_timeout(),
+        idle: upstreams.idle_timeout(),
+        max_answer_bytes: upstreams.limits().max_answer_bytes,
+        max_line_bytes: upstreams.limits().max_line_bytes,
+    }
+}
+
+/// Records a failed attempt (log, metrics, the account's cooldown) and gives its slot back.
+async fn failed(state: &AppState, account: &LiveAccount, error: &UpstreamError, slot: Slot) {
+    tracing::warn!(
+        account = %account.settings.name,
+        error = %error,
+        "upstream attempt failed"
+    );
+    state
+        .metrics
+        .observe_upstream_error(&account.settings.name, error.cause());
+    // Cool down before giving the slot back, so a waiting request woken by the release does
+    // not pick this account again.
+    let router = &state.routing;
+    if let Some(cooldown) = router.cooldown_for(&error.failure(), now_millis()) {
+        tracing::warn!(
+            account = %account.settings.name,
+            until = cooldown.until,
+            reason = %cooldown.reason,
+            "account cooling down"
+        );
+        router.coordinator().cool_down(&account.id, cooldown).await;
+    }
+    drop(slot);
 }
 
 /// The client's view of an upstream failure; a relayed `retry-after` is at most
@@ -201,39 +211,48 @@ pub(super) fn client_error(
             status,
             retry_after,
             body,
-        } => match status {
-            // Our credential is wrong, not the client's: a 401 would tell Claude Code to log in.
-            401 | 403 => ApiError::new(
-                ErrorKind::BadGateway,
-                format!(
-                    "the upstream of account {name:?} rejected relayd's credentials (HTTP {status}); check the account's apiKey"
-                ),
+        } => status_error(name, status, retry_after, &body, max_retry_after),
+    }
+}
+
+/// The client's view of an upstream's error status.
+fn status_error(
+    name: &str,
+    status: u16,
+    retry_after: Option<u64>,
+    body: &str,
+    max_retry_after: u64,
+) -> ApiError {
+    match status {
+        // Our credential is wrong, not the client's: a 401 would tell Claude Code to log in.
+        401 | 403 => ApiError::new(
+            ErrorKind::BadGateway,
+            format!(
+                "the upstream of account {name:?} rejected relayd's credentials (HTTP {status}); check the account's apiKey"
             ),
-            404 => ApiError::new(
-                ErrorKind::BadGateway,
-                format!(
-                    "the upstream of account {name:?} answered 404: check its endpoint and deploymentName"
-                ),
+        ),
+        404 => ApiError::new(
+            ErrorKind::BadGateway,
+            format!(
+                "the upstream of account {name:?} answered 404: check its endpoint and deploymentName"
             ),
-            429 => ApiError::new(
-                ErrorKind::RateLimited,
-                format!("the upstream of account {name:?} is rate limiting; retry later"),
-            )
-            .with_retry_after(retry_after.unwrap_or(5).min(max_retry_after)),
-            400..=499 => {
-                let message = upstream_message(&body);
-                match context_overflow(&message) {
-                    Some(anthropic_wording) => ApiError::invalid(anthropic_wording),
-                    None => {
-                        ApiError::invalid(format!("the upstream rejected the request: {message}"))
-                    }
-                }
+        ),
+        429 => ApiError::new(
+            ErrorKind::RateLimited,
+            format!("the upstream of account {name:?} is rate limiting; retry later"),
+        )
+        .with_retry_after(retry_after.unwrap_or(5).min(max_retry_after)),
+        400..=499 => {
+            let message = upstream_message(body);
+            match context_overflow(&message) {
+                Some(anthropic_wording) => ApiError::invalid(anthropic_wording),
+                None => ApiError::invalid(format!("the upstream rejected the request: {message}")),
             }
-            _ => ApiError::new(
-                ErrorKind::BadGateway,
-                format!("the upstream of account {name:?} failed (HTTP {status})"),
-            ),
-        },
+        }
+        _ => ApiError::new(
+            ErrorKind::BadGateway,
+            format!("the upstream of account {name:?} failed (HTTP {status})"),
+        ),
     }
 }
 
@@ -270,12 +289,15 @@ pub(super) fn context_overflow(message: &str) -> Option<String> {
         .filter_map(|s| s.parse().ok())
         .filter(|&n| n >= 16)
         .collect();
-    let maximum = numbers.first().copied();
-    let requested = numbers
+    // What was asked for is the largest number; the window is the first number below it.
+    // Servers word it in either order: vLLM and SGLang name the maximum first, llama.cpp
+    // "request (9543 tokens) exceeds the available context size (8192 tokens)".
+    let requested = numbers.iter().copied().max();
+    let maximum = numbers
         .iter()
         .copied()
-        .filter(|&n| Some(n) != maximum)
-        .max();
+        .find(|&n| requested.is_some_and(|r| n < r))
+        .or(requested);
     Some(match (requested, maximum) {
         (Some(requested), Some(maximum)) if requested > maximum => {
             format!("prompt is too long: {requested} tokens > {maximum} maximum")
@@ -307,5 +329,16 @@ mod tests {
                 .starts_with("prompt is too long: ")
         );
         assert_eq!(context_overflow("invalid temperature"), None);
+        // Window last, request first: the numbers must not swap.
+        let llama = "request (9543 tokens) exceeds the available context size (8192 tokens), try increasing it";
+        assert_eq!(
+            context_overflow(llama).unwrap(),
+            "prompt is too long: 9543 tokens > 8192 maximum"
+        );
+        let vllm_new = "This model's maximum context length is 32768 tokens. However, you requested 1000 output tokens and your prompt contains at least 32769 input tokens, for a total of at least 33769 tokens.";
+        assert_eq!(
+            context_overflow(vllm_new).unwrap(),
+            "prompt is too long: 33769 tokens > 32768 maximum"
+        );
     }
 }

@@ -151,13 +151,13 @@ mod tests {
         }))
         .unwrap();
         let (settings, secrets) = input.validate().unwrap();
-        Arc::new(LiveAccount {
-            id: AccountId(format!("acc_{name}")),
+        Arc::new(LiveAccount::new(
+            AccountId(format!("acc_{name}")),
             settings,
             secrets,
-            created_at: 0,
-            updated_at: 0,
-        })
+            (0, 0),
+            None,
+        ))
     }
 
     fn key(bound: &[&str]) -> RelayKey {

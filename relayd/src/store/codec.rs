@@ -142,8 +142,11 @@ mod tests {
                 description: None,
                 max_output_tokens: None,
                 thinking: ThinkingMapping::Drop,
-                use_max_completion_tokens: false,
+                use_max_completion_tokens: None,
                 send_reasoning_content: false,
+                upstream_auth: None,
+                context_window: None,
+                anthropic_mode: shared::account::AnthropicMode::Auto,
             },
             api_key: Some(Sealed {
                 nonce: "bm9uY2U=".into(),

@@ -277,7 +277,34 @@ impl StreamTranslator {
 
     fn on_tool_call(&mut self, call: DeltaToolCall<'_>, out: &mut Vec<u8>) {
         let new_id = call.id.as_deref().filter(|id| !id.is_empty());
-        let (current_index, same_call) = match &self.open {
+        let (index, same_call) = self.tool_call_index(call.index, new_id);
+        if !same_call {
+            if new_id.is_none() && self.seen_tool_indexes.contains(&index) {
+                tracing::debug!(
+                    index,
+                    "dropping a fragment for a tool call that was already closed"
+                );
+                return;
+            }
+            let name = call
+                .function
+                .as_ref()
+                .and_then(|f| f.name.as_deref())
+                .unwrap_or_default();
+            self.start_tool_call(index, new_id, name, out);
+        }
+        if let Some(fragment) = call
+            .function
+            .and_then(|f| f.arguments)
+            .filter(|a| !a.is_empty())
+        {
+            self.append_arguments(&fragment, out);
+        }
+    }
+
+    /// The upstream index a fragment belongs to, and whether it continues the open call.
+    fn tool_call_index(&self, index: Option<u32>, new_id: Option<&str>) -> (u32, bool) {
+        match &self.open {
             Open::Tool {
                 upstream_index,
                 upstream_id,
@@ -286,7 +313,7 @@ impl StreamTranslator {
                 // Upstreams that omit `index` start a new call by sending a new id. The guess is
                 // only made when `index` is missing, and saturates: the upstream chose the open
                 // call's index, which may be `u32::MAX` (adding 1 there panicked in debug builds).
-                let index = call.index.unwrap_or_else(|| match new_id {
+                let index = index.unwrap_or_else(|| match new_id {
                     Some(_) => upstream_index.saturating_add(1),
                     None => *upstream_index,
                 });
@@ -295,61 +322,50 @@ impl StreamTranslator {
                 (index, index == *upstream_index && same_id)
             }
             _ => (
-                call.index.unwrap_or_else(|| {
+                index.unwrap_or_else(|| {
                     self.seen_tool_indexes
                         .last()
                         .map_or(0, |i| i.saturating_add(1))
                 }),
                 false,
             ),
-        };
-        if !same_call {
-            if new_id.is_none() && self.seen_tool_indexes.contains(&current_index) {
-                tracing::debug!(
-                    index = current_index,
-                    "dropping a fragment for a tool call that was already closed"
-                );
-                return;
-            }
-            self.close_block(out);
-            self.seen_tool_indexes.push(current_index);
-            self.saw_tool_calls = true;
-            let id = match new_id {
-                Some(id) => client_tool_id(id).into_owned(),
-                None => format!(
-                    "toolu_{}_{}",
-                    self.message_id.trim_start_matches("msg_"),
-                    self.tool_calls
-                ),
-            };
-            self.tool_calls += 1;
-            let name = call
-                .function
-                .as_ref()
-                .and_then(|f| f.name.as_deref())
-                .unwrap_or_default();
-            let mut start = Vec::with_capacity(64 + name.len() + id.len());
-            start.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
-            push_str(&mut start, &id);
-            start.extend_from_slice(b",\"name\":");
-            push_str(&mut start, self.ctx.tools.original(name));
-            start.extend_from_slice(b",\"input\":{}}");
-            let open = Open::Tool {
-                upstream_index: current_index,
-                upstream_id: new_id.map(str::to_owned),
-                arguments: String::new(),
-                mode: ArgumentsMode::Unknown,
-                sent_any: false,
-            };
-            self.open_block(out, open, &start);
         }
-        let Some(fragment) = call
-            .function
-            .and_then(|f| f.arguments)
-            .filter(|a| !a.is_empty())
-        else {
-            return;
+    }
+
+    /// Closes the open block and opens a `tool_use` block for upstream call `index`.
+    fn start_tool_call(&mut self, index: u32, new_id: Option<&str>, name: &str, out: &mut Vec<u8>) {
+        self.close_block(out);
+        self.seen_tool_indexes.push(index);
+        self.saw_tool_calls = true;
+        let id = match new_id {
+            Some(id) => client_tool_id(id).into_owned(),
+            None => format!(
+                "toolu_{}_{}",
+                self.message_id.trim_start_matches("msg_"),
+                self.tool_calls
+            ),
         };
+        self.tool_calls += 1;
+        let mut start = Vec::with_capacity(64 + name.len() + id.len());
+        start.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
+        push_str(&mut start, &id);
+        start.extend_from_slice(b",\"name\":");
+        push_str(&mut start, self.ctx.tools.original(name));
+        start.extend_from_slice(b",\"input\":{}}");
+        let open = Open::Tool {
+            upstream_index: index,
+            upstream_id: new_id.map(str::to_owned),
+            arguments: String::new(),
+            mode: ArgumentsMode::Unknown,
+            sent_any: false,
+        };
+        self.open_block(out, open, &start);
+    }
+
+    /// Sends the new part of an arguments fragment. Upstreams send either fragments to append
+    /// or growing snapshots of the whole; the first fragment that extends what came before
+    /// decides which.
+    fn append_arguments(&mut self, fragment: &str, out: &mut Vec<u8>) {
         let Open::Tool {
             arguments,
             mode,
@@ -360,7 +376,7 @@ impl StreamTranslator {
             return;
         };
         let new_part = match *mode {
-            ArgumentsMode::Unknown if arguments.is_empty() => &fragment[..],
+            ArgumentsMode::Unknown if arguments.is_empty() => fragment,
             ArgumentsMode::Unknown | ArgumentsMode::Snapshots
                 if fragment.starts_with(arguments.as_str()) =>
             {
@@ -369,7 +385,7 @@ impl StreamTranslator {
             }
             _ => {
                 *mode = ArgumentsMode::Fragments;
-                &fragment[..]
+                fragment
             }
         };
         if new_part.is_empty() {

@@ -34,13 +34,14 @@ use http_body_util::Full;
 use hyper_tls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use shared::account::AccountKind;
+use shared::account::{AccountKind, UpstreamAuth};
 
 use crate::accounts::LiveAccount;
 use crate::config::{Timeouts, UpstreamConfig};
 
 mod error;
 mod pool;
+pub mod probe;
 mod response;
 
 pub use error::UpstreamError;
@@ -124,6 +125,9 @@ impl Upstreams {
     pub async fn models(&self, account: &LiveAccount) -> Result<UpstreamResponse, UpstreamError> {
         let url = match account.settings.kind {
             AccountKind::Openai => format!("{}/models", account.settings.endpoint),
+            AccountKind::Anthropic => {
+                format!("{}/v1/models", anthropic_base(&account.settings.endpoint))
+            }
             AccountKind::Azure => format!(
                 "{}/openai/models?api-version={}",
                 azure_base(&account.settings.endpoint),
@@ -317,6 +321,8 @@ pub fn chat_url(account: &LiveAccount) -> String {
     let s = &account.settings;
     match s.kind {
         AccountKind::Openai => format!("{}/chat/completions", s.endpoint),
+        // Never routed OpenAI-format requests; the URL is only ever used by a misdirected check.
+        AccountKind::Anthropic => format!("{}/v1/chat/completions", anthropic_base(&s.endpoint)),
         // The v1 shape (`…/openai/v1`) takes the deployment as `model`, like any OpenAI server.
         AccountKind::Azure if s.endpoint.ends_with("/openai/v1") => {
             format!("{}/chat/completions", s.endpoint)
@@ -330,20 +336,26 @@ pub fn chat_url(account: &LiveAccount) -> String {
     }
 }
 
+/// The base of an Anthropic-native endpoint, given with or without its trailing `/v1`.
+pub fn anthropic_base(endpoint: &str) -> &str {
+    endpoint.strip_suffix("/v1").unwrap_or(endpoint)
+}
+
 /// An Azure endpoint without a trailing `/openai` that users sometimes paste.
 fn azure_base(endpoint: &str) -> &str {
     endpoint.strip_suffix("/openai").unwrap_or(endpoint)
 }
 
-/// The account's credential header: `Authorization: Bearer` for OpenAI-compatible servers,
-/// `api-key` for Azure. Marked sensitive so it never shows in debug output.
+/// The account's credential header (`Authorization: Bearer`, `x-api-key` or Azure's `api-key`).
+/// Marked sensitive so it never shows in debug output.
 fn auth_header(account: &LiveAccount) -> Result<Option<(HeaderName, HeaderValue)>, UpstreamError> {
     let Some(key) = &account.secrets.api_key else {
         return Ok(None);
     };
-    let (name, value) = match account.settings.kind {
-        AccountKind::Openai => (header::AUTHORIZATION, format!("Bearer {key}")),
-        AccountKind::Azure => (HeaderName::from_static("api-key"), key.clone()),
+    let (name, value) = match account.settings.auth() {
+        UpstreamAuth::Bearer => (header::AUTHORIZATION, format!("Bearer {key}")),
+        UpstreamAuth::XApiKey => (HeaderName::from_static("x-api-key"), key.clone()),
+        UpstreamAuth::ApiKey => (HeaderName::from_static("api-key"), key.clone()),
     };
     let mut value = HeaderValue::try_from(value).map_err(|_| {
         UpstreamError::Transport(format!(

@@ -2,11 +2,11 @@
 //! problem, not just the first) and applies the defaults, one check per field group.
 
 use super::{
-    AccountId, AccountInput, AccountKind, AccountSecrets, AccountSettings, DEFAULT_API_VERSION,
-    DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, MAX_API_KEY_BYTES, MAX_API_VERSION_CHARS,
-    MAX_CONCURRENCY, MAX_DEPLOYMENT_CHARS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS,
-    default_supported_models, normalise_endpoint, validate_endpoint, validate_models,
-    validate_proxy,
+    AccountId, AccountInput, AccountKind, AccountSecrets, AccountSettings, AnthropicMode,
+    DEFAULT_API_VERSION, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, MAX_API_KEY_BYTES,
+    MAX_API_VERSION_CHARS, MAX_CONCURRENCY, MAX_DEPLOYMENT_CHARS, MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS, MIN_CONTEXT_WINDOW, default_supported_models, normalise_endpoint,
+    validate_endpoint, validate_models, validate_proxy,
 };
 use crate::error::FieldError;
 
@@ -51,6 +51,16 @@ impl AccountInput {
         let max_output_tokens = errors
             .check("maxOutputTokens", max_output_tokens(self.max_output_tokens))
             .flatten();
+        let context_window = errors
+            .check("contextWindow", context_window(self.context_window))
+            .flatten();
+        let anthropic_mode = self.anthropic_mode.unwrap_or_default();
+        if self.kind == Some(AccountKind::Anthropic) && anthropic_mode == AnthropicMode::Translate {
+            errors.check::<()>(
+                "anthropicMode",
+                Err("an account of kind anthropic speaks only the Messages API; it cannot be translated to".to_owned()),
+            );
+        }
 
         let Some(endpoint) = endpoint.filter(|_| errors.0.is_empty()) else {
             return Err(errors.0);
@@ -69,8 +79,11 @@ impl AccountInput {
             description,
             max_output_tokens,
             thinking: self.thinking.unwrap_or_default(),
-            use_max_completion_tokens: self.use_max_completion_tokens.unwrap_or(false),
+            use_max_completion_tokens: self.use_max_completion_tokens,
             send_reasoning_content: self.send_reasoning_content.unwrap_or(false),
+            upstream_auth: self.upstream_auth,
+            context_window,
+            anthropic_mode,
         };
         Ok((settings, AccountSecrets { api_key, proxy }))
     }
@@ -198,5 +211,18 @@ fn max_output_tokens(max_output_tokens: Option<i64>) -> Result<Option<u32>, Stri
         None => Ok(None),
         Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Ok(u32::try_from(n).ok()),
         Some(n) => Err(format!("must be a positive number of tokens, got {n}")),
+    }
+}
+
+/// `contextWindow`: between [`MIN_CONTEXT_WINDOW`] and `u32::MAX` tokens when given.
+fn context_window(context_window: Option<i64>) -> Result<Option<u32>, String> {
+    match context_window {
+        None => Ok(None),
+        Some(n) if (i64::from(MIN_CONTEXT_WINDOW)..=i64::from(u32::MAX)).contains(&n) => {
+            Ok(u32::try_from(n).ok())
+        }
+        Some(n) => Err(format!(
+            "must be a number of tokens from {MIN_CONTEXT_WINDOW}, got {n}"
+        )),
     }
 }

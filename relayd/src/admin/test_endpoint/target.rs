@@ -84,13 +84,7 @@ fn resolve_unsaved(
         ..AccountInput::default()
     };
     let (settings, secrets) = input.validate().map_err(ApiError::fields)?;
-    let account = LiveAccount {
-        id: AccountId(String::new()),
-        settings,
-        secrets,
-        created_at: 0,
-        updated_at: 0,
-    };
+    let account = LiveAccount::new(AccountId(String::new()), settings, secrets, (0, 0), None);
     refuse_link_local(state, &account)?;
     let target = target_of(&account, named);
     Ok((std::sync::Arc::new(account), target))
