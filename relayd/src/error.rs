@@ -21,6 +21,9 @@ const OVERLOADED_REASON: hyper::ext::ReasonPhrase =
 pub enum ErrorKind {
     /// Malformed or semantically invalid input.
     InvalidRequest,
+    /// The prompt does not fit the model's context window (a 400, worded as Anthropic words it:
+    /// `prompt is too long: N tokens > M maximum`, which Claude Code acts on).
+    ContextLengthExceeded,
     /// Missing or wrong credentials.
     Unauthenticated,
     /// Valid credentials, not allowed to do this.
@@ -55,7 +58,7 @@ impl ErrorKind {
     /// The HTTP status, for every surface. Exhaustive on purpose: a new kind must choose one.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::ContextLengthExceeded => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -80,6 +83,7 @@ impl ErrorKind {
     fn admin_code(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",
+            Self::ContextLengthExceeded => "context_length_exceeded",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -100,9 +104,10 @@ impl ErrorKind {
     /// Anthropic's `error.type`.
     fn anthropic_type(self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::MethodNotAllowed | Self::UnsupportedMediaType => {
-                "invalid_request_error"
-            }
+            Self::InvalidRequest
+            | Self::ContextLengthExceeded
+            | Self::MethodNotAllowed
+            | Self::UnsupportedMediaType => "invalid_request_error",
             Self::Conflict => "invalid_request_error",
             Self::Unauthenticated => "authentication_error",
             Self::Forbidden => "permission_error",
@@ -119,6 +124,7 @@ impl ErrorKind {
     fn openai_type_code(self) -> (&'static str, &'static str) {
         match self {
             Self::InvalidRequest => ("invalid_request_error", "invalid_request"),
+            Self::ContextLengthExceeded => ("invalid_request_error", "context_length_exceeded"),
             Self::Unauthenticated => ("invalid_request_error", "invalid_api_key"),
             Self::Forbidden => ("invalid_request_error", "permission_denied"),
             Self::NotFound => ("invalid_request_error", "model_not_found"),

@@ -104,7 +104,7 @@ pub(crate) fn check(case: &Case) -> Result<(), TestCaseError> {
 
 fn check_request(case: &Case) -> Result<(), TestCaseError> {
     let body = &case.request.0;
-    let (out, info) = match prepare_openai_request(body, case.deployment) {
+    let (out, info) = match prepare_openai_request(body, case.deployment, None) {
         Err(TranslateError::InvalidRequest { path, message }) => {
             prop_assert!(!path.is_empty() && !message.is_empty());
             return Ok(());

@@ -17,7 +17,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use sections::{MetricsConfig, Routing, Timeouts, UpstreamConfig, UsageConfig};
+pub use sections::{ContextConfig, MetricsConfig, Routing, Timeouts, UpstreamConfig, UsageConfig};
 pub use server::{ServerConfig, open_file_limit};
 
 /// Environment variables with the `RELAYD_` prefix that are not configuration keys.
@@ -74,6 +74,8 @@ pub struct Config {
     pub routing: Routing,
     /// Upstream connections and the size of what upstreams may send.
     pub upstream: UpstreamConfig,
+    /// Keeping requests inside upstreams' context windows.
+    pub context: ContextConfig,
     // --- Client connections and the upstream address policy (see the block near the end). ---
     /// Client connections: read timeouts and the connection cap.
     pub server: ServerConfig,
@@ -112,6 +114,7 @@ impl Default for Config {
             usage: UsageConfig::default(),
             routing: Routing::default(),
             upstream: UpstreamConfig::default(),
+            context: ContextConfig::default(),
             server: ServerConfig::default(),
             allow_link_local_endpoints: false,
         }

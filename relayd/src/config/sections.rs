@@ -1,5 +1,5 @@
 //! The sections of the configuration file other than `[server]`: `[upstream]`, `[usage]`,
-//! `[metrics]`, `[routing]` and `[timeouts]`, each with its defaults and helpers.
+//! `[metrics]`, `[routing]`, `[timeouts]` and `[context]`, each with its defaults and helpers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -212,6 +212,32 @@ impl Default for Timeouts {
             first_byte_secs: 600,
             idle_secs: 300,
             ping_secs: 10,
+        }
+    }
+}
+
+/// `[context]`: keeping requests inside an upstream's context window (its `contextWindow`,
+/// set or detected).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// A prompt that leaves less room than this for the answer is refused as too long, without
+    /// calling the upstream (which would refuse it anyway, or answer a few words).
+    pub min_output_tokens: u32,
+    /// Tokens kept free besides prompt and answer: the chat template's own tokens and the
+    /// difference between a count and what the server really renders.
+    pub margin_tokens: u32,
+    /// Shrink Claude Code's compaction request (its summary instruction) to fit by cutting the
+    /// middle of the largest tool results, so `/compact` succeeds on a small window.
+    pub shrink_compaction: bool,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self {
+            min_output_tokens: 1024,
+            margin_tokens: 64,
+            shrink_compaction: true,
         }
     }
 }

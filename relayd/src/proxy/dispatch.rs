@@ -245,7 +245,9 @@ fn status_error(
         400..=499 => {
             let message = upstream_message(body);
             match context_overflow(&message) {
-                Some(anthropic_wording) => ApiError::invalid(anthropic_wording),
+                Some(anthropic_wording) => {
+                    ApiError::new(ErrorKind::ContextLengthExceeded, anthropic_wording)
+                }
                 None => ApiError::invalid(format!("the upstream rejected the request: {message}")),
             }
         }

@@ -32,7 +32,7 @@ impl Protocol for ChatCompletions {
 
     /// Validates the body and learns the model once.
     fn parse(body: &[u8]) -> Result<(&[u8], Cow<'_, str>), ApiError> {
-        let (_, info) = prepare_openai_request(body, "").map_err(translate_error)?;
+        let (_, info) = prepare_openai_request(body, "", None).map_err(translate_error)?;
         Ok((body, Cow::Owned(info.requested_model)))
     }
 
@@ -45,8 +45,9 @@ impl Protocol for ChatCompletions {
         body: &Bytes,
         account: &LiveAccount,
     ) -> Result<Attempt<OpenAiRequestInfo>, ApiError> {
-        let (upstream, info) = prepare_openai_request(body, &account.settings.deployment_name)
-            .map_err(translate_error)?;
+        let (upstream, info) =
+            prepare_openai_request(body, &account.settings.deployment_name, None)
+                .map_err(translate_error)?;
         Ok(Attempt {
             body: Bytes::from(upstream),
             stream: info.stream,

@@ -15,6 +15,7 @@
 //! - [`replay`]: a complete OpenAI completion as the chunk stream that would have carried it
 //!   ([`completion_as_sse`]), for servers that ignore `stream: true`.
 //! - [`tokens`]: local `count_tokens` ([`count_tokens`]).
+//! - [`compaction`]: Claude Code's compaction request, shrunk to fit a small window.
 //! - [`tools`]: tool-name shortening ([`ToolNames`]) and tool-call id mapping.
 //!
 //! Design decisions that are visible on the wire:
@@ -34,6 +35,7 @@
 //! - **Tool names** longer than 64 bytes are shortened to a 55-byte prefix + `_` + 8 hex digits of
 //!   their SHA-256; [`ToolNames`] in the [`RequestContext`] maps them back in responses.
 
+pub mod compaction;
 pub mod openai;
 pub mod replay;
 pub mod request;

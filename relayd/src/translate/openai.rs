@@ -29,13 +29,16 @@ pub struct OpenAiRequestInfo {
     pub added_include_usage: bool,
 }
 
-/// Rewrites an OpenAI chat request for the upstream: `model` becomes `deployment`, and a streaming
-/// request gets `stream_options.include_usage = true`. Other keys are copied byte for byte.
+/// Rewrites an OpenAI chat request for the upstream: `model` becomes `deployment`, a streaming
+/// request gets `stream_options.include_usage = true`, and `max_tokens` /
+/// `max_completion_tokens` above `max_tokens_cap` (what the upstream's context window leaves)
+/// are lowered to it. Other keys are copied byte for byte.
 ///
 /// Errors are [`TranslateError::InvalidRequest`] (HTTP 400).
 pub fn prepare_openai_request(
     body: &[u8],
     deployment: &str,
+    max_tokens_cap: Option<u32>,
 ) -> Result<(Vec<u8>, OpenAiRequestInfo), TranslateError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| TranslateError::request("body", format!("not UTF-8: {e}")))?;
@@ -55,65 +58,101 @@ pub fn prepare_openai_request(
     let Some(requested_model) = requested_model else {
         return Err(TranslateError::request("model", "field required"));
     };
-    let mut added_include_usage = false;
-    let mut new_stream_options = None;
-    if stream {
-        match stream_options.filter(|raw| raw.get() != "null") {
-            None => {
-                added_include_usage = true;
-                new_stream_options = Some(Cow::Borrowed("{\"include_usage\":true}"));
-            }
-            Some(raw) => {
-                let mut options: serde_json::Map<String, serde_json::Value> =
-                    parse(raw, "stream_options")?;
-                if options.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
-                    added_include_usage = true;
-                    options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
-                    new_stream_options =
-                        Some(Cow::Owned(serde_json::Value::Object(options).to_string()));
-                }
-            }
-        }
-    }
-
-    let mut out = Vec::with_capacity(body.len() + 48);
-    out.push(b'{');
-    let mut first = true;
-    let mut wrote_stream_options = false;
-    for (key, value) in &entries {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        push_str(&mut out, key);
-        out.push(b':');
-        match key.as_ref() {
-            "model" => push_str(&mut out, deployment),
-            "stream_options" if new_stream_options.is_some() => {
-                out.extend_from_slice(new_stream_options.as_deref().unwrap_or_default().as_bytes());
-                wrote_stream_options = true;
-            }
-            _ => out.extend_from_slice(value.get().as_bytes()),
-        }
-    }
-    if let Some(options) = new_stream_options.as_deref()
-        && !wrote_stream_options
-    {
-        if !first {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"stream_options\":");
-        out.extend_from_slice(options.as_bytes());
-    }
-    out.push(b'}');
+    let (new_stream_options, added_include_usage) = if stream {
+        with_include_usage(stream_options)?
+    } else {
+        (None, false)
+    };
+    let rewrite = Rewrite {
+        deployment,
+        stream_options: new_stream_options.as_deref(),
+        max_tokens_cap,
+    };
     Ok((
-        out,
+        rewrite.write(&entries, body.len()),
         OpenAiRequestInfo {
             requested_model,
             stream,
             added_include_usage,
         },
     ))
+}
+
+/// The `stream_options` a streaming request is sent with (`None`: the client's, unchanged), and
+/// whether `include_usage` was added to it.
+fn with_include_usage(
+    stream_options: Option<&RawValue>,
+) -> Result<(Option<Cow<'static, str>>, bool), TranslateError> {
+    match stream_options.filter(|raw| raw.get() != "null") {
+        None => Ok((Some(Cow::Borrowed("{\"include_usage\":true}")), true)),
+        Some(raw) => {
+            let mut options: serde_json::Map<String, serde_json::Value> =
+                parse(raw, "stream_options")?;
+            if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+                return Ok((None, false));
+            }
+            options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+            Ok((
+                Some(Cow::Owned(serde_json::Value::Object(options).to_string())),
+                true,
+            ))
+        }
+    }
+}
+
+/// What changes on the way upstream.
+struct Rewrite<'a> {
+    deployment: &'a str,
+    /// Replaces (or is added as) `stream_options`.
+    stream_options: Option<&'a str>,
+    max_tokens_cap: Option<u32>,
+}
+
+impl Rewrite<'_> {
+    /// The body with the changes applied, every other entry copied as it came.
+    fn write(&self, entries: &[(Cow<'_, str>, &RawValue)], len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 48);
+        out.push(b'{');
+        let mut wrote_stream_options = false;
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_str(&mut out, key);
+            out.push(b':');
+            match (key.as_ref(), self.stream_options) {
+                ("model", _) => push_str(&mut out, self.deployment),
+                ("stream_options", Some(options)) => {
+                    out.extend_from_slice(options.as_bytes());
+                    wrote_stream_options = true;
+                }
+                ("max_tokens" | "max_completion_tokens", _) => self.max_tokens(&mut out, value),
+                _ => out.extend_from_slice(value.get().as_bytes()),
+            }
+        }
+        if let Some(options) = self.stream_options
+            && !wrote_stream_options
+        {
+            if !entries.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"stream_options\":");
+            out.extend_from_slice(options.as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// A token limit, lowered to the cap when above it (anything that is not a number is the
+    /// upstream's to judge).
+    fn max_tokens(&self, out: &mut Vec<u8>, value: &RawValue) {
+        match (self.max_tokens_cap, value.get().parse::<u64>()) {
+            (Some(cap), Ok(asked)) if asked > u64::from(cap) => {
+                out.extend_from_slice(itoa::Buffer::new().format(cap).as_bytes());
+            }
+            _ => out.extend_from_slice(value.get().as_bytes()),
+        }
+    }
 }
 
 /// Rewrites a non-streaming OpenAI response for the client (`model` back to the requested name)

@@ -1334,7 +1334,7 @@ fn stream_is_linear_in_chunks() {
 #[test]
 fn openai_request_rewrites_model_and_adds_include_usage() {
     let body = br#"{"model":"gpt-4o", "messages":[{"role":"user","content":"hi"}],"stream":true,"x":{"y":1}}"#;
-    let (out, info) = prepare_openai_request(body, "deploy-1").expect("ok");
+    let (out, info) = prepare_openai_request(body, "deploy-1", None).expect("ok");
     assert_eq!(
         std::str::from_utf8(&out).ok(),
         Some(
@@ -1350,15 +1350,31 @@ fn openai_request_rewrites_model_and_adds_include_usage() {
         }
     );
     let asked = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
-    let (out, info) = prepare_openai_request(asked, "d").expect("ok");
+    let (out, info) = prepare_openai_request(asked, "d", None).expect("ok");
     assert!(!info.added_include_usage);
     assert_eq!(
         std::str::from_utf8(&out).ok(),
         Some(r#"{"model":"d","stream":true,"stream_options":{"include_usage":true}}"#)
     );
-    let (_, info) = prepare_openai_request(br#"{"model":"m","messages":[]}"#, "d").expect("ok");
+    let (_, info) =
+        prepare_openai_request(br#"{"model":"m","messages":[]}"#, "d", None).expect("ok");
     assert!(!info.stream && !info.added_include_usage);
-    assert!(prepare_openai_request(br#"{"messages":[]}"#, "d").is_err());
+    assert!(prepare_openai_request(br#"{"messages":[]}"#, "d", None).is_err());
+}
+
+#[test]
+fn openai_token_limits_above_the_window_cap_are_lowered() {
+    let body = br#"{"model":"m","max_tokens":32000,"max_completion_tokens":100,"n":2}"#;
+    let (out, _) = prepare_openai_request(body, "d", Some(4096)).expect("ok");
+    assert_eq!(
+        std::str::from_utf8(&out).ok(),
+        Some(r#"{"model":"d","max_tokens":4096,"max_completion_tokens":100,"n":2}"#)
+    );
+    let (out, _) = prepare_openai_request(body, "d", None).expect("ok");
+    assert_eq!(
+        std::str::from_utf8(&out).ok(),
+        Some(r#"{"model":"d","max_tokens":32000,"max_completion_tokens":100,"n":2}"#)
+    );
 }
 
 fn tap_all(info: &OpenAiRequestInfo, input: &[u8], piece: usize) -> (String, Option<Usage>) {
