@@ -68,6 +68,11 @@ pub enum Command {
     #[command(after_help = "Example:
   relayctl import --batch custom-models.json --dry-run")]
     Import(ImportArgs),
+    /// Print the environment that points Claude Code at relayd for one model, with the context
+    /// window it must plan for.
+    #[command(after_help = "Example:
+  eval \"$(relayctl env --model claude-sonnet-4-5-20250929 --key rk-...)\" && claude")]
+    Env(EnvArgs),
     /// Show the routing table: model name -> accounts in routing order.
     #[command(after_help = "Examples:
   relayctl models
@@ -232,6 +237,18 @@ pub struct ModelsArgs {
     /// Show only the accounts a request for this model name would go to, in order.
     #[arg(long, value_name = "MODEL")]
     pub check: Option<String>,
+}
+
+/// `env`.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// The model name Claude Code should ask for (keep a Claude name: Claude Code shapes its
+    /// requests by it).
+    #[arg(long, value_name = "MODEL")]
+    pub model: String,
+    /// The relay key's secret (default: a placeholder to replace).
+    #[arg(long, env = "RELAY_KEY", hide_env_values = true, value_name = "SECRET")]
+    pub key: Option<String>,
 }
 
 /// `accounts …`.

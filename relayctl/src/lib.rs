@@ -11,6 +11,7 @@
 //! [`run`] is the edge: it parses the command line, dispatches, and maps the outcome to an exit
 //! code — 0 ok, 1 failure, 2 usage error — printing any error as one line `relayctl: error: …`.
 
+pub mod claude_env;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -81,6 +81,9 @@ pub struct RouteEntry {
     pub concurrency: u32,
     /// In flight right now (on this instance, or cluster-wide with Redis).
     pub in_flight: u32,
+    /// The account's context window (set or detected), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
     /// Health.
     #[serde(flatten)]
     pub state: AccountState,

@@ -7,6 +7,7 @@ mod admin_api;
 mod claude_code;
 mod client_auth;
 mod connections;
+mod context_window;
 mod cooldown_reset;
 mod coordinator_conformance;
 mod endpoint_policy;

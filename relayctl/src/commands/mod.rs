@@ -4,6 +4,7 @@
 mod accounts;
 mod add_model;
 mod completions;
+mod env;
 mod import;
 mod keys;
 mod models;
@@ -64,6 +65,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::AddModel(args) => add_model::run(&ctx, args),
         Command::Import(args) => import::run(&ctx, args),
         Command::Models(args) => models::run(&ctx, args),
+        Command::Env(args) => env::run(&ctx, args),
         Command::Accounts(command) => accounts::run(&ctx, command),
         Command::Keys(command) => keys::run(&ctx, command),
         Command::Usage(args) => usage::run(&ctx, args),

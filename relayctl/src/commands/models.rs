@@ -24,7 +24,7 @@ pub(super) fn run(ctx: &Context<'_>, args: &ModelsArgs) -> anyhow::Result<()> {
 
 /// The same rule relayd applies: an exact entry wins; otherwise every matching pattern, in the
 /// table's order (relayd sorts patterns), is a candidate.
-fn routes_for(model: &str, routes: &[ModelRoute]) -> Vec<ModelRoute> {
+pub(super) fn routes_for(model: &str, routes: &[ModelRoute]) -> Vec<ModelRoute> {
     if let Some(exact) = routes.iter().find(|r| !r.pattern && r.model == model) {
         return vec![exact.clone()];
     }

@@ -1,4 +1,5 @@
-//! Printing relay keys: the key list, one key, and a newly created key with its secret.
+//! Printing relay keys: the key list, one key, a newly created key with its secret, and the
+//! environment that points Claude Code at relayd with a key.
 
 use std::io;
 
@@ -7,7 +8,10 @@ use shared::admin::KeyList;
 use shared::key::{CreatedKey, RelayKey};
 use shared::time::now_millis;
 
-use super::{Printer, add_row, all_or, format_time, key_value, print_table, stdout, table};
+use super::{
+    Printer, add_row, all_or, format_time, key_value, print_table, stdout, table, terminal_safe,
+};
+use crate::claude_env::{ClaudeEnv, compaction_point};
 
 impl Printer {
     /// Relay keys, without secrets.
@@ -85,10 +89,60 @@ impl Printer {
             "created key {} ({})\n\
              secret (shown only now; store it safely):\n  {}\n\n\
              Claude Code:\n  {anthropic}\n\
+             \x20 (with the context window of a model: eval \"$(relayctl env --model NAME --key SECRET)\")\n\
              OpenAI-compatible clients:\n  {openai}\n",
             created.key.name, created.key.id, created.secret
         ))
     }
+}
+
+impl Printer {
+    /// The environment for Claude Code: `export` lines (shell-quoted) and notes on stderr, or
+    /// the variables as one JSON object.
+    pub fn claude_env(self, model: &str, env: &ClaudeEnv, unknown: &[&str]) -> io::Result<()> {
+        if self.is_json() {
+            let vars: serde_json::Map<String, serde_json::Value> = env
+                .vars
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                .collect();
+            return self.json(&json!({ "model": model, "env": vars, "unknownWindows": unknown }));
+        }
+        let mut text = String::new();
+        for (name, value) in &env.vars {
+            text.push_str(&format!("export {name}={}\n", shell_quote(value)));
+        }
+        stdout(&text)?;
+        let note = match compaction_point(&env.vars) {
+            Some(point) => format!(
+                "# Claude Code will compact conversations at about {point} tokens for {model}"
+            ),
+            None => format!(
+                "# no context window is known for {model}: run relayctl accounts probe --all, or set contextWindow"
+            ),
+        };
+        let mut notes = vec![note];
+        if !unknown.is_empty() {
+            notes.push(format!(
+                "# window unknown (left out) for: {}",
+                unknown.join(", ")
+            ));
+        }
+        eprintln!("{}", terminal_safe(&notes.join("\n")));
+        Ok(())
+    }
+}
+
+/// `value` as one POSIX shell word.
+fn shell_quote(value: &str) -> String {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,".contains(&b))
+    {
+        return value.to_owned();
+    }
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 fn limits_text(key: &RelayKey) -> String {

@@ -81,6 +81,7 @@ pub fn table(snapshot: &AccountSnapshot, coordinator: &dyn Coordinator) -> Routi
                     priority: account.settings.priority,
                     concurrency: account.settings.concurrency,
                     in_flight: coordinator.in_flight(&account.id),
+                    context_window: account.resolved.context_window.value,
                     state: account_state(account, coordinator, now),
                 });
         }
