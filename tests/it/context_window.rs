@@ -3,7 +3,9 @@
 //! without an upstream call, and Claude Code's compaction request shrunk to fit.
 
 use relayd_tests::app::TestApp;
-use serde_json::json;
+use relayd_tests::http::{Reply, send};
+use relayd_tests::mock_upstream::MockUpstream;
+use serde_json::{Value, json};
 
 use crate::relayctl::relayctl;
 
@@ -86,4 +88,213 @@ async fn env_gives_claude_code_the_smallest_window_serving_the_model() {
     // No model, no environment.
     let run = relayctl(&app, &["env", "--model", "gpt-4o"]).failed(1);
     assert!(run.stderr.contains("not served by any account"), "{run:#?}");
+}
+
+/// relayd in front of mock upstreams, one account per `(name, window, priority)`, and a key.
+async fn relay(accounts: &[(&str, u32, u8)]) -> (TestApp, Vec<MockUpstream>, String) {
+    let app = TestApp::start().await;
+    let mut mocks = Vec::new();
+    for (name, window, priority) in accounts {
+        let mock = MockUpstream::start().await;
+        app.admin()
+            .create_account(&json!({
+                "name": name, "endpoint": mock.endpoint(), "deploymentName": "d",
+                "contextWindow": window, "priority": priority,
+                "supportedModels": [MODEL, "gpt-4o"],
+            }))
+            .await;
+        mocks.push(mock);
+    }
+    let key = app.admin().create_key(&json!({"name": "k"})).await;
+    (app, mocks, key)
+}
+
+const MODEL: &str = "claude-sonnet-4-5-20250929";
+
+async fn anthropic(app: &TestApp, key: &str, body: &Value) -> Reply {
+    send(
+        reqwest::Client::new()
+            .post(app.url("/v1/messages"))
+            .header("x-api-key", key)
+            .json(body),
+    )
+    .await
+}
+
+async fn openai(app: &TestApp, key: &str, body: &Value) -> Reply {
+    send(
+        reqwest::Client::new()
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body),
+    )
+    .await
+}
+
+/// About `tokens` tokens of ASCII text (the local estimate counts 4 bytes a token).
+fn text(tokens: usize) -> String {
+    "word ".repeat(tokens * 4 / 5)
+}
+
+#[tokio::test]
+async fn output_is_capped_at_what_the_window_leaves() {
+    let (app, mocks, key) = relay(&[("small", 8192, 50)]).await;
+    let reply = anthropic(
+        &app,
+        &key,
+        &json!({"model": MODEL, "max_tokens": 32000,
+                "messages": [{"role": "user", "content": text(2000)}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let sent = mocks[0].requests()[0].json();
+    let max_tokens = sent["max_tokens"].as_u64().expect("max_tokens");
+    // 8192 − 64 margin − a conservative ~2,500 tokens of prompt.
+    assert!(
+        (5_000..6_200).contains(&max_tokens),
+        "max_tokens {max_tokens}"
+    );
+
+    // The same for OpenAI clients, whose limit is lowered only when above the cap.
+    let reply = openai(
+        &app,
+        &key,
+        &json!({"model": "gpt-4o", "max_tokens": 32000,
+                "messages": [{"role": "user", "content": text(2000)}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let max_tokens = mocks[0].requests()[1].json()["max_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (5_000..6_200).contains(&max_tokens),
+        "max_tokens {max_tokens}"
+    );
+    let reply = openai(
+        &app,
+        &key,
+        &json!({"model": "gpt-4o", "max_tokens": 100,
+                "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(mocks[0].requests()[2].json()["max_tokens"], 100);
+}
+
+#[tokio::test]
+async fn a_prompt_that_cannot_fit_is_refused_without_an_upstream_call() {
+    let (app, mocks, key) = relay(&[("small", 8192, 50)]).await;
+    let body = json!({"model": MODEL, "max_tokens": 1000,
+                      "messages": [{"role": "user", "content": text(9000)}]});
+    let reply = anthropic(&app, &key, &body).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json["type"], "error");
+    assert_eq!(reply.json["error"]["type"], "invalid_request_error");
+    let message = reply.json["error"]["message"].as_str().unwrap();
+    // Claude Code reads both numbers: the prompt's, then the most that fits.
+    let numbers: Vec<u64> = message
+        .trim_start_matches("prompt is too long: ")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(message.starts_with("prompt is too long: "), "{message}");
+    assert!(
+        numbers[0] > 9_000 && numbers[1] == 8192 - 64 - 1024,
+        "{message}"
+    );
+
+    let reply = openai(
+        &app,
+        &key,
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text(9000)}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json["error"]["code"], "context_length_exceeded");
+    assert!(
+        mocks[0].requests().is_empty(),
+        "nothing may reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_for_one_account_goes_to_a_larger_one() {
+    let (app, mocks, key) = relay(&[("small", 8192, 10), ("large", 131_072, 20)]).await;
+    let reply = anthropic(
+        &app,
+        &key,
+        &json!({"model": MODEL, "max_tokens": 32000,
+                "messages": [{"role": "user", "content": text(9000)}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.headers["x-relay-account"], "large");
+    assert!(mocks[0].requests().is_empty());
+    assert_eq!(mocks[1].requests()[0].json()["max_tokens"], 32000);
+    // Nothing was sent to the small one, so it is not cooling down.
+    let table = app.admin().get("/models").await;
+    let states: Vec<(String, String)> = table.json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["accounts"].as_array().unwrap().iter())
+        .map(|a| (a["name"].to_string(), a["state"].to_string()))
+        .collect();
+    assert!(
+        states.iter().all(|(_, state)| state == "\"ok\""),
+        "{states:?}"
+    );
+}
+
+/// Claude Code's compaction request: a conversation of tool results, then its summary
+/// instruction.
+fn compaction(results: &[usize]) -> Value {
+    let mut messages = vec![json!({"role": "user", "content": "read the big files"})];
+    for (i, tokens) in results.iter().enumerate() {
+        messages.push(json!({"role": "assistant", "content": [
+            {"type": "tool_use", "id": format!("toolu_{i}"), "name": "Read", "input": {"file_path": format!("/f{i}")}}
+        ]}));
+        messages.push(json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": format!("toolu_{i}"),
+             "content": format!("HEAD{i} {} TAIL{i}", text(*tokens))}
+        ]}));
+    }
+    messages.push(json!({"role": "user", "content": [{"type": "text", "text":
+        "Your task is to create a detailed summary of the conversation so far, paying close attention to the user's explicit requests and your previous actions."}]}));
+    json!({"model": MODEL, "max_tokens": 20000,
+           "system": [{"type": "text", "text": "You are a helpful AI assistant tasked with summarizing conversations."}],
+           "messages": messages})
+}
+
+#[tokio::test]
+async fn claude_codes_compaction_is_shrunk_to_fit_and_nothing_else_is() {
+    let (app, mocks, key) = relay(&[("small", 8192, 50)]).await;
+    let reply = anthropic(&app, &key, &compaction(&[4000, 300, 4000])).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let sent = mocks[0].requests()[0].json();
+    let results: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(results.len(), 3, "{sent}");
+    // The oldest large result is cut in its middle, head and tail kept, with a marker.
+    assert!(results[0].starts_with("HEAD0 ") && results[0].ends_with(" TAIL0"));
+    assert!(results[0].contains("relayd cut"), "{}", results[0]);
+    assert!(!results[1].contains("relayd cut"));
+    assert!(sent["max_tokens"].as_u64().unwrap() >= 1024);
+
+    // The same conversation without the summary instruction is refused, not altered.
+    let mut plain = compaction(&[4000, 300, 4000]);
+    plain["messages"].as_array_mut().unwrap().pop();
+    plain["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "user", "content": "go on"}));
+    let reply = anthropic(&app, &key, &plain).await;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(mocks[0].requests().len(), 1);
 }

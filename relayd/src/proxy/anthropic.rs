@@ -12,11 +12,13 @@ use shared::account::ThinkingMapping;
 use super::dispatch::Attempt;
 use super::handler::{Protocol, StreamTail};
 use super::stream::anthropic_sse;
+use super::window::{self, Prompt};
 use super::{sse_response, translate_error};
 use crate::accounts::LiveAccount;
 use crate::auth::random_hex;
 use crate::error::{ApiError, Surface};
 use crate::extract::read_body;
+use crate::keys::Caller;
 use crate::state::AppState;
 use crate::translate::{
     AnthropicRequest, ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions, Usage,
@@ -50,15 +52,40 @@ impl Protocol for Messages {
             .map(Cow::into_owned)
     }
 
+    fn prompt<'a>(request: &'a AnthropicRequest<'_>, body: &'a Bytes) -> Prompt<'a> {
+        Prompt::new(|| request.estimate_input_tokens().unwrap_or(1), Some(body))
+    }
+
+    fn shrink(state: &AppState, caller: &Caller, body: &Bytes) -> Option<Bytes> {
+        // Only the compaction request is ever altered; the model is read loosely here, the
+        // real parse reports any problem.
+        if !crate::translate::compaction::is_compaction_request(body) {
+            return None;
+        }
+        let model = AnthropicRequest::parse(body)
+            .ok()?
+            .model()
+            .ok()?
+            .into_owned();
+        let table = state.routing.table_for(state.accounts.snapshot());
+        let route = table.candidates(caller, &model);
+        window::shrink_compaction(state, &route.accounts, body)
+    }
+
     fn attempt(
         request: &AnthropicRequest<'_>,
         _body: &Bytes,
         account: &LiveAccount,
+        max_tokens_cap: Option<u32>,
     ) -> Result<Attempt<RequestContext>, ApiError> {
         let settings = &account.settings;
+        let max_output_tokens = match (settings.max_output_tokens, max_tokens_cap) {
+            (Some(limit), Some(cap)) => Some(limit.min(cap)),
+            (limit, cap) => limit.or(cap),
+        };
         let options = UpstreamOptions {
             deployment: &settings.deployment_name,
-            max_output_tokens: settings.max_output_tokens,
+            max_output_tokens,
             use_max_completion_tokens: account.resolved.use_max_completion_tokens.value,
             reasoning: match settings.thinking {
                 ThinkingMapping::Drop => ReasoningMode::Drop,

@@ -10,6 +10,7 @@ use shared::time::now_millis;
 
 use super::answer::{Answer, Bounds, settle};
 use super::trace::Trace;
+use super::window::{self, Fit, Prompt};
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, ErrorKind};
 use crate::keys::Caller;
@@ -43,17 +44,33 @@ pub(super) struct Dispatched<T> {
     pub slot: Slot,
 }
 
-/// Resolves `model` for `caller` and sends the body `build` makes for each chosen account in
-/// turn. `session` is the client's session id, for sticky routing. Each attempt is noted in
-/// `trace`, so a failed request is recorded against the account that failed it.
+/// The request as routing sees it: the model asked for, the client's session id (for sticky
+/// routing), and the prompt (for the accounts' context windows).
+pub(super) struct Ask<'a> {
+    /// The model name asked for.
+    pub model: &'a str,
+    /// The client's session id.
+    pub session: Option<&'a str>,
+    /// The prompt, measured against each account's window.
+    pub prompt: &'a Prompt<'a>,
+}
+
+/// Resolves the model for `caller` and sends the body `build` makes for each chosen account in
+/// turn, with the output cap the account's context window leaves (see [`super::window`]).
+/// Each attempt is noted in `trace`, so a failed request is recorded against the account that
+/// failed it. `shrink` may replace the body before anything is sent, given the candidates.
 pub(super) async fn dispatch<T>(
     state: &AppState,
     trace: &mut Trace,
     caller: &Caller,
-    model: &str,
-    session: Option<&str>,
-    build: impl Fn(&LiveAccount) -> Result<Attempt<T>, ApiError>,
+    ask: Ask<'_>,
+    build: impl Fn(&LiveAccount, Option<u32>) -> Result<Attempt<T>, ApiError>,
 ) -> Result<Dispatched<T>, ApiError> {
+    let Ask {
+        model,
+        session,
+        prompt,
+    } = ask;
     if !key_may_request(caller, model) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -78,6 +95,7 @@ pub(super) async fn dispatch<T>(
         + std::time::Duration::from_secs(router.config().queue_timeout_secs);
     let mut tried = vec![false; list.len()];
     let mut last_error = None;
+    let mut too_long = None;
     for _ in 0..router.config().max_attempts {
         let Some((index, slot)) = router
             .acquire(&list, &tried, sticky.as_ref(), deadline)
@@ -87,8 +105,17 @@ pub(super) async fn dispatch<T>(
         };
         tried[index] = true;
         let account = Arc::clone(&list[index]);
+        let cap = match window::check(state, &account, prompt).await {
+            Fit::Send(cap) => cap,
+            Fit::TooLong { tokens, maximum } => {
+                // Another candidate may have a larger window; nothing was sent, so no cooldown.
+                drop(slot);
+                too_long = Some(Fit::error(tokens, maximum));
+                continue;
+            }
+        };
         trace.account(&account.settings.name, &account.settings.deployment_name);
-        let attempt = build(&account)?;
+        let attempt = build(&account, cap)?;
         let upstreams = &state.upstreams;
         let outcome = match upstreams.chat(&account, attempt.body).await {
             Ok(response) => settle(response, attempt.stream, bounds(upstreams)).await,
@@ -117,6 +144,9 @@ pub(super) async fn dispatch<T>(
         }
     }
     let Some((account, error)) = last_error else {
+        if let Some(too_long) = too_long {
+            return Err(too_long);
+        }
         return Err(ApiError::internal(
             "no upstream attempt was made",
             &"empty candidate list",

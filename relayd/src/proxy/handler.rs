@@ -13,9 +13,10 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::answer::Answer;
-use super::dispatch::{Attempt, dispatch};
+use super::dispatch::{Ask, Attempt, dispatch};
 use super::stream::{Guard, StreamLimits, stream_limits};
 use super::trace::{Trace, logged_model};
+use super::window::Prompt;
 use super::{RequestId, account_header, in_flight_guard, json_response};
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, Surface};
@@ -42,11 +43,22 @@ pub(super) trait Protocol {
     /// The session id in the request itself, used when no session header was sent.
     fn session(request: &Self::Request<'_>) -> Option<String>;
 
-    /// The upstream body for `account`.
+    /// The prompt, for the accounts' context windows.
+    fn prompt<'a>(request: &'a Self::Request<'_>, body: &'a Bytes) -> Prompt<'a>;
+
+    /// A replacement body, decided before parsing (Claude Code's compaction request shrunk to
+    /// the window of the accounts that would serve it); `None` keeps the body.
+    fn shrink(_state: &AppState, _caller: &Caller, _body: &Bytes) -> Option<Bytes> {
+        None
+    }
+
+    /// The upstream body for `account`, its output capped at `max_tokens_cap` when the
+    /// account's context window leaves less than the client asked for.
     fn attempt(
         request: &Self::Request<'_>,
         body: &Bytes,
         account: &LiveAccount,
+        max_tokens_cap: Option<u32>,
     ) -> Result<Attempt<Self::Extra>, ApiError>;
 
     /// Whether the client asked for a stream (for the log).
@@ -107,19 +119,21 @@ async fn serve<P: Protocol>(
 ) -> Result<Response, ApiError> {
     let session_header = super::session_header(req.headers());
     let body = read_body(req, state).await?;
+    let body = P::shrink(state, caller, &body).unwrap_or(body);
     let (request, model) = P::parse(&body)?;
     trace.model(&model);
     let admission = crate::limits::admit(state.routing.coordinator(), caller).await?;
     let guard = in_flight_guard(state);
     let session = session_header.or_else(|| P::session(&request));
-    let dispatched = dispatch(
-        state,
-        trace,
-        caller,
-        &model,
-        session.as_deref(),
-        |account| P::attempt(&request, &body, account),
-    )
+    let prompt = P::prompt(&request, &body);
+    let ask = Ask {
+        model: &model,
+        session: session.as_deref(),
+        prompt: &prompt,
+    };
+    let dispatched = dispatch(state, trace, caller, ask, |account, cap| {
+        P::attempt(&request, &body, account, cap)
+    })
     .await?;
     let account = dispatched.account;
     let extra = dispatched.extra;

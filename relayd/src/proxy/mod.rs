@@ -13,6 +13,7 @@ mod models;
 mod openai;
 mod stream;
 mod trace;
+mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

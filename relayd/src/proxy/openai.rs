@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::dispatch::Attempt;
 use super::handler::{Protocol, StreamTail};
 use super::stream::openai_passthrough;
+use super::window::Prompt;
 use super::{sse_response, translate_error};
 use crate::accounts::LiveAccount;
 use crate::error::{ApiError, Surface};
@@ -40,13 +41,23 @@ impl Protocol for ChatCompletions {
         None
     }
 
+    /// Judged by the local estimate only: the whole body's text, which over-counts (keys,
+    /// punctuation) rather than under.
+    fn prompt<'a>(_request: &'a &[u8], body: &'a Bytes) -> Prompt<'a> {
+        Prompt::new(
+            || crate::translate::tokens::text_tokens(&String::from_utf8_lossy(body)),
+            None,
+        )
+    }
+
     fn attempt(
         _request: &&[u8],
         body: &Bytes,
         account: &LiveAccount,
+        max_tokens_cap: Option<u32>,
     ) -> Result<Attempt<OpenAiRequestInfo>, ApiError> {
         let (upstream, info) =
-            prepare_openai_request(body, &account.settings.deployment_name, None)
+            prepare_openai_request(body, &account.settings.deployment_name, max_tokens_cap)
                 .map_err(translate_error)?;
         Ok(Attempt {
             body: Bytes::from(upstream),

