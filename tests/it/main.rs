@@ -5,6 +5,7 @@
 mod accounting;
 mod admin_api;
 mod claude_code;
+mod claude_code_compaction;
 mod client_auth;
 mod connections;
 mod context_window;

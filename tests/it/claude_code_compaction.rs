@@ -1,0 +1,303 @@
+//! Claude Code (2.1.x, `-p`) compacting on its own before a small upstream window overflows,
+//! with the environment `relayctl env` prints, and a window smaller than Claude Code's own
+//! prompt answered with relayd's "prompt is too long", which Claude Code shows. The mock
+//! upstream behaves like vLLM with a `max_model_len`: it refuses any request whose prompt plus
+//! `max_tokens` exceeds the window, with vLLM's wording, and reports usage the size of what it
+//! was sent (bytes / 4), which is what Claude Code counts by.
+//!
+//! Measured while writing this (same mock, 128k window, 12 files): without the environment
+//! Claude Code did not compact up to 106k tokens; with `CLAUDE_AUTOCOMPACT_PCT_OVERRIDE=90` it
+//! compacted at 69k, with `30` at 36k — the percentage is what moves the compaction point.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use relayd_tests::app::TestApp;
+use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
+use relayd_tests::python::{claude_code, run_with_timeout};
+use serde_json::{Value, json};
+
+use crate::relayctl::relayctl;
+
+const MODEL: &str = "claude-sonnet-4-5-20250929";
+const WINDOW: u64 = 65_536;
+/// Smaller than Claude Code's own prompt.
+const SMALL_WINDOW: u64 = 32_768;
+const SUMMARY: &str = "Your task is to create a detailed summary of the conversation so far";
+/// Files the session reads, one per turn, each about 6,000 tokens.
+const FILES: usize = 8;
+
+/// The mock's token count for a request: its bytes / 4 (what relayd's estimate also assumes).
+fn prompt_tokens(request: &Value) -> u64 {
+    request["messages"].to_string().len() as u64 / 4 + request["tools"].to_string().len() as u64 / 4
+}
+
+fn with_usage(mut body: Value, request: &Value) -> Value {
+    let prompt = prompt_tokens(request);
+    body["usage"] =
+        json!({"prompt_tokens": prompt, "completion_tokens": 20, "total_tokens": prompt + 20});
+    body
+}
+
+fn text(request: &Value, text: &str) -> MockReply {
+    let mut body = with_usage(completion(text), request);
+    body["model"] = json!("vllm-model");
+    if request["stream"] == true {
+        let usage = body["usage"].clone();
+        MockReply::sse(&[
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [], "usage": usage}),
+        ])
+    } else {
+        MockReply::Json {
+            status: 200,
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
+fn read(request: &Value, path: &str, call: usize) -> MockReply {
+    let arguments = json!({ "file_path": path }).to_string();
+    let id = format!("call_read_{call}");
+    let usage = with_usage(json!({}), request)["usage"].clone();
+    if request["stream"] == true {
+        MockReply::sse(&[
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                       {"index": 0, "id": id, "type": "function", "function": {"name": "Read", "arguments": arguments}}
+                   ]}, "finish_reason": null}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [], "usage": usage}),
+        ])
+    } else {
+        MockReply::Json {
+            status: 200,
+            body: json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": null,
+                    "tool_calls": [{"id": id, "type": "function",
+                        "function": {"name": "Read", "arguments": arguments}}]}}],
+                "usage": usage}),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// vLLM with a 32k window: past it, its 400; a summary request gets a summary; the main
+/// session reads the files one by one, then answers.
+fn respond(request: &Value, dir: &str, served: &AtomicUsize, window: u64) -> MockReply {
+    let max_tokens = request["max_tokens"]
+        .as_u64()
+        .or(request["max_completion_tokens"].as_u64())
+        .unwrap_or(0);
+    let prompt = prompt_tokens(request);
+    if prompt + max_tokens > window {
+        return MockReply::Json {
+            status: 400,
+            body: json!({"object": "error", "type": "BadRequestError", "code": 400, "message": format!(
+                "This model's maximum context length is {window} tokens. However, you requested {max_tokens} output tokens and your prompt contains at least {} input tokens, for a total of at least {} tokens. Please reduce the length of the input prompt or the number of requested output tokens.",
+                prompt + 1, prompt + 1 + max_tokens)}),
+            headers: Vec::new(),
+        };
+    }
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user" || m["role"] == "tool");
+    if last_user.is_some_and(|m| m["content"].to_string().contains(SUMMARY)) {
+        return text(
+            request,
+            "Summary: the user asked to read the files one by one; some were read.",
+        );
+    }
+    let offers_read = request["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == "Read"));
+    if !offers_read {
+        return text(request, "ok");
+    }
+    // The main loop: one more file per turn, counted by the mock itself (after a compaction
+    // the history no longer shows what was read).
+    let next = served.fetch_add(1, Ordering::SeqCst) + 1;
+    if next <= FILES {
+        read(request, &format!("{dir}/f{next}.txt"), next)
+    } else {
+        text(request, "All files read.")
+    }
+}
+
+/// One `claude -p` session reading the files through relayd, with `env` added to the basics.
+async fn session(
+    window: u64,
+    env: &[(String, String)],
+) -> (MockUpstream, relayd_tests::python::Finished, TestApp) {
+    let command = tokio::task::spawn_blocking(claude_code)
+        .await
+        .expect("Claude Code");
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work");
+    for i in 1..=FILES {
+        let line = format!("line {i}: the quick brown fox jumps over the lazy dog again\n");
+        std::fs::write(
+            work.path().join(format!("f{i}.txt")),
+            format!("FILE-{i}-START\n{}FILE-{i}-END\n", line.repeat(400)),
+        )
+        .expect("write file");
+    }
+    let dir = work.path().to_str().expect("UTF-8").to_owned();
+    let mock = MockUpstream::start().await;
+    let served = Arc::new(AtomicUsize::new(0));
+    mock.set_responder(move |request| {
+        let reply = respond(request, &dir, &served, window);
+        let last = request["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| m.to_string().chars().take(120).collect::<String>())
+            .unwrap_or_default();
+        let status = match &reply {
+            MockReply::Json { status, .. } => *status,
+            MockReply::Stream { .. } => 200,
+        };
+        println!(
+            "upstream: {} messages, ~{} tokens, max_tokens {}, answered {status}; last: {last}",
+            request["messages"].as_array().map_or(0, Vec::len),
+            prompt_tokens(request),
+            request["max_tokens"]
+        );
+        reply
+    });
+    let app = TestApp::start().await;
+    app.admin()
+        .create_account(&json!({
+            "name": "vllm", "endpoint": mock.endpoint(), "deploymentName": "vllm-model",
+            "contextWindow": window, "supportedModels": [MODEL, "claude-*"],
+        }))
+        .await;
+    let key = app.admin().create_key(&json!({"name": "cc"})).await;
+    let mut cc = tokio::process::Command::new(&command[0]);
+    cc.args(&command[1..])
+        .args([
+            "-p",
+            "Read f1.txt, then f2.txt, and so on up to f8.txt, one per turn, then say done.",
+        ])
+        .args([
+            "--output-format",
+            "json",
+            "--model",
+            MODEL,
+            "--allowedTools",
+            "Read",
+        ])
+        .current_dir(work.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("ANTHROPIC_BASE_URL", app.url(""))
+        .env("ANTHROPIC_AUTH_TOKEN", &key)
+        .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", MODEL)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("NO_PROXY", "127.0.0.1");
+    for (name, value) in env {
+        if !name.starts_with("ANTHROPIC_") {
+            cc.env(name, value);
+        }
+    }
+    let finished = run_with_timeout(cc, Duration::from_secs(150)).await;
+    (mock, finished, app)
+}
+
+fn summary_requests(mock: &MockUpstream) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| {
+            r.body
+                .windows(SUMMARY.len())
+                .any(|w| w == SUMMARY.as_bytes())
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_printed_environment_claude_code_compacts_before_the_window_overflows() {
+    // The environment relayctl prints for a 64k window.
+    let probe = TestApp::start().await;
+    probe
+        .admin()
+        .create_account(&json!({"name": "w", "endpoint": "http://127.0.0.1:9/v1",
+            "deploymentName": "d", "contextWindow": WINDOW, "supportedModels": [MODEL]}))
+        .await;
+    let printed = relayctl(&probe, &["--output", "json", "env", "--model", MODEL]).ok();
+    let env: Vec<(String, String)> = printed.json()["env"]
+        .as_object()
+        .expect("env")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+
+    let (mock, finished, _app) = session(WINDOW, &env).await;
+    let sizes: Vec<(u64, u64)> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                prompt_tokens(&body),
+                body["max_tokens"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let context = format!("{finished:#?}\nrequests (prompt, max_tokens): {sizes:?}");
+    assert!(
+        summary_requests(&mock) >= 1,
+        "Claude Code never compacted\n{context}"
+    );
+    assert!(
+        sizes.iter().all(|(prompt, max)| prompt + max <= WINDOW),
+        "a request overflowed the window\n{context}"
+    );
+    assert_eq!(finished.code, Some(0), "{context}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_smaller_than_claude_codes_prompt_is_reported_as_prompt_too_long() {
+    // Claude Code's own system prompt and tools are ~29k tokens here: a 32k window leaves less
+    // than `min_output_tokens` (relayd's estimate is ×5/4), so relayd answers before any call.
+    let (mock, finished, _app) = session(SMALL_WINDOW, &[]).await;
+    let sizes: Vec<(u64, u64)> = mock
+        .requests()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                prompt_tokens(&body),
+                body["max_tokens"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let context = format!("{finished:#?}\nrequests (prompt, max_tokens): {sizes:?}");
+    // relayd refused the turn that would not fit, so the upstream never saw it.
+    assert!(
+        sizes
+            .iter()
+            .all(|(prompt, max)| prompt + max <= SMALL_WINDOW),
+        "a request overflowed the window\n{context}"
+    );
+    let result: Value = serde_json::from_str(finished.stdout.trim()).expect("JSON result");
+    assert_eq!(result["is_error"], true, "{context}");
+    assert!(
+        result["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("Prompt is too long")),
+        "{context}"
+    );
+}
