@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use relayd_tests::app::TestApp;
 use relayd_tests::mock_upstream::{MockReply, MockUpstream};
-use relayd_tests::python::{claude_code, run_with_timeout};
+use relayd_tests::python::{claude_code, claude_print_command, run_with_timeout};
 use serde_json::{Value, json};
 
 const MODEL: &str = "claude-sonnet-4-5-20250929";
@@ -165,33 +165,14 @@ async fn print_mode_session(key_var: &str) {
     .await;
     println!("Claude Code version: {} ({key_var})", version.stdout.trim());
 
-    let mut cc = tokio::process::Command::new(&command[0]);
-    cc.args(&command[1..])
-        .args([
-            "-p",
-            &format!("[{MARKER}] Read note.txt and tell me the secret word."),
-        ])
-        .args([
-            "--output-format",
-            "json",
-            "--model",
-            MODEL,
-            "--allowedTools",
-            "Read",
-        ])
-        .current_dir(work.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("ANTHROPIC_BASE_URL", app.url(""))
-        .env(key_var, &key)
-        .env("ANTHROPIC_SMALL_FAST_MODEL", MODEL)
-        .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", MODEL)
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
-        .env("NO_PROXY", "127.0.0.1");
+    let cc = claude_print_command(
+        &format!("[{MARKER}] Read note.txt and tell me the secret word."),
+        MODEL,
+        home.path(),
+        work.path(),
+        &app.url(""),
+        (key_var, &key),
+    );
     let finished = run_with_timeout(cc, Duration::from_secs(120)).await;
 
     let requests = mock.requests();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use relayd_tests::app::TestApp;
 use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
-use relayd_tests::python::{claude_code, run_with_timeout};
+use relayd_tests::python::{claude_code, claude_print_command, run_with_timeout};
 use serde_json::{Value, json};
 
 use crate::relayctl::relayctl;
@@ -140,7 +140,8 @@ async fn session(
     window: u64,
     env: &[(String, String)],
 ) -> (MockUpstream, relayd_tests::python::Finished, TestApp) {
-    let command = tokio::task::spawn_blocking(claude_code)
+    // Provisioned (npm on the first run) off the runtime that serves relayd and the mock.
+    tokio::task::spawn_blocking(claude_code)
         .await
         .expect("Claude Code");
     let home = tempfile::tempdir().expect("home");
@@ -183,30 +184,14 @@ async fn session(
         }))
         .await;
     let key = app.admin().create_key(&json!({"name": "cc"})).await;
-    let mut cc = tokio::process::Command::new(&command[0]);
-    cc.args(&command[1..])
-        .args([
-            "-p",
-            "Read f1.txt, then f2.txt, and so on up to f8.txt, one per turn, then say done.",
-        ])
-        .args([
-            "--output-format",
-            "json",
-            "--model",
-            MODEL,
-            "--allowedTools",
-            "Read",
-        ])
-        .current_dir(work.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("ANTHROPIC_BASE_URL", app.url(""))
-        .env("ANTHROPIC_AUTH_TOKEN", &key)
-        .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", MODEL)
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("NO_PROXY", "127.0.0.1");
+    let mut cc = claude_print_command(
+        "Read f1.txt, then f2.txt, and so on up to f8.txt, one per turn, then say done.",
+        MODEL,
+        home.path(),
+        work.path(),
+        &app.url(""),
+        ("ANTHROPIC_AUTH_TOKEN", &key),
+    );
     for (name, value) in env {
         if !name.starts_with("ANTHROPIC_") {
             cc.env(name, value);
@@ -214,6 +199,20 @@ async fn session(
     }
     let finished = run_with_timeout(cc, Duration::from_secs(150)).await;
     (mock, finished, app)
+}
+
+/// Each upstream request's (prompt tokens, `max_tokens`).
+fn sizes(mock: &MockUpstream) -> Vec<(u64, u64)> {
+    mock.requests()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (
+                prompt_tokens(&body),
+                body["max_tokens"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
 }
 
 fn summary_requests(mock: &MockUpstream) -> usize {
@@ -245,17 +244,7 @@ async fn with_the_printed_environment_claude_code_compacts_before_the_window_ove
         .collect();
 
     let (mock, finished, _app) = session(WINDOW, &env).await;
-    let sizes: Vec<(u64, u64)> = mock
-        .requests()
-        .iter()
-        .map(|r| {
-            let body = r.json();
-            (
-                prompt_tokens(&body),
-                body["max_tokens"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let sizes = sizes(&mock);
     let context = format!("{finished:#?}\nrequests (prompt, max_tokens): {sizes:?}");
     assert!(
         summary_requests(&mock) >= 1,
@@ -273,17 +262,7 @@ async fn a_window_smaller_than_claude_codes_prompt_is_reported_as_prompt_too_lon
     // Claude Code's own system prompt and tools are ~29k tokens here: a 32k window leaves less
     // than `min_output_tokens` (relayd's estimate is ×5/4), so relayd answers before any call.
     let (mock, finished, _app) = session(SMALL_WINDOW, &[]).await;
-    let sizes: Vec<(u64, u64)> = mock
-        .requests()
-        .iter()
-        .map(|r| {
-            let body = r.json();
-            (
-                prompt_tokens(&body),
-                body["max_tokens"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let sizes = sizes(&mock);
     let context = format!("{finished:#?}\nrequests (prompt, max_tokens): {sizes:?}");
     // relayd refused the turn that would not fit, so the upstream never saw it.
     assert!(

@@ -252,3 +252,36 @@ pub fn claude_code() -> Vec<PathBuf> {
         vec![bin]
     }
 }
+
+/// `claude -p PROMPT --output-format json --model MODEL --allowedTools Read` in `work`, with a
+/// clean environment: `HOME`, relayd at `base_url`, the relay key in `key_var`, `model` for the
+/// small model too, and no non-essential traffic. Callers add their own variables.
+pub fn claude_print_command(
+    prompt: &str,
+    model: &str,
+    home: &Path,
+    work: &Path,
+    base_url: &str,
+    (key_var, key): (&str, &str),
+) -> tokio::process::Command {
+    let command = claude_code();
+    let mut cc = tokio::process::Command::new(&command[0]);
+    cc.args(&command[1..])
+        .args(["-p", prompt])
+        .args(["--output-format", "json", "--model", model])
+        .args(["--allowedTools", "Read"])
+        .current_dir(work)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("ANTHROPIC_BASE_URL", base_url)
+        .env(key_var, key)
+        .env("ANTHROPIC_SMALL_FAST_MODEL", model)
+        .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", model)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("NO_PROXY", "127.0.0.1");
+    cc
+}
