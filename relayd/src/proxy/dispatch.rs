@@ -58,7 +58,7 @@ pub(super) struct Ask<'a> {
 /// Resolves the model for `caller` and sends the body `build` makes for each chosen account in
 /// turn, with the output cap the account's context window leaves (see [`super::window`]).
 /// Each attempt is noted in `trace`, so a failed request is recorded against the account that
-/// failed it. `shrink` may replace the body before anything is sent, given the candidates.
+/// failed it.
 pub(super) async fn dispatch<T>(
     state: &AppState,
     trace: &mut Trace,
@@ -71,23 +71,8 @@ pub(super) async fn dispatch<T>(
         session,
         prompt,
     } = ask;
-    if !key_may_request(caller, model) {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            format!("this API key may not use model {model:?}"),
-        ));
-    }
+    let list = candidates(state, trace, caller, model)?;
     let router = &state.routing;
-    let table = router.table_for(state.accounts.snapshot());
-    let route = table.candidates(caller, model);
-    if route.accounts.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "model {model:?} is not served by any account"
-        )));
-    }
-    // Recorded under the entry that routed it, never the client's string (bounded labels).
-    trace.route(route.label);
-    let list = route.accounts;
     // Per key, and bounded in size (see `session_key`).
     let session = session.map(|s| crate::routing::session_key(&caller.id, s));
     let sticky = session.as_deref().and_then(|s| router.sticky(s));
@@ -143,20 +128,39 @@ pub(super) async fn dispatch<T>(
             }
         }
     }
-    let Some((account, error)) = last_error else {
-        if let Some(too_long) = too_long {
-            return Err(too_long);
+    Err(match (last_error, too_long) {
+        (Some((account, error)), _) => {
+            client_error(&account, error, router.config().max_retry_after_secs)
         }
-        return Err(ApiError::internal(
-            "no upstream attempt was made",
-            &"empty candidate list",
+        (None, Some(too_long)) => too_long,
+        (None, None) => ApiError::internal("no upstream attempt was made", &"empty candidate list"),
+    })
+}
+
+/// The accounts that may serve `model` for `caller`, in routing order; the route is noted in
+/// `trace`.
+fn candidates(
+    state: &AppState,
+    trace: &mut Trace,
+    caller: &Caller,
+    model: &str,
+) -> Result<Vec<Arc<LiveAccount>>, ApiError> {
+    if !key_may_request(caller, model) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("this API key may not use model {model:?}"),
         ));
-    };
-    Err(client_error(
-        &account,
-        error,
-        router.config().max_retry_after_secs,
-    ))
+    }
+    let table = state.routing.table_for(state.accounts.snapshot());
+    let route = table.candidates(caller, model);
+    if route.accounts.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "model {model:?} is not served by any account"
+        )));
+    }
+    // Recorded under the entry that routed it, never the client's string (bounded labels).
+    trace.route(route.label);
+    Ok(route.accounts)
 }
 
 /// The time bounds of one attempt, starting now.
