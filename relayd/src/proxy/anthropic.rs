@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use shared::account::ThinkingMapping;
@@ -135,11 +135,21 @@ impl Protocol for Messages {
     }
 }
 
-/// `POST /v1/messages/count_tokens`: computed locally, never forwarded.
-pub(super) async fn count(State(state): State<AppState>, req: Request) -> Response {
+/// `POST /v1/messages/count_tokens`: counted by the upstream that would serve the model when it
+/// can (its tokenizer renders with the server's own chat template, which only the server
+/// knows), else estimated locally. The request itself is never forwarded.
+pub(super) async fn count(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
     let result = async {
         let body = read_body(req, &state).await?;
-        let tokens = count_tokens(&body).map_err(translate_error)?;
+        let local = count_tokens(&body).map_err(translate_error)?;
+        let tokens = match upstream_count(&state, &caller, &body).await {
+            Some(tokens) => tokens,
+            None => local,
+        };
         Ok::<_, ApiError>(axum::Json(serde_json::json!({ "input_tokens": tokens })))
     }
     .await;
@@ -147,4 +157,20 @@ pub(super) async fn count(State(state): State<AppState>, req: Request) -> Respon
         Ok(json) => json.into_response(),
         Err(e) => e.into_response_for(Surface::Anthropic),
     }
+}
+
+/// The count of the first candidate account for the request's model that has a tokenizer.
+async fn upstream_count(state: &AppState, caller: &Caller, body: &[u8]) -> Option<u64> {
+    let model = AnthropicRequest::parse(body).ok()?.model().ok()?;
+    if !crate::routing::key_may_request(caller, &model) {
+        return None;
+    }
+    let table = state.routing.table_for(state.accounts.snapshot());
+    let route = table.candidates(caller, &model);
+    let account = route
+        .accounts
+        .iter()
+        .find(|a| a.resolved.tokenizer.value.is_some())?;
+    let tokenizer = account.resolved.tokenizer.value?;
+    window::exact(state, account, tokenizer, body).await
 }

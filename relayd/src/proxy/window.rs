@@ -186,7 +186,7 @@ pub(super) fn shrink_compaction(
 }
 
 /// The upstream tokenizer's count, `None` (logged) when it cannot give one.
-async fn exact(
+pub(super) async fn exact(
     state: &AppState,
     account: &LiveAccount,
     tokenizer: Tokenizer,
