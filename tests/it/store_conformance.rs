@@ -20,6 +20,7 @@ use shared::account::{
     AccountId, AccountKind, AccountSettings, ThinkingMapping, fallback_supported_models,
 };
 use shared::key::{KeyId, KeyLimits, RelayKey};
+use shared::profile::{Profile, ServerFamily, Tokenizer};
 
 /// Where a test's store lives; opening it again reaches the same data.
 pub(crate) enum Fixture {
@@ -255,6 +256,7 @@ conformance!(
     newer_format_is_refused,
     damaged_supported_models_fall_back,
     other_damage_is_reported_as_corrupt,
+    profiles_live_beside_their_account,
 );
 
 async fn ping_and_kind(f: Fixture) {
@@ -658,4 +660,43 @@ fn embedded_acknowledged_writes_survive_sigkill() {
         }
         store.list_accounts().await.unwrap();
     });
+}
+
+fn profile(window: u32) -> Profile {
+    Profile {
+        probed_at: 1_700_000_000_000,
+        family: ServerFamily::Vllm,
+        version: Some("0.11.0".into()),
+        context_window: Some(window),
+        tokenizer: Some(Tokenizer::ChatTokenize),
+        native_messages: Some(true),
+        notes: vec!["tool calls: not checked".into()],
+        ..Profile::default()
+    }
+}
+
+async fn profiles_live_beside_their_account(f: Fixture) {
+    let (a, b) = (account(1, "a"), account(2, "b"));
+    {
+        let store = f.open().await;
+        // No account, no profile.
+        assert!(!store.put_profile(&a.id, &profile(8192)).await.unwrap());
+        assert!(store.list_profiles().await.unwrap().is_empty());
+        store.put_accounts(&[a.clone(), b.clone()]).await.unwrap();
+        assert!(store.put_profile(&a.id, &profile(8192)).await.unwrap());
+        assert!(store.put_profile(&a.id, &profile(32768)).await.unwrap());
+        assert!(store.put_profile(&b.id, &profile(4096)).await.unwrap());
+        // The account record itself is untouched (no `updatedAt` change, no race with PATCH).
+        assert_eq!(store.get_account(&a.id).await.unwrap().as_ref(), Some(&a));
+        assert!(store.delete_account(&b.id).await.unwrap());
+    }
+    // The latest profile survives a reopen; a deleted account's went with it.
+    let store = f.open().await;
+    assert_eq!(
+        store.list_profiles().await.unwrap(),
+        [(a.id.clone(), profile(32768))]
+    );
+    // Recreating an account under the deleted id starts without a profile.
+    store.put_accounts(&[b.clone()]).await.unwrap();
+    assert_eq!(store.list_profiles().await.unwrap().len(), 1);
 }

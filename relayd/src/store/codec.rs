@@ -79,6 +79,24 @@ pub fn decode_key(id: &str, json: &str) -> StoreResult<KeyRecord> {
     Ok(record)
 }
 
+/// Encodes a probe result as JSON.
+pub fn encode_profile(profile: &shared::profile::Profile) -> StoreResult<String> {
+    encode("profile", profile)
+}
+
+/// Decodes the profile stored for account `id`; `None`, with a warning, when it cannot be read
+/// (a newer relayd's, or damaged): profiles are observations, and the next probe writes a new
+/// one, so no profile is ever a reason to refuse a start.
+pub fn decode_profile(id: &str, json: &str) -> Option<shared::profile::Profile> {
+    match decode(json) {
+        Ok(profile) => Some(profile),
+        Err(e) => {
+            tracing::warn!(account = id, error = %e, "ignoring a stored profile that cannot be read");
+            None
+        }
+    }
+}
+
 fn is_model_list(value: &Value) -> bool {
     value
         .as_array()

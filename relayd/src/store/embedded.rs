@@ -27,10 +27,13 @@ use redb::{
 };
 use shared::account::AccountId;
 use shared::key::KeyId;
+use shared::profile::Profile;
 use shared::time::UnixMillis;
 use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
-use super::codec::{decode_account, decode_key, encode_account, encode_key};
+use super::codec::{
+    decode_account, decode_key, decode_profile, encode_account, encode_key, encode_profile,
+};
 use super::usage::{Granularity, UsagePlan, UsageWrite, summarise};
 use super::{
     AccountRecord, KeyRecord, Store, StoreError, StoreKind, StoreResult, plan_account_batch,
@@ -43,6 +46,8 @@ pub const ACCOUNTS_TABLE: &str = "accounts";
 pub const ACCOUNT_NAMES_TABLE: &str = "account_names";
 /// Name of the table of relay keys: id → record JSON.
 pub const KEYS_TABLE: &str = "keys";
+/// Name of the table of probe results: account id → profile JSON.
+pub const PROFILES_TABLE: &str = "profiles";
 /// Name of the metadata table: name → value.
 pub const META_TABLE: &str = "meta";
 /// Name of the raw usage table: `{at:020}|{request id}` → record JSON. Keyed by arrival time so
@@ -64,6 +69,7 @@ const ACCOUNTS: TableDefinition<'_, &str, &str> = TableDefinition::new(ACCOUNTS_
 const ACCOUNT_NAMES: TableDefinition<'_, &str, &str> = TableDefinition::new(ACCOUNT_NAMES_TABLE);
 const KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new(KEYS_TABLE);
 const META: TableDefinition<'_, &str, &str> = TableDefinition::new(META_TABLE);
+const PROFILES: TableDefinition<'_, &str, &str> = TableDefinition::new(PROFILES_TABLE);
 const USAGE_LOG: TableDefinition<'_, &str, &str> = TableDefinition::new(USAGE_LOG_TABLE);
 const LEGACY_USAGE_RECORDS: TableDefinition<'_, &str, &str> =
     TableDefinition::new(LEGACY_USAGE_RECORDS_TABLE);
@@ -317,12 +323,52 @@ impl Store for EmbeddedStore {
                 let mut names = txn.open_table(ACCOUNT_NAMES).map_err(from_redb)?;
                 free_name(&accounts, &mut names, &id)?;
                 let removed = accounts.remove(id.as_str()).map_err(from_redb)?;
+                let mut profiles = txn.open_table(PROFILES).map_err(from_redb)?;
+                profiles.remove(id.as_str()).map_err(from_redb)?;
                 removed.is_some()
             };
             if existed {
                 txn.commit().map_err(from_redb)?;
             }
             Ok(existed)
+        })
+        .await
+    }
+
+    async fn put_profile(&self, id: &AccountId, profile: &Profile) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        let json = encode_profile(profile)?;
+        self.run(move |db| {
+            let txn = begin_write(db)?;
+            let exists = {
+                let accounts = txn.open_table(ACCOUNTS).map_err(from_redb)?;
+                accounts.get(id.as_str()).map_err(from_redb)?.is_some()
+            };
+            if exists {
+                let mut profiles = txn.open_table(PROFILES).map_err(from_redb)?;
+                profiles
+                    .insert(id.as_str(), json.as_str())
+                    .map_err(from_redb)?;
+                drop(profiles);
+                txn.commit().map_err(from_redb)?;
+            }
+            Ok(exists)
+        })
+        .await
+    }
+
+    async fn list_profiles(&self) -> StoreResult<Vec<(AccountId, Profile)>> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(from_redb)?;
+            let table = txn.open_table(PROFILES).map_err(from_redb)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(from_redb)? {
+                let (id, json) = entry.map_err(from_redb)?;
+                if let Some(profile) = decode_profile(id.value(), json.value()) {
+                    out.push((AccountId(id.value().to_owned()), profile));
+                }
+            }
+            Ok(out)
         })
         .await
     }

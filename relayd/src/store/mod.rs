@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shared::account::{AccountId, AccountSettings};
 use shared::key::{KeyId, RelayKey};
+use shared::profile::Profile;
 use shared::time::UnixMillis;
 use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
@@ -185,8 +186,17 @@ pub trait Store: Send + Sync + 'static {
     /// A renamed record frees its old name.
     async fn put_accounts(&self, records: &[AccountRecord]) -> StoreResult<()>;
 
-    /// Deletes an account; `false` when there was none.
+    /// Deletes an account (and its profile); `false` when there was none.
     async fn delete_account(&self, id: &AccountId) -> StoreResult<bool>;
+
+    /// Records what a probe of account `id` found, replacing the last profile; `false`, with
+    /// nothing written, when there is no such account. Kept beside the account, never in its
+    /// record: a probe never races an admin write or changes `updatedAt`.
+    async fn put_profile(&self, id: &AccountId, profile: &Profile) -> StoreResult<bool>;
+
+    /// Every stored profile, by account id. One that cannot be decoded (written by a newer
+    /// relayd, or damaged) is left out with a warning: the next probe replaces it.
+    async fn list_profiles(&self) -> StoreResult<Vec<(AccountId, Profile)>>;
 
     /// All relay keys, ordered by creation time.
     async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>>;

@@ -10,6 +10,7 @@
 //! | `{p}key:{id}`             | string | relay-key record JSON         |
 //! | `{p}keys`                 | set    | every relay-key id            |
 //! | `{p}meta`                 | hash   | metadata (format version, …)  |
+//! | `{p}profiles`             | hash   | account id → probe result JSON |
 //! | `{p}usage:rec:{request id}` | string | raw usage record JSON (with a time to live) |
 //! | `{p}usage:recs:{hour start}` | zset | that hour's request ids scored by arrival, for pruning |
 //! | `{p}usage:rechours`       | zset   | the hours that have such a set, scored by start |
@@ -44,10 +45,13 @@ use redis::ConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::account::{AccountId, redact_url};
 use shared::key::KeyId;
+use shared::profile::Profile;
 use shared::time::UnixMillis;
 use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
-use super::codec::{decode_account, decode_key, encode_account, encode_key};
+use super::codec::{
+    decode_account, decode_key, decode_profile, encode_account, encode_key, encode_profile,
+};
 use super::usage::{CellDims, UsageCell, UsageCounters, UsagePlan, UsageWrite, summarise};
 use super::{
     AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
@@ -55,7 +59,7 @@ use super::{
 };
 use scripts::{
     DELETE_ACCOUNT, GET_ACCOUNT_BY_NAME, LIST_RECORDS, PRUNE_CHUNK, PRUNE_USAGE, PUT_ACCOUNTS,
-    RECORD_USAGE, USAGE_CELLS, push_usage_args,
+    PUT_PROFILE, RECORD_USAGE, USAGE_CELLS, push_usage_args,
 };
 
 /// Bounds one connection attempt, so a wrong address fails startup promptly instead of hanging.
@@ -299,6 +303,33 @@ impl Store for RedisStore {
             .await
             .map_err(from_redis)?;
         Ok(removed == 1)
+    }
+
+    async fn put_profile(&self, id: &AccountId, profile: &Profile) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let written: i64 = PUT_PROFILE
+            .arg(&self.prefix)
+            .arg(id.as_str())
+            .arg(encode_profile(profile)?)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(written == 1)
+    }
+
+    async fn list_profiles(&self) -> StoreResult<Vec<(AccountId, Profile)>> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("profiles"))
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, json)| {
+                decode_profile(&id, &json).map(|profile| (AccountId(id), profile))
+            })
+            .collect())
     }
 
     async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>> {

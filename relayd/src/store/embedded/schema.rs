@@ -7,8 +7,8 @@ use redb::{Database, DatabaseError, ReadableTable as _, TableHandle as _, WriteT
 
 use super::{
     ACCOUNT_NAMES, ACCOUNTS, KEYS, LEGACY_USAGE_RECORD_TIMES, LEGACY_USAGE_RECORD_TIMES_TABLE,
-    LEGACY_USAGE_RECORDS, META, USAGE_DAILY, USAGE_HOURLY, USAGE_LOG, backend, begin_write,
-    from_redb,
+    LEGACY_USAGE_RECORDS, META, PROFILES, USAGE_DAILY, USAGE_HOURLY, USAGE_LOG, backend,
+    begin_write, from_redb,
 };
 use crate::store::{FORMAT_VERSION, FORMAT_VERSION_META, StoreResult, check_format_version};
 
@@ -34,6 +34,7 @@ pub(super) fn open_blocking(path: &Path) -> StoreResult<Database> {
         txn.open_table(ACCOUNTS).map_err(from_redb)?;
         txn.open_table(ACCOUNT_NAMES).map_err(from_redb)?;
         txn.open_table(KEYS).map_err(from_redb)?;
+        txn.open_table(PROFILES).map_err(from_redb)?;
         // Usage tables arrived after format 1; creating them here is what lets a newer relayd
         // open an older store without a migration.
         txn.open_table(USAGE_LOG).map_err(from_redb)?;

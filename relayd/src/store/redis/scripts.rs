@@ -69,6 +69,21 @@ if ok and type(rec) == 'table' and type(rec.settings) == 'table'
   if redis.call('GET', k) == id then redis.call('DEL', k) end
 end
 redis.call('DEL', p .. 'account:' .. id)
+redis.call('HDEL', p .. 'profiles', id)
+redis.call('PUBLISH', p .. 'changes', 'accounts')
+return 1
+",
+    )
+});
+
+/// Stores a probe result beside its account, only while the account exists, and tells the
+/// other instances. ARGV: prefix, account id, profile JSON. Returns 1 when written, else 0.
+pub(super) static PUT_PROFILE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, id, json = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', p .. 'account:' .. id) == 0 then return 0 end
+redis.call('HSET', p .. 'profiles', id, json)
 redis.call('PUBLISH', p .. 'changes', 'accounts')
 return 1
 ",
