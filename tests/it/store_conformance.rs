@@ -697,6 +697,6 @@ async fn profiles_live_beside_their_account(f: Fixture) {
         [(a.id.clone(), profile(32768))]
     );
     // Recreating an account under the deleted id starts without a profile.
-    store.put_accounts(&[b.clone()]).await.unwrap();
+    store.put_accounts(std::slice::from_ref(&b)).await.unwrap();
     assert_eq!(store.list_profiles().await.unwrap().len(), 1);
 }
