@@ -153,6 +153,58 @@ pub struct AccountFlags {
     /// Azure api-version.
     #[arg(long)]
     pub api_version: Option<String>,
+    /// The upstream's context window in tokens (default: what a probe detects).
+    #[arg(long)]
+    pub context_window: Option<i64>,
+    /// How Anthropic clients reach the account: auto (native when the probe saw the server's
+    /// Messages API handle streamed tool calls), native, or translate.
+    #[arg(long, value_enum)]
+    pub anthropic_mode: Option<AnthropicModeArg>,
+    /// The header the upstream takes the API key in (default: by kind).
+    #[arg(long, value_enum)]
+    pub upstream_auth: Option<UpstreamAuthArg>,
+}
+
+/// `--anthropic-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnthropicModeArg {
+    /// Decided by the probe.
+    Auto,
+    /// The server's own `/v1/messages`.
+    Native,
+    /// Translated to chat completions.
+    Translate,
+}
+
+impl From<AnthropicModeArg> for shared::account::AnthropicMode {
+    fn from(mode: AnthropicModeArg) -> Self {
+        match mode {
+            AnthropicModeArg::Auto => Self::Auto,
+            AnthropicModeArg::Native => Self::Native,
+            AnthropicModeArg::Translate => Self::Translate,
+        }
+    }
+}
+
+/// `--upstream-auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamAuthArg {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// `x-api-key`.
+    XApiKey,
+    /// `api-key` (Azure).
+    ApiKey,
+}
+
+impl From<UpstreamAuthArg> for shared::account::UpstreamAuth {
+    fn from(auth: UpstreamAuthArg) -> Self {
+        match auth {
+            UpstreamAuthArg::Bearer => Self::Bearer,
+            UpstreamAuthArg::XApiKey => Self::XApiKey,
+            UpstreamAuthArg::ApiKey => Self::ApiKey,
+        }
+    }
 }
 
 /// `--kind` values.
@@ -162,6 +214,8 @@ pub enum KindArg {
     Openai,
     /// Azure OpenAI.
     Azure,
+    /// A server that speaks only the Anthropic Messages API.
+    Anthropic,
 }
 
 impl From<KindArg> for shared::account::AccountKind {
@@ -169,6 +223,7 @@ impl From<KindArg> for shared::account::AccountKind {
         match kind {
             KindArg::Openai => Self::Openai,
             KindArg::Azure => Self::Azure,
+            KindArg::Anthropic => Self::Anthropic,
         }
     }
 }
@@ -286,6 +341,19 @@ pub enum AccountsCommand {
     Reset {
         /// Account id or name.
         account: String,
+    },
+    /// Probe accounts' upstreams now for their capability profile (server family, context
+    /// window, tokenizer, native Messages API, tool calls).
+    #[command(after_help = "Examples:
+  relayctl accounts probe qwen3-32b
+  relayctl accounts probe --all")]
+    Probe {
+        /// Account id or name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account, one after another.
+        #[arg(long)]
+        all: bool,
     },
     /// Delete an account.
     Remove {

@@ -235,6 +235,15 @@ impl AdminClient {
         parse(self.send(request)?)
     }
 
+    /// `POST /admin/v1/accounts/{idOrName}/probe`: probes the account's upstream now. A probe
+    /// bounds each of its requests; the whole is given two minutes.
+    pub fn probe_account(&self, id_or_name: &str) -> Result<Account, ClientError> {
+        let builder = self
+            .request(Method::POST, &["accounts", id_or_name, "probe"])
+            .timeout(std::time::Duration::from_secs(120));
+        parse(self.send(builder)?)
+    }
+
     /// `POST /admin/v1/test-endpoint`. relayd runs the checks one after another, each bounded by
     /// its own timeout, so the request may take minutes; it is bounded by their sum plus a margin.
     pub fn test_endpoint(

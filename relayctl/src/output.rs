@@ -23,6 +23,7 @@
 
 mod accounts;
 mod keys;
+mod profiles;
 mod reports;
 pub mod snapshot;
 

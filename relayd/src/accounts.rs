@@ -173,7 +173,8 @@ impl AccountRegistry {
     /// decrypted — and changes nothing in the store.
     pub async fn load(store: Arc<dyn Store>, cipher: Arc<Cipher>) -> Result<Self, LoadError> {
         let records = store.list_accounts().await?;
-        let snapshot = decrypt_all(&cipher, records)?;
+        let profiles = profiles_by_id(store.list_profiles().await?);
+        let snapshot = decrypt_all(&cipher, records, &profiles)?;
         Ok(Self {
             store,
             cipher,
@@ -228,10 +229,25 @@ impl AccountRegistry {
     /// Re-reads every account from the store (after a write, or a change by another instance).
     pub async fn reload(&self) -> Result<(), ApiError> {
         let records = self.store.list_accounts().await?;
-        let snapshot = decrypt_all(&self.cipher, records)
+        let profiles = profiles_by_id(self.store.list_profiles().await?);
+        let snapshot = decrypt_all(&self.cipher, records, &profiles)
             .map_err(|e| ApiError::internal("cannot decrypt a stored account", &e))?;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
+    }
+
+    /// Records what a probe of account `id` found and makes it live; `false` when the account
+    /// was deleted meanwhile (nothing is written then).
+    pub async fn record_profile(
+        &self,
+        id: &AccountId,
+        profile: &Profile,
+    ) -> Result<bool, ApiError> {
+        let written = self.store.put_profile(id, profile).await?;
+        if written {
+            self.reload().await?;
+        }
+        Ok(written)
     }
 
     /// Creates an account; 409 if the name is taken.
@@ -301,8 +317,12 @@ impl AccountRegistry {
         dry_run: bool,
     ) -> Result<ImportReport, ApiError> {
         let _guard = self.writes.lock().await;
-        let existing = decrypt_all(&self.cipher, self.store.list_accounts().await?)
-            .map_err(|e| ApiError::internal("cannot decrypt a stored account", &e))?;
+        let existing = decrypt_all(
+            &self.cipher,
+            self.store.list_accounts().await?,
+            &HashMap::new(),
+        )
+        .map_err(|e| ApiError::internal("cannot decrypt a stored account", &e))?;
         // The whole file passes the address policy or nothing is written, like its validation.
         let refused: Vec<FieldError> = rows
             .iter()
@@ -390,7 +410,12 @@ impl AccountRegistry {
             self.store.get_account_by_name(id_or_name).await?
         };
         let record = record.ok_or_else(|| not_found(id_or_name))?;
-        decrypt(&self.cipher, record).map_err(|name| {
+        let profile = self
+            .snapshot
+            .load()
+            .get(&record.id)
+            .and_then(|a| a.profile.clone());
+        decrypt(&self.cipher, record, profile).map_err(|name| {
             ApiError::internal(
                 "cannot decrypt a stored account",
                 &format!("account {name}: wrong encryption key or damaged record"),
@@ -439,7 +464,11 @@ fn not_found(id_or_name: &str) -> ApiError {
 }
 
 /// Decrypts one record; on failure returns the account's name.
-fn decrypt(cipher: &Cipher, record: AccountRecord) -> Result<LiveAccount, String> {
+fn decrypt(
+    cipher: &Cipher,
+    record: AccountRecord,
+    profile: Option<Arc<Profile>>,
+) -> Result<LiveAccount, String> {
     let open = |field: &str, sealed: Option<&crate::crypto::Sealed>| {
         sealed
             .map(|s| cipher.open(&aad(&record.id, field), s))
@@ -456,18 +485,27 @@ fn decrypt(cipher: &Cipher, record: AccountRecord) -> Result<LiveAccount, String
         record.settings,
         AccountSecrets { api_key, proxy },
         (record.created_at, record.updated_at),
-        None,
+        profile,
     ))
+}
+
+fn profiles_by_id(profiles: Vec<(AccountId, Profile)>) -> HashMap<AccountId, Arc<Profile>> {
+    profiles
+        .into_iter()
+        .map(|(id, profile)| (id, Arc::new(profile)))
+        .collect()
 }
 
 fn decrypt_all(
     cipher: &Cipher,
     records: Vec<AccountRecord>,
+    profiles: &HashMap<AccountId, Arc<Profile>>,
 ) -> Result<AccountSnapshot, UndecryptableAccounts> {
     let mut accounts = Vec::with_capacity(records.len());
     let mut names = Vec::new();
     for record in records {
-        match decrypt(cipher, record) {
+        let profile = profiles.get(&record.id).cloned();
+        match decrypt(cipher, record, profile) {
             Ok(account) => accounts.push(Arc::new(account)),
             Err(name) => names.push(name),
         }

@@ -24,6 +24,7 @@ use crate::coordinator::{Coordinator, LocalCoordinator, RedisCoordinator, RedisS
 use crate::crypto::{Cipher, KeyOrigin, load_or_create_key};
 use crate::keys::KeyRegistry;
 use crate::lifecycle::{LogControl, SignalContext, Signals};
+use crate::profile_probe::ProfileProbe;
 use crate::registry_sync::RegistrySync;
 use crate::state::{AppState, Background};
 use crate::store::Store;
@@ -245,15 +246,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     ));
     let background = Arc::new(Background::default());
     let coordinator = start_coordinator(&config, &accounts, &keys, &background).await?;
-    if config.routing.probe_interval_secs > 0 {
-        let every = Duration::from_secs(config.routing.probe_interval_secs);
-        let probe = CoolingProbe {
-            accounts: Arc::clone(&accounts),
-            coordinator: Arc::clone(&coordinator),
-            upstreams: Arc::clone(&upstreams),
-        };
-        background.spawn(|cancel| probe.run(every, cancel));
-    }
+    let profile_probe = start_probes(&config, &accounts, &coordinator, &upstreams, &background);
     let routing = Arc::new(crate::routing::Router::new(
         config.routing.clone(),
         coordinator,
@@ -273,7 +266,38 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         in_flight: Arc::new(AtomicU64::new(0)),
         usage,
         background,
+        profile_probe,
     })
+}
+
+/// The probes that run beside the server: of cooling accounts (when configured), and of every
+/// account's capability profile, whose prober admin writes also use.
+fn start_probes(
+    config: &Config,
+    accounts: &Arc<AccountRegistry>,
+    coordinator: &Arc<dyn crate::coordinator::Coordinator>,
+    upstreams: &Arc<crate::upstream::Upstreams>,
+    background: &Background,
+) -> Arc<ProfileProbe> {
+    if config.routing.probe_interval_secs > 0 {
+        let every = Duration::from_secs(config.routing.probe_interval_secs);
+        let probe = CoolingProbe {
+            accounts: Arc::clone(accounts),
+            coordinator: Arc::clone(coordinator),
+            upstreams: Arc::clone(upstreams),
+        };
+        background.spawn(|cancel| probe.run(every, cancel));
+    }
+    let profile_probe = Arc::new(ProfileProbe::new(
+        Arc::clone(accounts),
+        Arc::clone(upstreams),
+    ));
+    if config.upstream.probe_profiles {
+        let every = config.upstream.probe_profile_every();
+        let runner = Arc::clone(&profile_probe);
+        background.spawn(|cancel| runner.run(every, cancel));
+    }
+    profile_probe
 }
 
 /// The coordinator the store calls for: in process for the embedded store, shared through Redis

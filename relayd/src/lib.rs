@@ -23,6 +23,7 @@
 //! - [`routing`]: which accounts serve a model, which one a request goes to, the cooldown policy.
 //! - [`coordinator`]: slots, leases, cooldowns and key counters, in process or shared in Redis.
 //! - [`cooling_probe`]: the background probe that ends cooldowns of accounts that answer again.
+//! - [`profile_probe`]: probing accounts for their capability profile, and when.
 //! - [`registry_sync`]: reloads the registries when the coordinator reports another instance's
 //!   admin change.
 //! - [`upstream`]: the upstream HTTP client: pooled connections, answers, classified failures.
@@ -51,6 +52,7 @@ pub mod limits;
 pub mod logbuf;
 pub mod logfmt;
 pub mod metrics;
+pub mod profile_probe;
 pub mod proxy;
 pub mod registry_sync;
 pub mod routing;

@@ -45,6 +45,8 @@ pub struct AppState {
     pub routing: Arc<crate::routing::Router>,
     /// The daemon's background tasks (cooling-account probes, registry reloads).
     pub background: Arc<Background>,
+    /// Capability probes of accounts, and their results.
+    pub profile_probe: Arc<crate::profile_probe::ProfileProbe>,
 }
 
 /// Background tasks started with the state: tracked, and cancelled together by

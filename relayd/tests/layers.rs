@@ -37,7 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("upstream client", &["upstream"]),
     (
         "daemon tasks",
-        &["cooling_probe", "registry_sync", "workers"],
+        &["cooling_probe", "profile_probe", "registry_sync", "workers"],
     ),
     ("state", &["state"]),
     ("handlers", &["admin", "lifecycle", "proxy"]),

@@ -35,6 +35,8 @@ impl TestApp {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         };
+        // Probes would add requests to every mock upstream; the tests of probing turn them on.
+        config.upstream.probe_profiles = false;
         configure(&mut config);
         let token_path = config.admin_token_path();
         let state = relayd::cli::build_state(config)

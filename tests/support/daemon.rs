@@ -112,6 +112,9 @@ impl Daemon {
             .env_remove("RELAYD_ADMIN_TOKEN")
             .env_remove("RELAYD_STORE")
             .env("RELAYD_LOG", "info")
+            // Probes would add requests to every mock upstream; the tests of probing turn
+            // them on.
+            .env("RELAYD_UPSTREAM__PROBE_PROFILES", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

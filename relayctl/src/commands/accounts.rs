@@ -1,4 +1,4 @@
-//! `relayctl accounts list|show|update|enable|disable|reset|remove`.
+//! `relayctl accounts list|show|update|enable|disable|probe|reset|remove`.
 
 use shared::account::AccountPatch;
 
@@ -23,6 +23,7 @@ pub(super) fn run(ctx: &Context<'_>, command: &AccountsCommand) -> anyhow::Resul
         AccountsCommand::Disable { account } => ctx
             .printer
             .account(&client.set_account_enabled(account, false)?)?,
+        AccountsCommand::Probe { account, all } => probe(ctx, &client, account.as_deref(), *all)?,
         AccountsCommand::Reset { account } => ctx
             .printer
             .cooldown_reset(&client.reset_account(account)?)?,
@@ -49,6 +50,33 @@ pub(super) fn run(ctx: &Context<'_>, command: &AccountsCommand) -> anyhow::Resul
     Ok(())
 }
 
+/// `accounts probe NAME` (the account, profile included) or `--all` (one line per account as
+/// each probe ends, then the table).
+fn probe(
+    ctx: &Context<'_>,
+    client: &crate::client::AdminClient,
+    account: Option<&str>,
+    all: bool,
+) -> anyhow::Result<()> {
+    if let (Some(account), false) = (account, all) {
+        ctx.printer.account(&client.probe_account(account)?)?;
+        return Ok(());
+    }
+    let names: Vec<String> = client
+        .list_accounts()?
+        .accounts
+        .into_iter()
+        .map(|a| a.settings.name)
+        .collect();
+    let mut probed = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        output::note(&format!("probing {name} ({}/{})", i + 1, names.len()));
+        probed.push(client.probe_account(name)?);
+    }
+    ctx.printer.profiles(&probed)?;
+    Ok(())
+}
+
 /// The flags given, as a partial update; an empty `--api-key`/`--proxy` or `--clear-*` removes.
 fn patch_from(args: &UpdateAccountArgs) -> Result<AccountPatch, UsageError> {
     let f = args.account_flags.clone();
@@ -72,6 +100,9 @@ fn patch_from(args: &UpdateAccountArgs) -> Result<AccountPatch, UsageError> {
         proxy: clearable(f.proxy, args.clear_proxy),
         enabled: None,
         description: None,
+        context_window: f.context_window.map(Some),
+        anthropic_mode: f.anthropic_mode.map(Into::into),
+        upstream_auth: f.upstream_auth.map(Into::into),
         ..AccountPatch::default()
     };
     if patch.is_empty() {

@@ -179,6 +179,9 @@ fn input_from(flags: AccountFlags) -> AccountInput {
         proxy: flags.proxy.filter(|p| !p.is_empty()),
         enabled: None,
         description: None,
+        context_window: flags.context_window,
+        anthropic_mode: flags.anthropic_mode.map(Into::into),
+        upstream_auth: flags.upstream_auth.map(Into::into),
         ..AccountInput::default()
     }
 }
@@ -208,6 +211,9 @@ fn flag_for(field: &str) -> &str {
         "proxy" => "--proxy",
         "kind" => "--kind",
         "apiVersion" => "--api-version",
+        "contextWindow" => "--context-window",
+        "anthropicMode" => "--anthropic-mode",
+        "upstreamAuth" => "--upstream-auth",
         other => other,
     }
 }

@@ -65,6 +65,7 @@ impl Printer {
             ("id", account.id.to_string()),
             ("name", s.name.clone()),
             ("kind", s.kind.to_string()),
+            ("upstream auth", s.auth().as_str().to_owned()),
             ("endpoint", s.endpoint.clone()),
             ("deployment", s.deployment_name.clone()),
             ("api key", secret_text(account)),
@@ -81,6 +82,7 @@ impl Printer {
         if let Some(d) = &s.description {
             rows.push(("description", d.clone()));
         }
+        rows.extend(super::profiles::profile_rows(account));
         rows.push(("created", format_time(account.created_at)));
         rows.push(("updated", format_time(account.updated_at)));
         print_table(&key_value(&rows))

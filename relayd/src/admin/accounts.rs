@@ -7,9 +7,9 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use shared::account::{Account, AccountInput, AccountPatch};
+use shared::account::{Account, AccountId, AccountInput, AccountPatch};
 use shared::admin::{AccountList, CooldownReset, EndedCooldown};
-use shared::import::{ImportReport, parse_rows};
+use shared::import::{ImportOutcome, ImportReport, parse_rows};
 use shared::time::now_millis;
 
 use crate::coordinator::CoordinationError;
@@ -43,6 +43,7 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<Account>)> {
     let account = state.accounts.create(input).await?;
     tracing::info!(account = %account.settings.name, id = %account.id, "account created");
+    probe_in_background(&state, vec![account.id.clone()]);
     Ok((StatusCode::CREATED, Json(account)))
 }
 
@@ -54,8 +55,12 @@ pub(super) async fn update(
     if patch.is_empty() {
         return Err(ApiError::invalid("empty update: give at least one field to change").into());
     }
+    let reprobe = crate::profile_probe::changes_the_upstream(&patch);
     let account = state.accounts.update(&id, patch).await?;
     tracing::info!(account = %account.settings.name, id = %account.id, "account updated");
+    if reprobe {
+        probe_in_background(&state, vec![account.id.clone()]);
+    }
     Ok(Json(account))
 }
 
@@ -177,5 +182,54 @@ pub(super) async fn import(
         unchanged = report.summary.unchanged,
         "batch import"
     );
+    if !report.dry_run {
+        let snapshot = state.accounts.snapshot();
+        let changed = report
+            .rows
+            .iter()
+            .filter(|r| matches!(r.result, ImportOutcome::Created | ImportOutcome::Updated))
+            .filter_map(|r| snapshot.find(&r.name).map(|a| a.id.clone()))
+            .collect();
+        probe_in_background(&state, changed);
+    }
     Ok(Json(report))
+}
+
+/// `POST /admin/v1/accounts/{id or name}/probe`: probes the account's upstream now and answers
+/// with the account, its new profile included. A probe that learns nothing still answers 200:
+/// what could not be learnt is in the profile's notes.
+pub(super) async fn probe(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Account>> {
+    let account = state
+        .accounts
+        .snapshot()
+        .find(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no account with id or name {id:?}")))?;
+    if state.profile_probe.probe(&account).await.is_none() {
+        return Err(ApiError::not_found(format!(
+            "account {:?} was deleted during its probe",
+            account.settings.name
+        ))
+        .into());
+    }
+    let snapshot = state.accounts.snapshot();
+    let probed = snapshot
+        .get(&account.id)
+        .ok_or_else(|| ApiError::not_found(format!("no account with id or name {id:?}")))?;
+    Ok(Json(probed.view()))
+}
+
+/// Probes `ids` after the admin call has answered: a slow or dead upstream never holds up an
+/// admin write.
+fn probe_in_background(state: &AppState, ids: Vec<AccountId>) {
+    if ids.is_empty() || !state.config.upstream.probe_profiles {
+        return;
+    }
+    let prober = std::sync::Arc::clone(&state.profile_probe);
+    state
+        .background
+        .spawn(|cancel| async move { prober.probe_ids(ids, cancel).await });
 }

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/v1/accounts/{id}/enable", post(accounts::enable))
         .route("/admin/v1/accounts/{id}/disable", post(accounts::disable))
         .route("/admin/v1/accounts/{id}/reset", post(accounts::reset))
+        .route("/admin/v1/accounts/{id}/probe", post(accounts::probe))
         .route("/admin/v1/import", post(accounts::import))
         .route("/admin/v1/models", get(models::table))
         .route("/admin/v1/keys", get(keys::list).post(keys::create))

@@ -20,12 +20,24 @@ pub struct UpstreamConfig {
     pub max_line_bytes: usize,
     /// Largest non-streamed answer (and largest JSON answer to a streaming request).
     pub max_answer_bytes: usize,
+    /// Probe accounts' capabilities by themselves: after a change of how one is reached, at
+    /// start for those never probed, and every `probe_profile_hours`. When off, only on demand
+    /// (`POST /admin/v1/accounts/{id}/probe`, `relayctl accounts probe`).
+    pub probe_profiles: bool,
+    /// Every account's capability profile is probed again this often (hours; 0 = never again
+    /// by itself).
+    pub probe_profile_hours: u64,
 }
 
 impl UpstreamConfig {
     /// The idle time of pooled connections.
     pub fn pool_idle(&self) -> Duration {
         Duration::from_secs(self.pool_idle_secs)
+    }
+
+    /// How often every account is probed again, if at all.
+    pub fn probe_profile_every(&self) -> Option<Duration> {
+        (self.probe_profile_hours > 0).then(|| Duration::from_secs(self.probe_profile_hours * 3600))
     }
 }
 
@@ -35,6 +47,8 @@ impl Default for UpstreamConfig {
             pool_idle_secs: 4,
             max_line_bytes: 8 * 1024 * 1024,
             max_answer_bytes: 64 * 1024 * 1024,
+            probe_profiles: true,
+            probe_profile_hours: 24,
         }
     }
 }
