@@ -1,19 +1,119 @@
 //! Probing an upstream for its [`Profile`]: server family and version, context window,
 //! tokenizer, native Messages API, tool calls, reasoning field, usage in streams.
 //!
-//! Interim: the probe records that nothing was learnt yet; the per-family probes replace this.
+//! The probe never fails: what it cannot learn stays `None` with a one-line note. Every request
+//! is bounded ([`INFO_BUDGET`], [`GENERATION_BUDGET`]; generation asks for at most
+//! [`MAX_TOKENS`]), and the three independent groups — what the server says about itself, the
+//! native Messages checks and the chat-completions checks — run concurrently, each group in
+//! sequence (a one-slot llama.cpp server would only queue them), so a probe takes at most about
+//! 20 s. An endpoint that answers none of the family requests is not asked anything else.
+//!
+//! Files: this one runs the groups; [`family`] recognises the server, one file per family reads
+//! its window; [`tokenizer`] finds the tokenizer that works; [`native`] and [`chat`] are the
+//! generation checks; [`wire`] holds the request helpers they share.
 
-use shared::profile::Profile;
+use std::time::Duration;
+
+use shared::account::AccountKind;
+use shared::profile::{Profile, ServerFamily};
 use shared::time::now_millis;
 
 use super::Upstreams;
 use crate::accounts::LiveAccount;
 
+mod chat;
+mod family;
+mod llamacpp;
+mod lmstudio;
+mod native;
+mod ollama;
+mod sglang;
+mod tgi;
+mod tokenizer;
+mod vllm;
+mod wire;
+
+use wire::Probe;
+
+/// How long a question about the server (version, window, tokenize) may take.
+pub const INFO_BUDGET: Duration = Duration::from_secs(4);
+/// How long one tiny generation may take.
+pub const GENERATION_BUDGET: Duration = Duration::from_secs(6);
+/// The output tokens a generation check asks for: enough for a short tool call.
+pub const MAX_TOKENS: u32 = 16;
+
 /// Probes `account`'s upstream. Never fails: what could not be learnt is left out and noted.
-pub async fn probe(_upstreams: &Upstreams, _account: &LiveAccount) -> Profile {
-    Profile {
+pub async fn probe(upstreams: &Upstreams, account: &LiveAccount) -> Profile {
+    let probe = Probe::new(upstreams, account);
+    let mut profile = Profile {
         probed_at: now_millis(),
-        notes: vec!["no probe ran".to_owned()],
         ..Profile::default()
+    };
+    let kind = account.settings.kind;
+    let detected = match kind {
+        // Azure names no server and serves none of the self-hosted surfaces.
+        AccountKind::Azure => family::Detected::named(ServerFamily::Azure),
+        AccountKind::Openai | AccountKind::Anthropic => family::detect(&probe).await,
+    };
+    if !detected.reachable {
+        profile.family = detected.family;
+        profile.notes.push(format!(
+            "the server did not answer ({}); nothing else was asked",
+            detected.why_unreachable.as_deref().unwrap_or("no answer")
+        ));
+        return profile;
+    }
+    profile.family = match (detected.family, kind) {
+        (ServerFamily::Unknown, AccountKind::Anthropic) => ServerFamily::AnthropicCompatible,
+        (family, _) => family,
+    };
+    profile.version = detected.version.clone();
+    if profile.version.is_none() && profile.family != ServerFamily::Unknown {
+        profile
+            .notes
+            .push(format!("{} does not say its version", profile.family));
+    }
+    profile.notes.extend(detected.notes.iter().cloned());
+    let about = async {
+        let window = family::window(&probe, &detected).await;
+        let tokenizer = tokenizer::find(&probe, profile.family).await;
+        (window, tokenizer)
+    };
+    let (about, native, chat) = tokio::join!(about, native::check(&probe), async {
+        match kind {
+            // An Anthropic-only endpoint has no chat completions to check.
+            AccountKind::Anthropic => None,
+            AccountKind::Openai | AccountKind::Azure => Some(chat::check(&probe).await),
+        }
+    });
+    let (window, tokenizer) = about;
+    let window = window.map(|(window, note)| {
+        profile.notes.extend(note);
+        window
+    });
+    settle(
+        &mut profile.context_window,
+        window,
+        "context window",
+        &mut profile.notes,
+    );
+    settle(
+        &mut profile.tokenizer,
+        tokenizer,
+        "tokenizer",
+        &mut profile.notes,
+    );
+    native.apply(&mut profile);
+    if let Some(chat) = chat {
+        chat.apply(&mut profile);
+    }
+    profile
+}
+
+/// Records a finding, or the note saying why there is none.
+fn settle<T>(slot: &mut Option<T>, found: Result<T, String>, what: &str, notes: &mut Vec<String>) {
+    match found {
+        Ok(value) => *slot = Some(value),
+        Err(why) => notes.push(format!("{what} unknown: {why}")),
     }
 }
