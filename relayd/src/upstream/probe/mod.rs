@@ -2,11 +2,11 @@
 //! tokenizer, native Messages API, tool calls, reasoning field, usage in streams.
 //!
 //! The probe never fails: what it cannot learn stays `None` with a one-line note. Every request
-//! is bounded ([`INFO_BUDGET`], [`GENERATION_BUDGET`]; generation asks for at most
-//! [`MAX_TOKENS`]), and the three independent groups — what the server says about itself, the
+//! is bounded ([`Budgets`]; generation asks for at most [`MAX_TOKENS`]), no request outlives
+//! the whole probe's budget, and the three independent groups — what the server says about itself, the
 //! native Messages checks and the chat-completions checks — run concurrently, each group in
 //! sequence (a one-slot llama.cpp server would only queue them), so a probe takes at most about
-//! 20 s. An endpoint that answers none of the family requests is not asked anything else.
+//! 20 s by default. An endpoint that answers none of the family requests is not asked anything else.
 //!
 //! Files: this one runs the groups; [`family`] recognises the server, one file per family reads
 //! its window; [`tokenizer`] finds the tokenizer that works; [`native`] and [`chat`] are the
@@ -35,16 +35,42 @@ mod wire;
 
 use wire::Probe;
 
-/// How long a question about the server (version, window, tokenize) may take.
-pub const INFO_BUDGET: Duration = Duration::from_secs(4);
-/// How long one tiny generation may take.
-pub const GENERATION_BUDGET: Duration = Duration::from_secs(6);
 /// The output tokens a generation check asks for: enough for a short tool call.
 pub const MAX_TOKENS: u32 = 16;
 
+/// How long a probe's requests may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// One question about the server (version, window, a tiny count).
+    pub info: Duration,
+    /// One tiny generation.
+    pub generation: Duration,
+    /// The whole probe: a request never outlives it.
+    pub total: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            info: Duration::from_secs(4),
+            generation: Duration::from_secs(8),
+            total: Duration::from_secs(20),
+        }
+    }
+}
+
 /// Probes `account`'s upstream. Never fails: what could not be learnt is left out and noted.
 pub async fn probe(upstreams: &Upstreams, account: &LiveAccount) -> Profile {
-    let probe = Probe::new(upstreams, account);
+    probe_within(upstreams, account, Budgets::default()).await
+}
+
+/// [`probe`] with other time budgets (a slow server, a test on a busy machine).
+pub async fn probe_within(
+    upstreams: &Upstreams,
+    account: &LiveAccount,
+    budgets: Budgets,
+) -> Profile {
+    let probe = Probe::new(upstreams, account, budgets);
     let mut profile = Profile {
         probed_at: now_millis(),
         ..Profile::default()

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use shared::account::AccountKind;
 use shared::profile::Profile;
 
+use super::MAX_TOKENS;
 use super::wire::{Probe, brief, not_served};
-use super::{GENERATION_BUDGET, MAX_TOKENS};
 use crate::upstream::UpstreamError;
 
 /// What the native checks found.
@@ -63,7 +63,7 @@ pub(super) async fn check(probe: &Probe<'_>) -> Native {
         "model": probe.deployment(), "max_tokens": MAX_TOKENS,
         "messages": [{ "role": "user", "content": "Say OK." }],
     });
-    found.messages = match probe.post("/v1/messages", &plain, GENERATION_BUDGET).await {
+    found.messages = match probe.post("/v1/messages", &plain, probe.generation()).await {
         Ok(answer) if is_message(&answer) => Some(true),
         Ok(_) => {
             found

@@ -26,7 +26,7 @@ pub(super) async fn window(probe: &Probe<'_>) -> super::family::Window {
         .post(
             "/api/show",
             &json!({ "model": probe.deployment() }),
-            super::INFO_BUDGET,
+            probe.info(),
         )
         .await
         .map_err(|e| format!("/api/show: {}", brief(&e)))?;

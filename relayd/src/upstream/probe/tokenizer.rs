@@ -44,6 +44,18 @@ async fn count(
     probe: &Probe<'_>,
     tokenizer: Tokenizer,
 ) -> Result<u64, crate::upstream::UpstreamError> {
+    let budget = probe.info();
+    tokio::time::timeout(budget, count_unbounded(probe, tokenizer))
+        .await
+        .unwrap_or(Err(crate::upstream::UpstreamError::FirstByteTimeout(
+            budget,
+        )))
+}
+
+async fn count_unbounded(
+    probe: &Probe<'_>,
+    tokenizer: Tokenizer,
+) -> Result<u64, crate::upstream::UpstreamError> {
     let message = json!([{ "role": "user", "content": "Hello" }]);
     let mut chat = Map::new();
     chat.insert("messages".to_owned(), message.clone());

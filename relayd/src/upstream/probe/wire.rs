@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::http::Method;
 use serde_json::Value;
 
@@ -14,11 +16,37 @@ use crate::upstream::{UpstreamError, Upstreams, chat_url, exchange, server_root}
 pub(super) struct Probe<'a> {
     pub(super) upstreams: &'a Upstreams,
     pub(super) account: &'a LiveAccount,
+    budgets: super::Budgets,
+    deadline: Instant,
 }
 
 impl<'a> Probe<'a> {
-    pub(super) fn new(upstreams: &'a Upstreams, account: &'a LiveAccount) -> Self {
-        Self { upstreams, account }
+    pub(super) fn new(
+        upstreams: &'a Upstreams,
+        account: &'a LiveAccount,
+        budgets: super::Budgets,
+    ) -> Self {
+        Self {
+            upstreams,
+            account,
+            budgets,
+            deadline: Instant::now() + budgets.total,
+        }
+    }
+
+    /// `budget`, cut short by the whole probe's deadline.
+    fn within(&self, budget: Duration) -> Duration {
+        budget.min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The budget of a question about the server.
+    pub(super) fn info(&self) -> Duration {
+        self.within(self.budgets.info)
+    }
+
+    /// The budget of a tiny generation.
+    pub(super) fn generation(&self) -> Duration {
+        self.within(self.budgets.generation)
     }
 
     /// The model name the server knows.
@@ -26,7 +54,7 @@ impl<'a> Probe<'a> {
         &self.account.settings.deployment_name
     }
 
-    /// `GET {root}{path}` as JSON, within [`super::INFO_BUDGET`].
+    /// `GET {root}{path}` as JSON, within the info budget.
     pub(super) async fn get(&self, path: &str) -> Result<Value, UpstreamError> {
         let url = format!("{}{path}", server_root(self.account));
         exchange::json(
@@ -35,7 +63,7 @@ impl<'a> Probe<'a> {
             Method::GET,
             url,
             None,
-            super::INFO_BUDGET,
+            self.info(),
         )
         .await
     }
@@ -77,7 +105,7 @@ impl<'a> Probe<'a> {
             Method::POST,
             chat_url(self.account),
             Some(body),
-            super::GENERATION_BUDGET,
+            self.generation(),
         )
         .await
     }
@@ -94,7 +122,7 @@ impl<'a> Probe<'a> {
             Method::POST,
             url,
             Some(body),
-            super::GENERATION_BUDGET,
+            self.generation(),
         )
         .await?;
         let events = sse_events(&String::from_utf8_lossy(&bytes));
