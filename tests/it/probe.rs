@@ -244,3 +244,110 @@ async fn the_real_llama_server_is_probed_as_it_is() {
     assert_eq!(profile.stream_usage, Some(true), "{profile:#?}");
     assert_eq!(profile.max_completion_tokens, Some(true), "{profile:#?}");
 }
+
+/// The request of each Claude Code fixture (under `body`), as bytes.
+fn claude_code_requests() -> Vec<(String, Vec<u8>)> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/claude-code");
+    let mut requests: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("fixture");
+            let fixture: Value = serde_json::from_str(&text).expect("fixture JSON");
+            let body = serde_json::to_vec(&fixture["body"]).expect("body");
+            (path.display().to_string(), body)
+        })
+        .collect();
+    requests.sort();
+    requests
+}
+
+/// The translation relayd's window check hands the tokenizer.
+fn to_chat(account: &LiveAccount) -> impl Fn(&[u8]) -> Result<Vec<u8>, String> + '_ {
+    use relayd::translate::{AnthropicRequest, ReasoningMode, UpstreamOptions};
+    move |body: &[u8]| {
+        let options = UpstreamOptions {
+            deployment: &account.settings.deployment_name,
+            max_output_tokens: None,
+            use_max_completion_tokens: false,
+            reasoning: ReasoningMode::Drop,
+            send_reasoning_content: account.settings.send_reasoning_content,
+        };
+        AnthropicRequest::parse(body)
+            .and_then(|request| request.to_openai(&options))
+            .map(|(chat, _)| chat)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The server's own count, by hand: its template renders the messages and tools, its tokenizer
+/// counts the prompt with the BOS token it adds when generating.
+async fn counted_by_hand(server: &LlamaServer, chat: &[u8]) -> u64 {
+    let chat: Value = serde_json::from_slice(chat).expect("chat body");
+    let client = reqwest::Client::new();
+    let rendered: Value = client
+        .post(format!("{}/apply-template", server.url()))
+        .json(&json!({"messages": chat["messages"], "tools": chat["tools"]}))
+        .send()
+        .await
+        .expect("apply-template")
+        .json()
+        .await
+        .expect("apply-template JSON");
+    let prompt = rendered["prompt"].as_str().expect("prompt");
+    assert!(!prompt.is_empty());
+    let tokens: Value = client
+        .post(format!("{}/tokenize", server.url()))
+        .json(&json!({"content": prompt, "add_special": true}))
+        .send()
+        .await
+        .expect("tokenize")
+        .json()
+        .await
+        .expect("tokenize JSON");
+    tokens["tokens"].as_array().expect("tokens").len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_equals_the_llama_servers_own_count_on_claude_codes_requests() {
+    use relayd::upstream::tokenize::count_tokens;
+    let server = start_llama(4096).await;
+    let account = account(&format!("{}/v1", server.url()), MODEL, None);
+    let upstreams = upstreams();
+    let requests = claude_code_requests();
+    assert!(requests.len() >= 6, "{} fixtures", requests.len());
+    for (name, body) in &requests {
+        let counted = count_tokens(
+            &upstreams,
+            &account,
+            Tokenizer::LlamaCpp,
+            body,
+            to_chat(&account),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}\n{}", server.log()));
+        let chat = to_chat(&account)(body).expect("translated");
+        let by_hand = counted_by_hand(&server, &chat).await;
+        assert_eq!(counted, by_hand, "{name}");
+        // The server's native count of the Anthropic request renders the same prompt but for
+        // Claude Code's billing-header line, which the translation drops (about 30 tokens).
+        let native = count_tokens(
+            &upstreams,
+            &account,
+            Tokenizer::AnthropicCountTokens,
+            body,
+            to_chat(&account),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            native >= counted && native - counted <= 40,
+            "{name}: native {native}, translated {counted}"
+        );
+        // Far beyond this 4k window, and far below the local estimate of tool-heavy requests.
+        assert!(counted > 100, "{name}: {counted}");
+    }
+}
