@@ -17,6 +17,7 @@ mod llama;
 mod metrics;
 mod model_labels;
 mod operations;
+mod probe;
 mod relay;
 mod relayctl;
 mod routing;

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod bench;
 pub mod daemon;
+pub mod family_mock;
 pub mod fault_upstream;
 pub mod forward_proxy;
 pub mod http;

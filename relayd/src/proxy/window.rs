@@ -192,12 +192,30 @@ pub(super) async fn exact(
     tokenizer: Tokenizer,
     body: &[u8],
 ) -> Option<u64> {
-    let counted: Result<u64, crate::upstream::UpstreamError> = {
-        let _ = (state, tokenizer, body);
-        Err(crate::upstream::UpstreamError::BadAnswer(
-            "no tokenizer client yet".to_owned(),
-        ))
+    // The upstream client knows no formats: the translation to chat completions (what
+    // `/tokenize` and `/apply-template` take) is done here, and only when the tokenizer needs it.
+    let to_chat = |body: &[u8]| {
+        use crate::translate::{AnthropicRequest, ReasoningMode, UpstreamOptions};
+        let options = UpstreamOptions {
+            deployment: &account.settings.deployment_name,
+            max_output_tokens: None,
+            use_max_completion_tokens: false,
+            reasoning: ReasoningMode::Drop,
+            send_reasoning_content: account.settings.send_reasoning_content,
+        };
+        AnthropicRequest::parse(body)
+            .and_then(|request| request.to_openai(&options))
+            .map(|(chat, _)| chat)
+            .map_err(|e| e.to_string())
     };
+    let counted = crate::upstream::tokenize::count_tokens(
+        &state.upstreams,
+        account,
+        tokenizer,
+        body,
+        to_chat,
+    )
+    .await;
     match counted {
         Ok(n) => Some(n),
         Err(e) => {

@@ -40,9 +40,11 @@ use crate::accounts::LiveAccount;
 use crate::config::{Timeouts, UpstreamConfig};
 
 mod error;
+mod exchange;
 mod pool;
 pub mod probe;
 mod response;
+pub mod tokenize;
 
 pub use error::UpstreamError;
 use pool::{Connection, ThreadClients};
@@ -339,6 +341,12 @@ pub fn chat_url(account: &LiveAccount) -> String {
 /// The base of an Anthropic-native endpoint, given with or without its trailing `/v1`.
 pub fn anthropic_base(endpoint: &str) -> &str {
     endpoint.strip_suffix("/v1").unwrap_or(endpoint)
+}
+
+/// The server's root (its endpoint without a trailing `/v1`), where the native surfaces of
+/// self-hosted servers live (`/tokenize`, `/props`, `/api/show`, `/v1/messages`).
+pub fn server_root(account: &LiveAccount) -> &str {
+    anthropic_base(&account.settings.endpoint)
 }
 
 /// An Azure endpoint without a trailing `/openai` that users sometimes paste.
