@@ -254,6 +254,10 @@ pub struct TestEndpointReport {
     /// Latency figures, when the streaming chat completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
+    /// What the capability probe found, when the endpoint was reachable. Not a check: it
+    /// never makes the report fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::profile::Profile>,
     /// Whether every check passed.
     pub ok: bool,
 }
@@ -470,6 +474,7 @@ mod tests {
                 check("stream", false),
             ],
             latency: None,
+            profile: None,
             ok: false,
         };
         assert_eq!(report.failed_checks(), ["chat", "stream"]);

@@ -138,8 +138,14 @@ async fn a_saved_account_on_a_healthy_upstream_passes_every_check() {
     // The same path as relay traffic: the account's key, its deployment, the OpenAI URL shapes.
     let requests = mock.requests();
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    // The checks come first; the capability probe's requests follow them (never beside them).
+    assert!(paths.len() > 4, "{paths:?}");
+    assert!(
+        report["profile"]["probedAt"].as_u64().is_some(),
+        "{report:#}"
+    );
     assert_eq!(
-        paths,
+        paths[..4],
         [
             "/v1/models",
             "/v1/chat/completions",

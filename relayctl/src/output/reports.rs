@@ -153,6 +153,9 @@ pub fn test_report_text(report: &TestEndpointReport) -> String {
             text.push_str(&format!("  {:<width$}  hint: {hint}\n", ""));
         }
     }
+    if let Some(profile) = &report.profile {
+        text.push_str(&profile_text(profile));
+    }
     let failed = report.failed_checks().len();
     if failed == 0 {
         text.push_str(&format!("all {} checks passed\n", report.checks.len()));
@@ -161,6 +164,64 @@ pub fn test_report_text(report: &TestEndpointReport) -> String {
             "{failed} of {} checks failed\n",
             report.checks.len()
         ));
+    }
+    text
+}
+
+/// What the capability probe found, one line per finding; unknowns as `?`.
+fn profile_text(p: &shared::profile::Profile) -> String {
+    fn yes_no(v: Option<bool>) -> &'static str {
+        match v {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "?",
+        }
+    }
+    let mut text = format!(
+        "profile: {}{}\n",
+        p.family,
+        p.version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default()
+    );
+    let lines = [
+        (
+            "context window",
+            p.context_window
+                .map_or_else(|| "?".to_owned(), |w| format!("{w} tokens")),
+        ),
+        (
+            "tokenizer",
+            p.tokenizer
+                .map_or_else(|| "?".to_owned(), |t| format!("{t:?}")),
+        ),
+        ("native messages", yes_no(p.native_messages).to_owned()),
+        (
+            "native streamed tool calls",
+            yes_no(p.native_streamed_tool_calls).to_owned(),
+        ),
+        ("tool calls", yes_no(p.tool_calls).to_owned()),
+        (
+            "streamed tool calls",
+            yes_no(p.streamed_tool_calls).to_owned(),
+        ),
+        ("usage in streams", yes_no(p.stream_usage).to_owned()),
+        (
+            "max_completion_tokens",
+            yes_no(p.max_completion_tokens).to_owned(),
+        ),
+        (
+            "reasoning field",
+            p.reasoning_field
+                .map_or_else(|| "?".to_owned(), |r| format!("{r:?}")),
+        ),
+    ];
+    for (name, value) in lines {
+        text.push_str(&format!("  {name:<27} {value}\n"));
+    }
+    for note in &p.notes {
+        text.push_str(&format!("  note: {note}\n"));
     }
     text
 }

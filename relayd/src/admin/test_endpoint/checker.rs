@@ -98,11 +98,18 @@ impl<'a> Checker<'a> {
                 self.skip(name, false, "skipped: the endpoint is not reachable");
             }
         }
+        // After the checks, not beside them: a one-slot server would only queue both.
+        let profile = if reachable {
+            Some(crate::upstream::probe::probe(self.upstreams, self.account).await)
+        } else {
+            None
+        };
         let ok = self.checks.iter().all(|c| c.ok);
         TestEndpointReport {
             target,
             checks: self.checks,
             latency,
+            profile,
             ok,
         }
     }
