@@ -18,6 +18,7 @@ mod metrics;
 mod model_labels;
 mod operations;
 mod probe;
+mod profiles;
 mod relay;
 mod relayctl;
 mod routing;
