@@ -24,6 +24,12 @@ use crate::crypto::Cipher;
 use crate::error::{ApiError, ErrorKind};
 use crate::store::{AccountRecord, Store, StoreError};
 
+mod changes;
+mod profiles;
+
+use changes::changed_fields;
+pub use profiles::{ProfileRecorded, same_upstream};
+
 /// One account as request handling sees it: settings and decrypted secrets.
 #[derive(Debug)]
 pub struct LiveAccount {
@@ -155,6 +161,8 @@ pub struct AccountRegistry {
     cipher: Arc<Cipher>,
     snapshot: ArcSwap<AccountSnapshot>,
     writes: tokio::sync::Mutex<()>,
+    /// Held for the whole of a [`AccountRegistry::reload`], read to swap.
+    reloads: tokio::sync::Mutex<()>,
     /// `allow_link_local_endpoints`: whether endpoints and proxies may be set to link-local or
     /// metadata addresses.
     allow_link_local: bool,
@@ -180,6 +188,7 @@ impl AccountRegistry {
             cipher,
             snapshot: ArcSwap::from_pointee(snapshot),
             writes: tokio::sync::Mutex::new(()),
+            reloads: tokio::sync::Mutex::new(()),
             allow_link_local: false,
         })
     }
@@ -226,28 +235,20 @@ impl AccountRegistry {
         self.snapshot.load_full()
     }
 
-    /// Re-reads every account from the store (after a write, or a change by another instance).
+    /// Re-reads every account and profile from the store (after a write, a probe, or a change
+    /// by another instance).
+    ///
+    /// Reloads run one at a time: two overlapping ones (a probe's and an admin write's, or a
+    /// change announced by another instance) could otherwise swap in their snapshots in the
+    /// opposite order of their reads, leaving the older one live.
     pub async fn reload(&self) -> Result<(), ApiError> {
+        let _reloading = self.reloads.lock().await;
         let records = self.store.list_accounts().await?;
         let profiles = profiles_by_id(self.store.list_profiles().await?);
         let snapshot = decrypt_all(&self.cipher, records, &profiles)
             .map_err(|e| ApiError::internal("cannot decrypt a stored account", &e))?;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
-    }
-
-    /// Records what a probe of account `id` found and makes it live; `false` when the account
-    /// was deleted meanwhile (nothing is written then).
-    pub async fn record_profile(
-        &self,
-        id: &AccountId,
-        profile: &Profile,
-    ) -> Result<bool, ApiError> {
-        let written = self.store.put_profile(id, profile).await?;
-        if written {
-            self.reload().await?;
-        }
-        Ok(written)
     }
 
     /// Creates an account; 409 if the name is taken.
@@ -415,12 +416,7 @@ impl AccountRegistry {
             .load()
             .get(&record.id)
             .and_then(|a| a.profile.clone());
-        decrypt(&self.cipher, record, profile).map_err(|name| {
-            ApiError::internal(
-                "cannot decrypt a stored account",
-                &format!("account {name}: wrong encryption key or damaged record"),
-            )
-        })
+        decrypt(&self.cipher, record, profile).map_err(undecryptable)
     }
 
     fn seal(
@@ -460,6 +456,18 @@ fn not_found(id_or_name: &str) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         format!("no account with id or name {id_or_name:?}"),
+    )
+}
+
+/// The error of a stored account that [`decrypt`] could not open (`name` is the account's).
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(undecryptable)`, which passes the name by value"
+)]
+fn undecryptable(name: String) -> ApiError {
+    ApiError::internal(
+        "cannot decrypt a stored account",
+        &format!("account {name}: wrong encryption key or damaged record"),
     )
 }
 
@@ -515,59 +523,4 @@ fn decrypt_all(
     } else {
         Err(UndecryptableAccounts { names })
     }
-}
-
-/// Names of the fields a row would change, in the import file's vocabulary.
-fn changed_fields(
-    current: &LiveAccount,
-    settings: &AccountSettings,
-    secrets: &AccountSecrets,
-) -> Vec<&'static str> {
-    let old = &current.settings;
-    let mut changed = Vec::new();
-    let mut check = |differs: bool, name: &'static str| {
-        if differs {
-            changed.push(name);
-        }
-    };
-    check(old.kind != settings.kind, "kind");
-    check(old.endpoint != settings.endpoint, "endpoint");
-    check(
-        old.deployment_name != settings.deployment_name,
-        "deploymentName",
-    );
-    check(old.api_version != settings.api_version, "apiVersion");
-    check(
-        old.supported_models != settings.supported_models,
-        "supportedModels",
-    );
-    check(old.priority != settings.priority, "priority");
-    check(old.concurrency != settings.concurrency, "concurrency");
-    check(old.enabled != settings.enabled, "enabled");
-    check(old.description != settings.description, "description");
-    check(
-        old.max_output_tokens != settings.max_output_tokens,
-        "maxOutputTokens",
-    );
-    check(old.thinking != settings.thinking, "thinking");
-    check(
-        old.use_max_completion_tokens != settings.use_max_completion_tokens,
-        "useMaxCompletionTokens",
-    );
-    check(
-        old.send_reasoning_content != settings.send_reasoning_content,
-        "sendReasoningContent",
-    );
-    check(old.upstream_auth != settings.upstream_auth, "upstreamAuth");
-    check(
-        old.context_window != settings.context_window,
-        "contextWindow",
-    );
-    check(
-        old.anthropic_mode != settings.anthropic_mode,
-        "anthropicMode",
-    );
-    check(current.secrets.api_key != secrets.api_key, "apiKey");
-    check(current.secrets.proxy != secrets.proxy, "proxy");
-    changed
 }

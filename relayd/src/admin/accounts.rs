@@ -12,6 +12,7 @@ use shared::admin::{AccountList, CooldownReset, EndedCooldown};
 use shared::import::{ImportOutcome, ImportReport, parse_rows};
 use shared::time::now_millis;
 
+use crate::accounts::same_upstream;
 use crate::coordinator::CoordinationError;
 use crate::error::{AdminApiError, ApiError, ErrorKind};
 use crate::extract::{AdminJson, parse_json, read_body};
@@ -55,10 +56,17 @@ pub(super) async fn update(
     if patch.is_empty() {
         return Err(ApiError::invalid("empty update: give at least one field to change").into());
     }
-    let reprobe = crate::profile_probe::changes_the_upstream(&patch);
+    let before = state.accounts.snapshot().find(&id).cloned();
     let account = state.accounts.update(&id, patch).await?;
     tracing::info!(account = %account.settings.name, id = %account.id, "account updated");
-    if reprobe {
+    // A new endpoint, deployment, key, proxy, header or kind may be another server: what was
+    // learnt about the old one no longer holds.
+    let snapshot = state.accounts.snapshot();
+    let reached_anew = match (before, snapshot.get(&account.id)) {
+        (Some(before), Some(after)) => !same_upstream(&before, after),
+        _ => true,
+    };
+    if reached_anew {
         probe_in_background(&state, vec![account.id.clone()]);
     }
     Ok(Json(account))
@@ -195,9 +203,11 @@ pub(super) async fn import(
     Ok(Json(report))
 }
 
-/// `POST /admin/v1/accounts/{id or name}/probe`: probes the account's upstream now and answers
-/// with the account, its new profile included. A probe that learns nothing still answers 200:
-/// what could not be learnt is in the profile's notes.
+/// `POST /admin/v1/accounts/{id or name}/probe`: probes the account's upstream now, waiting
+/// for the probe (after any already running), and answers with the account, its new `profile`
+/// and `resolved` values included. A probe that learns nothing still answers 200: what could not
+/// be learnt is in the profile's notes. 404 when the account is deleted meanwhile, 409 when how
+/// it is reached changed meanwhile (the result described the old settings and was dropped).
 pub(super) async fn probe(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -208,18 +218,12 @@ pub(super) async fn probe(
         .find(&id)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no account with id or name {id:?}")))?;
-    if state.profile_probe.probe(&account).await.is_none() {
-        return Err(ApiError::not_found(format!(
-            "account {:?} was deleted during its probe",
-            account.settings.name
-        ))
-        .into());
-    }
-    let snapshot = state.accounts.snapshot();
-    let probed = snapshot
-        .get(&account.id)
-        .ok_or_else(|| ApiError::not_found(format!("no account with id or name {id:?}")))?;
-    Ok(Json(probed.view()))
+    state
+        .profile_probe
+        .probe(&account)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(state.accounts.view(&account.id)?))
 }
 
 /// Probes `ids` after the admin call has answered: a slow or dead upstream never holds up an

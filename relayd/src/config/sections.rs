@@ -24,8 +24,8 @@ pub struct UpstreamConfig {
     /// start for those never probed, and every `probe_profile_hours`. When off, only on demand
     /// (`POST /admin/v1/accounts/{id}/probe`, `relayctl accounts probe`).
     pub probe_profiles: bool,
-    /// Every account's capability profile is probed again this often (hours; 0 = never again
-    /// by itself).
+    /// A capability profile this many hours old is probed again (checked at least hourly; 0 =
+    /// never again by itself).
     pub probe_profile_hours: u64,
 }
 
@@ -35,9 +35,10 @@ impl UpstreamConfig {
         Duration::from_secs(self.pool_idle_secs)
     }
 
-    /// How often every account is probed again, if at all.
+    /// The age at which a profile is probed again, if ever.
     pub fn probe_profile_every(&self) -> Option<Duration> {
-        (self.probe_profile_hours > 0).then(|| Duration::from_secs(self.probe_profile_hours * 3600))
+        (self.probe_profile_hours > 0)
+            .then(|| Duration::from_secs(self.probe_profile_hours.saturating_mul(3600)))
     }
 }
 
