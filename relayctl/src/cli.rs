@@ -14,6 +14,7 @@ Examples:
   relayctl import --batch custom-models.json --dry-run
   relayctl models
   relayctl accounts disable qwen3-32b
+  relayctl accounts probe --all
   relayctl keys create --name alice --allowed-models 'claude-*' --rpm 60
   relayctl usage --since 7d --by model
   relayctl top
@@ -323,7 +324,8 @@ pub enum AccountsCommand {
     /// Change some settings of an account.
     #[command(after_help = "Examples:
   relayctl accounts update qwen3-32b --priority 5 --models gpt-4o,claude-3-5-sonnet-20241022
-  relayctl accounts update qwen3-32b --clear-api-key")]
+  relayctl accounts update qwen3-32b --clear-api-key
+  relayctl accounts update qwen3-32b --context-window 32768 --anthropic-mode translate")]
     Update(UpdateAccountArgs),
     /// Put an account back into routing.
     Enable {
@@ -379,6 +381,9 @@ pub struct UpdateAccountArgs {
     /// Remove the outbound proxy.
     #[arg(long, conflicts_with = "proxy")]
     pub clear_proxy: bool,
+    /// Forget the set context window: the probe's (or none) is used again.
+    #[arg(long, conflicts_with = "context_window")]
+    pub clear_context_window: bool,
 }
 
 /// `keys …`.

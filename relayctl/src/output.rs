@@ -28,6 +28,7 @@ mod reports;
 pub mod snapshot;
 
 pub use accounts::account_summary;
+pub use profiles::probe_summary;
 pub use reports::test_report_text;
 
 use std::borrow::Cow;

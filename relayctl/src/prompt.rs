@@ -3,7 +3,7 @@
 
 use std::io::{self, IsTerminal};
 
-use dialoguer::{Confirm, Input, Password};
+use dialoguer::{Confirm, Input, Password, Select};
 
 /// Whether a person can be asked: stdin to read answers, stderr to draw prompts.
 pub fn interactive() -> bool {
@@ -35,6 +35,16 @@ pub fn secret(prompt: &str) -> io::Result<Option<String>> {
         .interact()
         .map_err(into_io)?;
     Ok(Some(value).filter(|v| !v.is_empty()))
+}
+
+/// One of `items`, chosen with the arrow keys; Enter takes `default` (an index) unmoved.
+pub fn select(prompt: &str, items: &[&str], default: usize) -> io::Result<usize> {
+    Select::new()
+        .with_prompt(prompt)
+        .items(items)
+        .default(default)
+        .interact()
+        .map_err(into_io)
 }
 
 /// A yes/no question.

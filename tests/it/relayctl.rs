@@ -666,6 +666,10 @@ async fn add_model_prompts_on_a_terminal_and_ctrl_c_saves_nothing() {
     pty.send("ftp://bad\r");
     pty.expect("must start with http:// or https://");
     pty.send("http://127.0.0.1:9/v1\r");
+    // The kind is offered with the endpoint, the inferred one first: two down for anthropic.
+    pty.expect("Kind of server");
+    pty.expect("anthropic: the Anthropic Messages API only");
+    pty.send("\u{1b}[B\u{1b}[B\r");
     pty.expect("Deployment");
     pty.send("qwen3-32b\r");
     pty.expect("Upstream API key");
@@ -693,6 +697,7 @@ async fn add_model_prompts_on_a_terminal_and_ctrl_c_saves_nothing() {
         .ok()
         .json();
     assert_eq!(account["endpoint"], "http://127.0.0.1:9/v1");
+    assert_eq!(account["kind"], "anthropic");
     assert_eq!(account["deploymentName"], "qwen3-32b");
     assert_eq!(account["priority"], 50);
     assert_eq!(account["concurrency"], 7);

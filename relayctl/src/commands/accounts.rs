@@ -50,8 +50,9 @@ pub(super) fn run(ctx: &Context<'_>, command: &AccountsCommand) -> anyhow::Resul
     Ok(())
 }
 
-/// `accounts probe NAME` (the account, profile included) or `--all` (one line per account as
-/// each probe ends, then the table).
+/// `accounts probe NAME` (the account, profile included) or `--all`: every account in turn,
+/// each announced and its outcome said on stderr as it ends, then the table (or the JSON list)
+/// of those probed. A failed probe does not stop the others; any failure exits 1.
 fn probe(
     ctx: &Context<'_>,
     client: &crate::client::AdminClient,
@@ -68,13 +69,36 @@ fn probe(
         .into_iter()
         .map(|a| a.settings.name)
         .collect();
+    if names.is_empty() {
+        output::note("no accounts to probe");
+    }
     let mut probed = Vec::with_capacity(names.len());
+    let mut failed = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        output::note(&format!("probing {name} ({}/{})", i + 1, names.len()));
-        probed.push(client.probe_account(name)?);
+        let step = format!("[{}/{}] {name}", i + 1, names.len());
+        output::note(&format!("{step}: probing…"));
+        match client.probe_account(name) {
+            Ok(account) => {
+                output::note(&format!("{step}: {}", output::probe_summary(&account)));
+                probed.push(account);
+            }
+            Err(e) => {
+                output::note(&format!("{step}: failed: {e}"));
+                failed.push(name.clone());
+            }
+        }
     }
     ctx.printer.profiles(&probed)?;
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{} of {} probes failed: {}",
+            failed.len(),
+            names.len(),
+            failed.join(", ")
+        ))
+    }
 }
 
 /// The flags given, as a partial update; an empty `--api-key`/`--proxy` or `--clear-*` removes.
@@ -100,7 +124,11 @@ fn patch_from(args: &UpdateAccountArgs) -> Result<AccountPatch, UsageError> {
         proxy: clearable(f.proxy, args.clear_proxy),
         enabled: None,
         description: None,
-        context_window: f.context_window.map(Some),
+        context_window: if args.clear_context_window {
+            Some(None)
+        } else {
+            f.context_window.map(Some)
+        },
         anthropic_mode: f.anthropic_mode.map(Into::into),
         upstream_auth: f.upstream_auth.map(Into::into),
         ..AccountPatch::default()

@@ -9,13 +9,13 @@
 //! terminal (or with `--yes`) nothing is saved and the exit code is 1.
 
 use shared::account::{
-    AccountInput, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, DEFAULT_SUPPORTED_MODELS, MAX_CONCURRENCY,
-    validate_endpoint, validate_models, validate_name,
+    AccountInput, AccountKind, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, DEFAULT_SUPPORTED_MODELS,
+    MAX_CONCURRENCY, validate_endpoint, validate_models, validate_name,
 };
 use shared::error::FieldError;
 
 use super::{Context, test_endpoint};
-use crate::cli::{AccountFlags, AddModelArgs};
+use crate::cli::{AccountFlags, AddModelArgs, KindArg};
 use crate::{UsageError, output, prompt};
 
 /// Asks for or checks the values, confirms on a terminal, then creates the account.
@@ -92,6 +92,10 @@ fn ask_missing(mut flags: AccountFlags) -> std::io::Result<AccountInput> {
             false,
             |v| validate_endpoint(v).map(|_| ()),
         )?);
+        // Asked with the endpoint it belongs to; a given endpoint keeps the inferred kind.
+        if flags.kind.is_none() {
+            flags.kind = Some(ask_kind(flags.endpoint.as_deref().unwrap_or_default())?);
+        }
     }
     if flags.deployment.is_none() {
         flags.deployment = Some(prompt::text(
@@ -148,6 +152,33 @@ fn ask_missing(mut flags: AccountFlags) -> std::io::Result<AccountInput> {
         flags.concurrency = answer.trim().parse().ok();
     }
     Ok(input_from(flags))
+}
+
+/// The kind of server, the one the endpoint suggests offered first.
+fn ask_kind(endpoint: &str) -> std::io::Result<KindArg> {
+    const KINDS: [(KindArg, &str); 3] = [
+        (
+            KindArg::Openai,
+            "openai: OpenAI-compatible chat completions (vLLM, SGLang, llama.cpp, Ollama…; \
+             a native Messages API next to it is found by the probe)",
+        ),
+        (
+            KindArg::Azure,
+            "azure: Azure OpenAI deployment (api-key header, api-version)",
+        ),
+        (
+            KindArg::Anthropic,
+            "anthropic: the Anthropic Messages API only (POST …/v1/messages; \
+             never offered to OpenAI clients)",
+        ),
+    ];
+    let suggested = match validate_endpoint(endpoint).map(|url| AccountKind::infer(&url)) {
+        Ok(AccountKind::Azure) => 1,
+        _ => 0,
+    };
+    let items: Vec<&str> = KINDS.iter().map(|(_, text)| *text).collect();
+    let chosen = prompt::select("Kind of server", &items, suggested)?;
+    Ok(KINDS.get(chosen).map_or(KindArg::Openai, |(kind, _)| *kind))
 }
 
 fn in_range(v: &str, min: i64, max: i64) -> Result<(), String> {

@@ -33,9 +33,12 @@ impl Printer {
             "CONCURRENCY",
             "ENABLED",
             "API KEY",
+            "FAMILY",
+            "WINDOW",
         ]);
         for a in &list.accounts {
             let s = &a.settings;
+            let (family, window) = super::profiles::list_cells(a);
             add_row(
                 &mut table,
                 vec![
@@ -49,6 +52,8 @@ impl Printer {
                     s.concurrency.to_string(),
                     yes_no(s.enabled).to_owned(),
                     secret_text(a),
+                    family,
+                    window,
                 ],
             );
         }
@@ -188,7 +193,7 @@ pub fn account_summary(input: &AccountInput) -> io::Result<()> {
         .supported_models
         .as_ref()
         .map_or_else(|| "the 14 default names".to_owned(), |m| m.join(", "));
-    let rows = [
+    let mut rows = vec![
         ("name", input.name.clone()),
         ("endpoint", input.endpoint.clone()),
         ("deployment", input.deployment_name.clone()),
@@ -224,6 +229,15 @@ pub fn account_summary(input: &AccountInput) -> io::Result<()> {
             ),
         ),
     ];
+    if let Some(window) = input.context_window {
+        rows.push(("context window", window.to_string()));
+    }
+    if let Some(mode) = input.anthropic_mode {
+        rows.push(("anthropic mode", mode.as_str().to_owned()));
+    }
+    if let Some(auth) = input.upstream_auth {
+        rows.push(("upstream auth", auth.as_str().to_owned()));
+    }
     let mut err = io::stderr().lock();
     writeln!(err, "{}", key_value(&rows))?;
     err.flush()

@@ -43,6 +43,49 @@ impl Printer {
     }
 }
 
+/// What a probe of `account` found, in one line: `vllm 0.11.0, window 32768 (detected), 2 notes`.
+pub fn probe_summary(account: &Account) -> String {
+    let Some(p) = &account.profile else {
+        return "no profile".to_owned();
+    };
+    let mut text = family_text(p);
+    let window = account.resolved.context_window;
+    text.push_str(&match window.value {
+        Some(w) => format!(", window {w} ({})", source(window.source)),
+        None => ", window unknown".to_owned(),
+    });
+    match p.notes.len() {
+        0 => {}
+        1 => text.push_str(", 1 note"),
+        n => text.push_str(&format!(", {n} notes")),
+    }
+    text
+}
+
+/// The `FAMILY` and `WINDOW` cells of `accounts list`: the server as probed (`-` before the
+/// first probe) and the window requests use, `set` ones marked.
+pub(super) fn list_cells(account: &Account) -> (String, String) {
+    let family = account
+        .profile
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), family_text);
+    let window = account.resolved.context_window;
+    let window = match (window.value, window.source) {
+        (None, _) => "-".to_owned(),
+        (Some(w), Source::Set) => format!("{w} (set)"),
+        (Some(w), Source::Detected | Source::Default) => w.to_string(),
+    };
+    (family, window)
+}
+
+/// `vllm 0.11.0`, or the family alone when it gave no version.
+fn family_text(p: &Profile) -> String {
+    match &p.version {
+        Some(v) => format!("{} {v}", p.family),
+        None => p.family.to_string(),
+    }
+}
+
 /// The rows `accounts show` adds for the profile and the resolved values.
 pub(super) fn profile_rows(account: &Account) -> Vec<(&'static str, String)> {
     let r: &Resolved = &account.resolved;
@@ -101,13 +144,7 @@ pub(super) fn profile_rows(account: &Account) -> Vec<(&'static str, String)> {
 /// What the probe itself saw.
 fn detected_rows(p: &Profile) -> Vec<(&'static str, String)> {
     let mut rows = vec![
-        (
-            "server",
-            match &p.version {
-                Some(v) => format!("{} {v}", p.family),
-                None => p.family.to_string(),
-            },
-        ),
+        ("server", family_text(p)),
         ("native messages", flag(p.native_messages).to_owned()),
         (
             "tool calls",
@@ -128,6 +165,10 @@ fn detected_rows(p: &Profile) -> Vec<(&'static str, String)> {
                 .to_owned(),
         ),
         ("usage in streams", flag(p.stream_usage).to_owned()),
+        (
+            "max_completion_tokens accepted",
+            flag(p.max_completion_tokens).to_owned(),
+        ),
         ("probed", format_time(p.probed_at)),
     ];
     if !p.notes.is_empty() {
