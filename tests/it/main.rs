@@ -16,6 +16,7 @@ mod faults;
 mod llama;
 mod metrics;
 mod model_labels;
+mod native;
 mod operations;
 mod relay;
 mod relayctl;
