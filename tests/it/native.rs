@@ -33,8 +33,8 @@ fn native(name: &str, mock: &MockUpstream, extra: Value) -> Value {
     let mut account = json!({"name": name, "endpoint": mock.endpoint(),
         "deploymentName": format!("{name}-dep"), "apiKey": "sk-upstream-0000",
         "anthropicMode": "native"});
-    if let (Some(account), Some(extra)) = (account.as_object_mut(), extra.as_object()) {
-        account.extend(extra.clone());
+    if let (Some(account), Value::Object(extra)) = (account.as_object_mut(), extra) {
+        account.extend(extra);
     }
     account
 }
