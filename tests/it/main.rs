@@ -17,6 +17,7 @@ mod llama;
 mod metrics;
 mod model_labels;
 mod native;
+mod native_llama;
 mod operations;
 mod relay;
 mod relayctl;
