@@ -84,6 +84,10 @@ pub struct RouteEntry {
     /// The account's context window (set or detected), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u32>,
+    /// The account speaks only the Anthropic Messages API (kind `anthropic`): it serves
+    /// Anthropic-format clients (`/v1/messages`) and is never routed OpenAI-format ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anthropic_only: bool,
     /// Health.
     #[serde(flatten)]
     pub state: AccountState,

@@ -16,6 +16,8 @@ mod faults;
 mod llama;
 mod metrics;
 mod model_labels;
+mod native;
+mod native_llama;
 mod operations;
 mod probe;
 mod profiles;

@@ -1,7 +1,8 @@
 """Drives relayd with the official `anthropic` SDK and prints a JSON summary on stdout.
 
-Usage: anthropic_client.py create|stream|tools|stream_tools|thinking|count_tokens|models|error
+Usage: anthropic_client.py create|stream|tools|tools_forced|stream_tools|thinking|count_tokens|models|error
 Env: RELAY_BASE_URL (http://127.0.0.1:PORT), RELAY_KEY, RELAY_MODEL,
+     RELAY_MAX_TOKENS (create, stream, tools; default 256), RELAY_TIMEOUT (seconds, default 30),
      RELAY_AUTH (api_key: the `api_key=` argument; auth_token: the `auth_token=` argument).
 """
 
@@ -16,11 +17,14 @@ def client():
     base_url = os.environ["RELAY_BASE_URL"]
     key = os.environ["RELAY_KEY"]
     if os.environ.get("RELAY_AUTH", "api_key") == "auth_token":
-        return anthropic.Anthropic(base_url=base_url, auth_token=key, max_retries=0, timeout=30)
-    return anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=30)
+        return anthropic.Anthropic(base_url=base_url, auth_token=key, max_retries=0, timeout=TIMEOUT)
+    return anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, timeout=TIMEOUT)
 
 
 MODEL = os.environ["RELAY_MODEL"]
+# Small models on busy machines: callers may ask for shorter answers and wait longer.
+MAX_TOKENS = int(os.environ.get("RELAY_MAX_TOKENS", "256"))
+TIMEOUT = float(os.environ.get("RELAY_TIMEOUT", "30"))
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "Current weather for a city.",
@@ -35,7 +39,7 @@ WEATHER_TOOL = {
 def create():
     message = client().messages.create(
         model=MODEL,
-        max_tokens=256,
+        max_tokens=MAX_TOKENS,
         system="Be brief.",
         messages=[{"role": "user", "content": "Say hello."}],
     )
@@ -56,7 +60,7 @@ def stream():
     events = []
     with client().messages.stream(
         model=MODEL,
-        max_tokens=256,
+        max_tokens=MAX_TOKENS,
         messages=[{"role": "user", "content": "Count to three."}],
     ) as s:
         for event in s:
@@ -74,11 +78,13 @@ def stream():
     }
 
 
-def tools():
+def tools(forced=False):
     c = client()
     question = {"role": "user", "content": "What is the weather in Paris?"}
+    # A small model may not call a tool on its own; `any` makes the server constrain it to one.
+    choice = {"tool_choice": {"type": "any"}} if forced else {}
     first = c.messages.create(
-        model=MODEL, max_tokens=256, tools=[WEATHER_TOOL], messages=[question]
+        model=MODEL, max_tokens=MAX_TOKENS, tools=[WEATHER_TOOL], messages=[question], **choice
     )
     uses = [b for b in first.content if b.type == "tool_use"]
     if not uses:
@@ -86,7 +92,7 @@ def tools():
     use = uses[0]
     second = c.messages.create(
         model=MODEL,
-        max_tokens=256,
+        max_tokens=MAX_TOKENS,
         tools=[WEATHER_TOOL],
         messages=[
             question,
@@ -181,6 +187,7 @@ if __name__ == "__main__":
         "create": create,
         "stream": stream,
         "tools": tools,
+        "tools_forced": lambda: tools(forced=True),
         "stream_tools": stream_tools,
         "thinking": thinking,
         "count_tokens": count_tokens,

@@ -4,8 +4,9 @@
 //! upstreams ([`mock_upstream`]), misbehaving upstreams ([`fault_upstream`]), outbound proxies
 //! ([`forward_proxy`]), the official client SDKs and Claude Code ([`python`]), a program's screen
 //! under a pseudo-terminal ([`terminal`]), and what the benchmarks share ([`bench`]). The tests
-//! themselves live in `it/`.
+//! themselves live in `it/`. [`anthropic_upstream`] gives the mock an Anthropic-native surface.
 
+pub mod anthropic_upstream;
 pub mod app;
 pub mod bench;
 pub mod daemon;

@@ -183,7 +183,17 @@ impl Printer {
         stdout(&format!(
             "{model} is routed as follows (first row wins; exact names before patterns):\n"
         ))?;
-        print_table(&routes_table(routes))
+        print_table(&routes_table(routes))?;
+        let only_anthropic = routes
+            .iter()
+            .flat_map(|r| &r.accounts)
+            .all(|a| a.anthropic_only);
+        if only_anthropic {
+            stdout(&format!(
+                "{model} serves Anthropic clients only (/v1/messages): its accounts speak only the Anthropic Messages API, so OpenAI clients (/v1/chat/completions) get a 404\n"
+            ))?;
+        }
+        Ok(())
     }
 }
 
@@ -260,7 +270,13 @@ fn routes_table(routes: &[ModelRoute]) -> Table {
             &mut table,
             vec![
                 route.model.clone(),
-                col(&|e| e.name.clone()),
+                col(&|e| {
+                    if e.anthropic_only {
+                        format!("{} (Anthropic clients only)", e.name)
+                    } else {
+                        e.name.clone()
+                    }
+                }),
                 col(&|e| e.priority.to_string()),
                 col(&|e| format!("{} / {}", e.in_flight, e.concurrency)),
                 col(&|e| state_text(&e.state)),

@@ -10,6 +10,9 @@
 //! - a streamed answer must start within the first-byte deadline and look like SSE; a JSON
 //!   completion instead is replayed as the stream that would have carried it
 //!   ([`crate::translate::completion_as_sse`]); anything else fails the attempt.
+//!
+//! Answers of the Messages API (native upstreams) are checked the same way, for a `content`
+//! array; a native stream that is not SSE fails the attempt.
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::time::Instant;
 
+use super::dispatch::Call;
 use crate::translate::completion_as_sse;
 use crate::upstream::{BodyStream, UpstreamError, UpstreamResponse};
 
@@ -54,10 +58,12 @@ pub(super) struct Bounds {
     pub max_line_bytes: usize,
 }
 
-/// Looks at `response` as the answer to a streaming (`stream`) or non-streaming request.
+/// Looks at `response` as the answer to a streaming (`stream`) or non-streaming request made
+/// with `call`.
 pub(super) async fn settle(
     response: UpstreamResponse,
     stream: bool,
+    call: Call,
     bounds: Bounds,
 ) -> Result<Answer, UpstreamError> {
     let content_type = response
@@ -69,8 +75,16 @@ pub(super) async fn settle(
     let mut body = response.bytes_stream();
     if !stream {
         let bytes = read_rest(&mut body, Vec::new(), bounds).await?;
-        if serde_json::from_slice::<CompletionShape>(&bytes).is_err() {
-            return Err(not_usable("a chat completion", &content_type, &bytes));
+        let usable = match call {
+            Call::Chat => serde_json::from_slice::<CompletionShape>(&bytes).is_ok(),
+            Call::Messages => serde_json::from_slice::<MessageShape>(&bytes).is_ok(),
+        };
+        if !usable {
+            let wanted = match call {
+                Call::Chat => "a chat completion",
+                Call::Messages => "a message",
+            };
+            return Err(not_usable(wanted, &content_type, &bytes));
         }
         return Ok(Answer::Complete(bytes));
     }
@@ -97,6 +111,9 @@ pub(super) async fn settle(
     }
     // Not SSE: a server that ignored `stream: true` sends its completion as one JSON body.
     let bytes = read_rest(&mut body, head, bounds).await?;
+    if call == Call::Messages {
+        return Err(not_usable("an event stream", &content_type, &bytes));
+    }
     match completion_as_sse(&bytes) {
         Ok(sse) => {
             tracing::debug!(
@@ -115,6 +132,13 @@ pub(super) async fn settle(
 struct CompletionShape {
     #[expect(dead_code, reason = "only its presence and shape are checked")]
     choices: Vec<IgnoredAny>,
+}
+
+/// The one part of a Messages answer checked before committing: a `content` array.
+#[derive(Deserialize)]
+struct MessageShape {
+    #[expect(dead_code, reason = "only its presence and shape are checked")]
+    content: Vec<IgnoredAny>,
 }
 
 /// Reads the rest of `body` after `head`, within the bounds.

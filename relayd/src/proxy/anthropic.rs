@@ -1,16 +1,20 @@
 //! `POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API over
-//! OpenAI-compatible upstreams, streaming or not. The request flow is the shared
+//! OpenAI-compatible upstreams (translated) and Anthropic-native ones (passed through, see
+//! [`super::native`]), streaming or not. Each attempt decides by its account, so one request may
+//! fail over from one path to the other. The request flow is the shared
 //! [`handler`](super::handler); this file says how Anthropic requests are read and translated.
 
 use std::borrow::Cow;
 
 use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use shared::account::ThinkingMapping;
 
-use super::dispatch::Attempt;
+use super::dispatch::{Attempt, Call};
 use super::handler::{Protocol, StreamTail};
+use super::native;
 use super::stream::anthropic_sse;
 use super::window::{self, Prompt};
 use super::{sse_response, translate_error};
@@ -21,19 +25,33 @@ use crate::extract::read_body;
 use crate::keys::Caller;
 use crate::state::AppState;
 use crate::translate::{
-    AnthropicRequest, ReasoningMode, RequestContext, StreamTranslator, UpstreamOptions, Usage,
-    count_tokens, openai_to_anthropic_with,
+    AnthropicRequest, NativeRequestInfo, NativeStreamTap, ReasoningMode, RequestContext,
+    StreamTranslator, UpstreamOptions, Usage, count_tokens, openai_to_anthropic_with,
+    rewrite_native_response,
 };
-use crate::upstream::BodyStream;
+use crate::upstream::{BodyStream, anthropic_headers};
 
 /// The Anthropic Messages protocol (`POST /v1/messages`).
 #[derive(Debug)]
 pub(super) struct Messages;
 
+/// How an attempt's answer is read back: translated from chat completions, or passed through.
+#[derive(Debug)]
+pub(super) enum Path {
+    /// Translated to chat completions.
+    Translated(RequestContext),
+    /// Sent natively to the Messages API.
+    Native(NativeRequestInfo),
+}
+
 impl Protocol for Messages {
     const SURFACE: Surface = Surface::Anthropic;
     type Request<'a> = AnthropicRequest<'a>;
-    type Extra = RequestContext;
+    type Extra = Path;
+
+    fn forwarded(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+        anthropic_headers(headers)
+    }
 
     fn parse(body: &[u8]) -> Result<(AnthropicRequest<'_>, Cow<'_, str>), ApiError> {
         let request = AnthropicRequest::parse(body).map_err(translate_error)?;
@@ -74,15 +92,24 @@ impl Protocol for Messages {
 
     fn attempt(
         request: &AnthropicRequest<'_>,
-        _body: &Bytes,
+        body: &Bytes,
         account: &LiveAccount,
         max_tokens_cap: Option<u32>,
-    ) -> Result<Attempt<RequestContext>, ApiError> {
+    ) -> Result<Attempt<Path>, ApiError> {
         let settings = &account.settings;
         let max_output_tokens = match (settings.max_output_tokens, max_tokens_cap) {
             (Some(limit), Some(cap)) => Some(limit.min(cap)),
             (limit, cap) => limit.or(cap),
         };
+        if account.resolved.native_messages.value {
+            let attempt = native::attempt(body, account, max_output_tokens)?;
+            return Ok(Attempt {
+                call: attempt.call,
+                body: attempt.body,
+                stream: attempt.stream,
+                extra: Path::Native(attempt.extra),
+            });
+        }
         let options = UpstreamOptions {
             deployment: &settings.deployment_name,
             max_output_tokens,
@@ -98,17 +125,36 @@ impl Protocol for Messages {
             .to_openai_estimating_streams(&options)
             .map_err(translate_error)?;
         Ok(Attempt {
+            call: Call::Chat,
             body: Bytes::from(upstream_body),
             stream: ctx.stream,
-            extra: ctx,
+            extra: Path::Translated(ctx),
         })
     }
 
-    fn streams(ctx: &RequestContext) -> bool {
-        ctx.stream
+    fn streams(path: &Path) -> bool {
+        match path {
+            Path::Translated(ctx) => ctx.stream,
+            Path::Native(info) => info.stream,
+        }
     }
 
-    async fn stream(upstream: BodyStream, ctx: RequestContext, tail: StreamTail) -> Response {
+    async fn stream(upstream: BodyStream, path: Path, tail: StreamTail) -> Response {
+        let ctx = match path {
+            Path::Translated(ctx) => ctx,
+            Path::Native(info) => {
+                let tap = NativeStreamTap::new(&info);
+                let body = native::native_sse(
+                    upstream,
+                    tap,
+                    tail.limits,
+                    tail.admission,
+                    tail.trace,
+                    tail.guard,
+                );
+                return sse_response(body);
+            }
+        };
         let translator = StreamTranslator::new(&ctx, format!("msg_{}", random_hex(12)));
         let body = anthropic_sse(
             upstream,
@@ -125,8 +171,15 @@ impl Protocol for Messages {
     fn complete(
         request: &AnthropicRequest<'_>,
         upstream: &[u8],
-        ctx: &RequestContext,
+        path: &Path,
     ) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
+        let ctx = match path {
+            Path::Translated(ctx) => ctx,
+            Path::Native(info) => {
+                return rewrite_native_response(upstream, &info.requested_model)
+                    .map_err(translate_error);
+            }
+        };
         // The estimate is made only for an upstream that reports no usage.
         let estimate = || request.estimate_input_tokens().unwrap_or(1);
         let (answer, usage) =

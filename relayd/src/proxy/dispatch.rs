@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use shared::time::now_millis;
 
@@ -12,22 +13,34 @@ use super::answer::{Answer, Bounds, settle};
 use super::trace::Trace;
 use super::window::{self, Fit, Prompt};
 use crate::accounts::LiveAccount;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::{ApiError, ErrorKind, Surface};
 use crate::keys::Caller;
 use crate::routing::{Slot, key_may_request};
 use crate::state::AppState;
 use crate::upstream::UpstreamError;
 
-/// What one account's attempt sends: the upstream body, whether a stream is asked for, and
-/// what the handler needs to read the answer.
+/// What one account's attempt sends: the upstream call and body, whether a stream is asked
+/// for, and what the handler needs to read the answer.
 #[derive(Debug)]
 pub(super) struct Attempt<T> {
+    /// Which of the upstream's APIs the body is for.
+    pub call: Call,
     /// The upstream request body.
     pub body: Bytes,
     /// Whether the request asks for a stream.
     pub stream: bool,
     /// Handed back with the answer.
     pub extra: T,
+}
+
+/// The upstream API an attempt calls. Decided per account, so one candidate list may mix them
+/// and failover crosses from one to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Call {
+    /// OpenAI chat completions (`/chat/completions`).
+    Chat,
+    /// The Anthropic Messages API (`/v1/messages`), for Anthropic clients sent natively.
+    Messages,
 }
 
 /// A successful upstream attempt: the account that answered and its answer (a complete body,
@@ -44,9 +57,14 @@ pub(super) struct Dispatched<T> {
     pub slot: Slot,
 }
 
-/// The request as routing sees it: the model asked for, the client's session id (for sticky
-/// routing), and the prompt (for the accounts' context windows).
+/// The request as routing sees it: the client's protocol, the model asked for, the client's
+/// session id (for sticky routing), the prompt (for the accounts' context windows), and the
+/// client headers a native upstream gets.
 pub(super) struct Ask<'a> {
+    /// The client's protocol: OpenAI clients never reach Anthropic-only accounts.
+    pub surface: Surface,
+    /// Client headers forwarded on [`Call::Messages`].
+    pub forward: &'a [(HeaderName, HeaderValue)],
     /// The model name asked for.
     pub model: &'a str,
     /// The client's session id.
@@ -67,11 +85,13 @@ pub(super) async fn dispatch<T>(
     build: impl Fn(&LiveAccount, Option<u32>) -> Result<Attempt<T>, ApiError>,
 ) -> Result<Dispatched<T>, ApiError> {
     let Ask {
+        surface,
+        forward,
         model,
         session,
         prompt,
     } = ask;
-    let list = candidates(state, trace, caller, model)?;
+    let list = candidates(state, trace, caller, surface, model)?;
     let router = &state.routing;
     // Per key, and bounded in size (see `session_key`).
     let session = session.map(|s| crate::routing::session_key(&caller.id, s));
@@ -102,8 +122,12 @@ pub(super) async fn dispatch<T>(
         trace.account(&account.settings.name, &account.settings.deployment_name);
         let attempt = build(&account, cap)?;
         let upstreams = &state.upstreams;
-        let outcome = match upstreams.chat(&account, attempt.body).await {
-            Ok(response) => settle(response, attempt.stream, bounds(upstreams)).await,
+        let sent = match attempt.call {
+            Call::Chat => upstreams.chat(&account, attempt.body).await,
+            Call::Messages => upstreams.messages(&account, attempt.body, forward).await,
+        };
+        let outcome = match sent {
+            Ok(response) => settle(response, attempt.stream, attempt.call, bounds(upstreams)).await,
             Err(error) => Err(error),
         };
         match outcome {
@@ -137,12 +161,14 @@ pub(super) async fn dispatch<T>(
     })
 }
 
-/// The accounts that may serve `model` for `caller`, in routing order; the route is noted in
-/// `trace`.
+/// The accounts that may serve `model` for `caller` calling in `surface`, in routing order;
+/// the route is noted in `trace`. Accounts that speak only the Messages API serve Anthropic
+/// clients only.
 fn candidates(
     state: &AppState,
     trace: &mut Trace,
     caller: &Caller,
+    surface: Surface,
     model: &str,
 ) -> Result<Vec<Arc<LiveAccount>>, ApiError> {
     if !key_may_request(caller, model) {
@@ -152,11 +178,28 @@ fn candidates(
         ));
     }
     let table = state.routing.table_for(state.accounts.snapshot());
-    let route = table.candidates(caller, model);
+    let mut route = table.candidates(caller, model);
     if route.accounts.is_empty() {
         return Err(ApiError::not_found(format!(
             "model {model:?} is not served by any account"
         )));
+    }
+    if surface == Surface::OpenAi {
+        let (usable, anthropic_only): (Vec<_>, Vec<_>) = route
+            .accounts
+            .into_iter()
+            .partition(|a| a.resolved.serves_openai_clients);
+        if usable.is_empty() {
+            let names: Vec<&str> = anthropic_only
+                .iter()
+                .map(|a| a.settings.name.as_str())
+                .collect();
+            return Err(ApiError::not_found(format!(
+                "model {model:?} is served only by accounts that speak only the Anthropic Messages API ({}); call it through /v1/messages",
+                names.join(", ")
+            )));
+        }
+        route.accounts = usable;
     }
     // Recorded under the entry that routed it, never the client's string (bounded labels).
     trace.route(route.label);
@@ -315,7 +358,8 @@ pub(super) fn context_overflow(message: &str) -> Option<String> {
         || lower.contains("context window")
         || lower.contains("maximum context")
         || lower.contains("too many tokens")
-        || lower.contains("exceeds the available context");
+        || lower.contains("exceeds the available context")
+        || lower.contains("prompt is too long");
     if !about_context {
         return None;
     }
@@ -352,6 +396,8 @@ mod tests {
 
     #[test]
     fn vllm_overflow_is_reworded() {
+        let anthropic = "prompt is too long: 210000 tokens > 200000 maximum";
+        assert_eq!(context_overflow(anthropic).unwrap(), anthropic);
         let vllm = "This model's maximum context length is 32768 tokens. However, you requested 40000 tokens (39000 in the messages, 1000 in the completion).";
         assert_eq!(
             context_overflow(vllm).unwrap(),

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::future::Future;
 
 use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
 
@@ -39,6 +40,11 @@ pub(super) trait Protocol {
 
     /// Parses and validates the body; returns the request and the model it asks for.
     fn parse(body: &[u8]) -> Result<(Self::Request<'_>, Cow<'_, str>), ApiError>;
+
+    /// The client headers an upstream called natively gets (none by default).
+    fn forwarded(_headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+        Vec::new()
+    }
 
     /// The session id in the request itself, used when no session header was sent.
     fn session(request: &Self::Request<'_>) -> Option<String>;
@@ -118,6 +124,7 @@ async fn serve<P: Protocol>(
     req: Request,
 ) -> Result<Response, ApiError> {
     let session_header = super::session_header(req.headers());
+    let forward = P::forwarded(req.headers());
     let body = read_body(req, state).await?;
     let body = P::shrink(state, caller, &body).unwrap_or(body);
     let (request, model) = P::parse(&body)?;
@@ -127,6 +134,8 @@ async fn serve<P: Protocol>(
     let session = session_header.or_else(|| P::session(&request));
     let prompt = P::prompt(&request, &body);
     let ask = Ask {
+        surface: P::SURFACE,
+        forward: &forward,
         model: &model,
         session: session.as_deref(),
         prompt: &prompt,

@@ -10,6 +10,7 @@ mod anthropic;
 mod dispatch;
 mod handler;
 mod models;
+mod native;
 mod openai;
 mod stream;
 mod trace;

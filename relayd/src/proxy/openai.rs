@@ -9,7 +9,7 @@ use std::future::Future;
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::dispatch::Attempt;
+use super::dispatch::{Attempt, Call};
 use super::handler::{Protocol, StreamTail};
 use super::stream::openai_passthrough;
 use super::window::Prompt;
@@ -60,6 +60,7 @@ impl Protocol for ChatCompletions {
             prepare_openai_request(body, &account.settings.deployment_name, max_tokens_cap)
                 .map_err(translate_error)?;
         Ok(Attempt {
+            call: Call::Chat,
             body: Bytes::from(upstream),
             stream: info.stream,
             extra: info,

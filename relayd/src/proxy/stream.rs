@@ -184,7 +184,7 @@ async fn linger_anthropic(state: &mut AnthropicState, out: &mut Vec<u8>) {
 /// body, as a rule just the chunked encoding's terminator. A body read to its end puts its
 /// connection back in the pool; one dropped early takes the connection with it, and the next
 /// request pays for a new one. An upstream that does not end its body soon is left.
-async fn read_to_end(upstream: &mut ByteStream) {
+pub(super) async fn read_to_end(upstream: &mut ByteStream) {
     let rest = async { while let Some(Ok(_)) = upstream.next().await {} };
     let _ = tokio::time::timeout(END_OF_BODY_GRACE, rest).await;
 }
@@ -242,7 +242,7 @@ fn take_anthropic(state: &mut AnthropicState, item: Option<UpstreamItem>, out: &
 /// a model's tokens, and the wait is only taken right after a chunk came. One timer per burst,
 /// not per chunk: registering a timer that is due before the runtime's next wake-up costs a
 /// system call to wake it.
-async fn ready_before(
+pub(super) async fn ready_before(
     upstream: &mut ByteStream,
     linger: Pin<&mut tokio::time::Sleep>,
 ) -> Option<Option<UpstreamItem>> {
@@ -256,7 +256,7 @@ async fn ready_before(
 /// The next upstream item, or `Elapsed` after `wait`. A timer costs a timer-wheel insertion and
 /// removal; in a burst the next item is usually there already, so it is asked for once without
 /// one first.
-async fn next_within(
+pub(super) async fn next_within(
     wait: Duration,
     upstream: &mut ByteStream,
 ) -> Result<Option<UpstreamItem>, tokio::time::error::Elapsed> {

@@ -82,6 +82,7 @@ pub fn table(snapshot: &AccountSnapshot, coordinator: &dyn Coordinator) -> Routi
                     concurrency: account.settings.concurrency,
                     in_flight: coordinator.in_flight(&account.id),
                     context_window: account.resolved.context_window.value,
+                    anthropic_only: !account.resolved.serves_openai_clients,
                     state: account_state(account, coordinator, now),
                 });
         }

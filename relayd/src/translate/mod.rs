@@ -12,6 +12,8 @@
 //! - [`sse`]: incremental SSE decoder ([`SseDecoder`]).
 //! - [`openai`]: OpenAI-client passthrough ([`prepare_openai_request`], [`OpenAiStreamTap`],
 //!   [`rewrite_openai_response`]).
+//! - [`native`]: Anthropic-client passthrough to Anthropic-native upstreams
+//!   ([`prepare_native_request`], [`NativeStreamTap`], [`rewrite_native_response`]).
 //! - [`replay`]: a complete OpenAI completion as the chunk stream that would have carried it
 //!   ([`completion_as_sse`]), for servers that ignore `stream: true`.
 //! - [`tokens`]: local `count_tokens` ([`count_tokens`]).
@@ -36,6 +38,7 @@
 //!   their SHA-256; [`ToolNames`] in the [`RequestContext`] maps them back in responses.
 
 pub mod compaction;
+pub mod native;
 pub mod openai;
 pub mod replay;
 pub mod request;
@@ -47,6 +50,10 @@ pub mod tools;
 
 pub(crate) mod json;
 
+pub use native::{
+    NativeRequestInfo, NativeStreamTap, native_error_event, prepare_native_request,
+    rewrite_native_response,
+};
 pub use openai::{
     OpenAiRequestInfo, OpenAiStreamTap, prepare_openai_request, rewrite_openai_response,
 };

@@ -262,7 +262,12 @@ impl OpenAiStreamTap {
 }
 
 /// Copies `text` with the string value `model` (a sub-slice of `text`) replaced by `replacement`.
-fn splice_model(out: &mut Vec<u8>, text: &str, model: Option<&RawValue>, replacement: &str) {
+pub(super) fn splice_model(
+    out: &mut Vec<u8>,
+    text: &str,
+    model: Option<&RawValue>,
+    replacement: &str,
+) {
     let Some(model) = model.filter(|m| is_string(m)) else {
         out.extend_from_slice(text.as_bytes());
         return;
@@ -300,7 +305,7 @@ fn count_choices<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<us
 }
 
 /// A JSON object's members in order, values left raw.
-struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+pub(super) struct Entries<'a>(pub(super) Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Entries<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -25,6 +25,7 @@ use super::json::{Path, parse_request, push_str};
 use super::tools::ToolNames;
 use super::{TranslateError, describe_json_error, tokens};
 use convert::convert_messages;
+pub(crate) use convert::strip_billing_lines;
 use wire::{Fields, Metadata, TopLevel};
 use write::{
     write_max_tokens, write_messages, write_output_format, write_reasoning, write_sampling,

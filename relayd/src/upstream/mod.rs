@@ -18,8 +18,8 @@
 //! new connection (not a failover, no cooldown). Idle connections are kept `pool_idle_secs`, or
 //! less when the server announces a shorter keep-alive: clients are kept per idle time.
 //!
-//! Files: this one sends requests (URLs, auth, the retry on a new connection); [`pool`] keeps
-//! the clients; [`response`] is the answer once its headers are read; [`error`] classifies
+//! Files: this one sends requests (URLs, auth, the retry on a new connection); [`anthropic`]
+//! is the Anthropic Messages API of native upstreams; [`pool`] keeps the clients; [`response`] is the answer once its headers are read; [`error`] classifies
 //! failures.
 
 use std::collections::HashMap;
@@ -39,6 +39,7 @@ use shared::account::{AccountKind, UpstreamAuth};
 use crate::accounts::LiveAccount;
 use crate::config::{Timeouts, UpstreamConfig};
 
+mod anthropic;
 mod error;
 mod exchange;
 mod pool;
@@ -46,6 +47,7 @@ pub mod probe;
 mod response;
 pub mod tokenize;
 
+pub use anthropic::{ANTHROPIC_VERSION, anthropic_headers};
 pub use error::UpstreamError;
 use pool::{Connection, ThreadClients};
 pub use response::{BodyError, BodyStream, UpstreamResponse};
@@ -119,7 +121,7 @@ impl Upstreams {
         account: &LiveAccount,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        self.send(account, Method::POST, chat_url(account), body)
+        self.send(account, Method::POST, chat_url(account), body, &[])
             .await
     }
 
@@ -136,25 +138,30 @@ impl Upstreams {
                 account.settings.api_version
             ),
         };
-        self.send(account, Method::GET, url, Bytes::new()).await
+        self.send(account, Method::GET, url, Bytes::new(), &[])
+            .await
     }
 
-    /// Sends one request and classifies the answer. A connection closed under the request
-    /// before any response byte is retried once on a new connection, within the same
-    /// first-byte deadline.
+    /// Sends one request (with `extra` headers besides the content type and the account's
+    /// auth) and classifies the answer. A connection closed under the request before any
+    /// response byte is retried once on a new connection, within the same first-byte deadline.
     async fn send(
         &self,
         account: &LiveAccount,
         method: Method,
         url: String,
         body: Bytes,
+        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = Instant::now() + self.timeouts.first_byte();
         let first = self
             .attempt(
                 account,
-                &method,
-                &url,
+                Call {
+                    method: &method,
+                    url: &url,
+                    extra,
+                },
                 body.clone(),
                 Connection::Pooled,
                 deadline,
@@ -164,7 +171,17 @@ impl Upstreams {
             Err(Failure::ClosedEarly(e)) => {
                 tracing::debug!(account = %account.settings.name, error = %e, "connection closed under the request; sending it once more on a new connection");
                 match self
-                    .attempt(account, &method, &url, body, Connection::Fresh, deadline)
+                    .attempt(
+                        account,
+                        Call {
+                            method: &method,
+                            url: &url,
+                            extra,
+                        },
+                        body,
+                        Connection::Fresh,
+                        deadline,
+                    )
                     .await
                 {
                     Ok(response) => response,
@@ -205,12 +222,12 @@ impl Upstreams {
     async fn attempt(
         &self,
         account: &LiveAccount,
-        method: &Method,
-        url: &str,
+        call: Call<'_>,
         body: Bytes,
         connection: Connection,
         deadline: Instant,
     ) -> Result<UpstreamResponse, Failure> {
+        let Call { method, url, extra } = call;
         let auth = auth_header(account)?;
         let timeout = self.timeouts.first_byte();
         match account.secrets.proxy.as_deref() {
@@ -222,6 +239,9 @@ impl Upstreams {
                     .header(header::CONTENT_TYPE, JSON);
                 if let Some((name, value)) = auth {
                     request = request.header(name, value);
+                }
+                for (name, value) in extra {
+                    request = request.header(name.clone(), value.clone());
                 }
                 let request = request.body(Full::new(body)).map_err(|e| {
                     UpstreamError::Transport(format!("bad upstream URL {url}: {e}"))
@@ -244,6 +264,9 @@ impl Upstreams {
                     .body(body);
                 if let Some((name, value)) = auth {
                     request = request.header(name, value);
+                }
+                for (name, value) in extra {
+                    request = request.header(name.clone(), value.clone());
                 }
                 match tokio::time::timeout_at(deadline, request.send()).await {
                     Err(_) => Err(UpstreamError::FirstByteTimeout(timeout).into()),
@@ -274,6 +297,14 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// What one try sends besides its body: the method, the URL and headers of the caller's.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    method: &'a Method,
+    url: &'a str,
+    extra: &'a [(HeaderName, HeaderValue)],
 }
 
 /// How one try on one connection failed.

@@ -148,7 +148,7 @@ fn join_system<'a>(joined: &mut Cow<'a, str>, text: Cow<'a, str>, strip_billing:
 }
 
 /// `text` without its leading billing-header lines.
-fn strip_billing_lines(text: Cow<'_, str>) -> Cow<'_, str> {
+pub(crate) fn strip_billing_lines(text: Cow<'_, str>) -> Cow<'_, str> {
     let mut rest: &str = &text;
     while rest.starts_with(BILLING_HEADER_PREFIX) {
         rest = rest.split_once('\n').map_or("", |(_, after)| after);
