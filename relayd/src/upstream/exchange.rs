@@ -29,8 +29,15 @@ pub(crate) async fn raw(
         Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
         None => Bytes::new(),
     };
+    // The Messages API (the native checks, native count_tokens) wants its version header;
+    // hosted Anthropic-compatible vendors refuse requests without it.
+    let headers = if url.contains("/v1/messages") {
+        super::anthropic::anthropic_headers(&axum::http::HeaderMap::new())
+    } else {
+        Vec::new()
+    };
     let exchange = async {
-        let response = upstreams.send(account, method, url, body).await?;
+        let response = upstreams.send(account, method, url, body, &headers).await?;
         response
             .bytes_within(MAX_ANSWER_BYTES)
             .await
