@@ -158,7 +158,7 @@ async fn probe_all_probes_every_account_with_progress() {
         .map(|a| a["profile"]["family"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(families, ["llama-cpp", "tgi"], "{probed}");
-    assert!(run.stderr.contains("probing llama (1/2)"), "{run:#?}");
+    assert!(run.stderr.contains("[1/2] llama: probing"), "{run:#?}");
     let one = relayctl(&app, &["accounts", "probe", "tgi"]).ok();
     assert!(one.stdout.contains("tgi"), "{one:#?}");
     let missing = relayctl(&app, &["accounts", "probe", "nope"]).failed(1);
