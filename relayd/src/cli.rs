@@ -310,7 +310,11 @@ async fn start_coordinator(
     background: &Background,
 ) -> anyhow::Result<Arc<dyn Coordinator>> {
     let url = match config.store_spec()? {
-        StoreSpec::Embedded => return Ok(Arc::new(LocalCoordinator::new())),
+        StoreSpec::Embedded => {
+            return Ok(Arc::new(LocalCoordinator::with_affinity(
+                config.routing.affinity(),
+            )));
+        }
         StoreSpec::Redis(url) => url,
     };
     let (changes, reported) = tokio::sync::mpsc::channel(crate::registry_sync::QUEUE);
@@ -320,6 +324,7 @@ async fn start_coordinator(
         lease: Duration::from_secs(config.routing.lease_secs),
         longest_cooldown: Duration::from_secs(config.routing.longest_cooldown_secs()),
         serving_threads: config.serving_threads(),
+        affinity: config.routing.affinity(),
     };
     let coordinator = RedisCoordinator::start(&settings, changes)
         .await

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use relayd::coordinator::{
-    Change, Cooldown, Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings,
+    AffinitySettings, Change, Cooldown, Coordinator, LocalCoordinator, RedisCoordinator,
+    RedisSettings,
 };
 use relayd_tests::redis_server::RedisServer;
 use shared::account::AccountId;
@@ -74,6 +75,7 @@ impl Fixture {
             lease,
             longest_cooldown,
             serving_threads: 2,
+            affinity: AffinitySettings::default(),
         }
     }
 
