@@ -322,9 +322,7 @@ impl Config {
         if !(bound.is_finite() && bound >= 0.0) {
             return Err(ConfigError::Value {
                 key: "routing.affinity_load_bound",
-                message: format!(
-                    "{bound} is not a share of concurrency (0 or more, e.g. 0.25)"
-                ),
+                message: format!("{bound} is not a share of concurrency (0 or more, e.g. 0.25)"),
             });
         }
         if self.routing.lease_secs == 0 {

@@ -19,8 +19,8 @@ pub mod scheduler;
 pub mod table;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use shared::account::{AccountId, is_pattern, model_matches};
@@ -90,6 +90,7 @@ pub fn table(snapshot: &AccountSnapshot, coordinator: &dyn Coordinator) -> Routi
         }
     }
     RoutingTable {
+        affinity: None,
         models: by_model
             .into_iter()
             .map(|((pattern, model), mut accounts)| {

@@ -99,7 +99,12 @@ pub enum Placement {
 }
 
 /// How choosing `chosen` for a request with `affinity` placed it.
-pub fn placement(candidates: &[View], affinity: Affinity, chosen: usize, now: UnixMillis) -> Placement {
+pub fn placement(
+    candidates: &[View],
+    affinity: Affinity,
+    chosen: usize,
+    now: UnixMillis,
+) -> Placement {
     match home(candidates) {
         Some(h) if h == chosen => Placement::Home,
         _ if affinity.moved_to == Some(chosen) => Placement::Moved,

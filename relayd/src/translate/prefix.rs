@@ -22,7 +22,7 @@ const SEPARATOR: &[u8] = &[0xff];
 
 /// An Anthropic request's prefix hash from its raw `system`, `tools` and `messages`; `None`
 /// without a first message.
-pub(crate) fn anthropic(
+pub fn anthropic(
     system: Option<&RawValue>,
     tools: Option<&RawValue>,
     messages: Option<&RawValue>,
@@ -43,7 +43,7 @@ pub(crate) fn anthropic(
 
 /// An OpenAI Chat Completions body's prefix hash: its `tools`, and its messages up to and with
 /// the first user message; `None` when the body has no messages.
-pub(crate) fn openai(body: &[u8]) -> Option<u128> {
+pub fn openai(body: &[u8]) -> Option<u128> {
     #[derive(Deserialize)]
     struct Top<'a> {
         #[serde(borrow)]
@@ -182,7 +182,10 @@ mod tests {
         // A different first message, system prompt or tool set is another conversation.
         let other = r#"[{"role":"user","content":"write tests"}]"#;
         assert_ne!(a, anthropic_hash(system1, tools, other).unwrap());
-        assert_ne!(a, anthropic_hash(r#""You are a poet.""#, tools, turn1).unwrap());
+        assert_ne!(
+            a,
+            anthropic_hash(r#""You are a poet.""#, tools, turn1).unwrap()
+        );
         assert_ne!(a, anthropic_hash(system1, "[]", turn1).unwrap());
         assert_eq!(anthropic_hash(system1, tools, "[]"), None);
         assert_eq!(anthropic(None, None, None), None);

@@ -31,7 +31,9 @@ impl Inner {
         match &account {
             Some(account) => {
                 let ttl = self.affinity.settings().ttl;
-                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX / 4).max(1);
+                let ttl_ms = u64::try_from(ttl.as_millis())
+                    .unwrap_or(u64::MAX / 4)
+                    .max(1);
                 pipe.cmd("SET")
                     .arg(&stored)
                     .arg(account.as_str())
@@ -65,7 +67,10 @@ impl Inner {
         let Some(key) = parts.next().and_then(AffinityKey::from_hex) else {
             return;
         };
-        match (parts.next(), parts.next().and_then(|t| t.parse::<u64>().ok())) {
+        match (
+            parts.next(),
+            parts.next().and_then(|t| t.parse::<u64>().ok()),
+        ) {
             (Some("-"), _) => self.affinity.apply(&key, None, Duration::ZERO),
             (Some(account), Some(ttl_ms)) if !account.is_empty() => self.affinity.apply(
                 &key,
@@ -123,5 +128,4 @@ impl Inner {
         tracing::debug!(loaded, "conversation affinities read from Redis");
         Ok(())
     }
-
 }
