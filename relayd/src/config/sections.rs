@@ -178,14 +178,6 @@ impl Default for Routing {
 }
 
 impl Routing {
-    /// How the coordinator remembers moved conversations.
-    pub fn affinity(&self) -> crate::coordinator::AffinitySettings {
-        crate::coordinator::AffinitySettings {
-            ttl: std::time::Duration::from_secs(self.sticky_ttl_secs),
-            max: self.sticky_max_sessions,
-        }
-    }
-
     /// The load bound for `capacity`, in requests in flight (see `affinity_load_bound`).
     pub fn load_bound(&self, capacity: u32) -> u32 {
         let bound = (self.affinity_load_bound * f64::from(capacity)).ceil();
