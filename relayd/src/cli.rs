@@ -20,7 +20,9 @@ use crate::accounts::AccountRegistry;
 use crate::auth::{AdminToken, TokenOrigin};
 use crate::config::{Config, LogFormat, Overrides, StoreSpec};
 use crate::cooling_probe::CoolingProbe;
-use crate::coordinator::{Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings};
+use crate::coordinator::{
+    AffinitySettings, Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings,
+};
 use crate::crypto::{Cipher, KeyOrigin, load_or_create_key};
 use crate::keys::KeyRegistry;
 use crate::lifecycle::{LogControl, SignalContext, Signals};
@@ -310,7 +312,11 @@ async fn start_coordinator(
     background: &Background,
 ) -> anyhow::Result<Arc<dyn Coordinator>> {
     let url = match config.store_spec()? {
-        StoreSpec::Embedded => return Ok(Arc::new(LocalCoordinator::new())),
+        StoreSpec::Embedded => {
+            return Ok(Arc::new(LocalCoordinator::with_affinity(
+                affinity_settings(&config.routing),
+            )));
+        }
         StoreSpec::Redis(url) => url,
     };
     let (changes, reported) = tokio::sync::mpsc::channel(crate::registry_sync::QUEUE);
@@ -320,6 +326,7 @@ async fn start_coordinator(
         lease: Duration::from_secs(config.routing.lease_secs),
         longest_cooldown: Duration::from_secs(config.routing.longest_cooldown_secs()),
         serving_threads: config.serving_threads(),
+        affinity: affinity_settings(&config.routing),
     };
     let coordinator = RedisCoordinator::start(&settings, changes)
         .await
@@ -330,6 +337,14 @@ async fn start_coordinator(
     };
     background.spawn(|cancel| sync.run(reported, cancel));
     Ok(Arc::new(coordinator))
+}
+
+/// How the coordinator remembers moved conversations: `sticky_ttl_secs`, `sticky_max_sessions`.
+fn affinity_settings(routing: &crate::config::Routing) -> AffinitySettings {
+    AffinitySettings {
+        ttl: Duration::from_secs(routing.sticky_ttl_secs),
+        max: routing.sticky_max_sessions,
+    }
 }
 
 /// Opens the store `config` selects.

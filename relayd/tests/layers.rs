@@ -75,6 +75,8 @@ const TRANSLATE_CRATES: &[&str] = &[
     "sha2",
     "memchr",
     "itoa",
+    // Conversation prefix hashes (`translate::prefix`): pure hashing.
+    "xxhash_rust",
 ];
 
 fn src_dir() -> PathBuf {

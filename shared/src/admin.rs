@@ -106,10 +106,26 @@ pub struct ModelRoute {
 }
 
 /// `GET /admin/v1/models`: the routing table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutingTable {
     /// Exact names first (sorted), then patterns (sorted).
     pub models: Vec<ModelRoute>,
+    /// How conversations are kept on one account (absent from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinityRule>,
+}
+
+/// The conversation-affinity settings routing applies (`[routing]` in the server's config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityRule {
+    /// Requests without a session id are kept together by their prefix.
+    pub prefix_affinity: bool,
+    /// Share of an account's concurrency it may have in flight above its tier's least loaded
+    /// account and still take a conversation it is home to.
+    pub load_bound: f64,
+    /// How long a moved conversation stays on its new account after its last request.
+    pub moved_ttl_secs: u64,
 }
 
 /// `GET /admin/v1/status`.

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use relayd::coordinator::{
-    Change, Cooldown, Coordinator, LocalCoordinator, RedisCoordinator, RedisSettings,
+    AffinityKey, AffinitySettings, Change, Cooldown, Coordinator, LocalCoordinator,
+    RedisCoordinator, RedisSettings,
 };
 use relayd_tests::redis_server::RedisServer;
 use shared::account::AccountId;
@@ -74,6 +75,7 @@ impl Fixture {
             lease,
             longest_cooldown,
             serving_threads: 2,
+            affinity: AffinitySettings::default(),
         }
     }
 
@@ -171,7 +173,39 @@ conformance!(
     tokens_are_counted_per_utc_day,
     key_concurrency_is_capped_and_given_back,
     round_trips_are_counted_only_with_shared_storage,
+    a_moved_conversation_is_known_to_every_handle_until_it_comes_home,
 );
+
+async fn a_moved_conversation_is_known_to_every_handle_until_it_comes_home(f: Fixture) {
+    let c = f.open().await;
+    let other = f.open().await;
+    let moved = AffinityKey::session(&key(1), "session-1");
+    let untouched = AffinityKey::session(&key(2), "session-1");
+    assert_eq!(c.affinity(&moved), None);
+    c.set_affinity(&moved, Some(&account(2)));
+    assert_eq!(
+        c.affinity(&moved),
+        Some(account(2)),
+        "at once on its own handle"
+    );
+    eventually("the other handle hears of the move", || async {
+        other.affinity(&moved) == Some(account(2))
+    })
+    .await;
+    assert_eq!(other.affinity(&untouched), None, "per relay key");
+    // Moved again, then home: both follow.
+    other.set_affinity(&moved, Some(&account(3)));
+    eventually("the first handle hears of the second move", || async {
+        c.affinity(&moved) == Some(account(3))
+    })
+    .await;
+    c.set_affinity(&moved, None);
+    assert_eq!(c.affinity(&moved), None);
+    eventually("the other handle hears it came home", || async {
+        other.affinity(&moved).is_none()
+    })
+    .await;
+}
 
 async fn slots_are_taken_up_to_the_capacity_and_given_back(f: Fixture) {
     let c = f.open().await;

@@ -4,6 +4,7 @@
 
 mod accounting;
 mod admin_api;
+mod affinity;
 mod claude_code;
 mod claude_code_compaction;
 mod client_auth;

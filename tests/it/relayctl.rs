@@ -160,6 +160,17 @@ async fn import_example_file_then_models_shows_the_mapping() {
     let check = relayctl(&app, &["models", "--check", "gpt-4o"]).ok();
     assert!(check.stdout.contains("Qwen3-32B"), "{check:#?}");
     assert!(!check.stdout.contains("GLM-4.6-FP8"), "{check:#?}");
+    // The affinity rule, with the server's settings (defaults here).
+    assert!(
+        check.stdout.contains("rendezvous hash")
+            && check.stdout.contains("more than 25% of its concurrency")
+            && check.stdout.contains("for 3600 s after its last request"),
+        "{check:#?}"
+    );
+    let json = relayctl(&app, &["models", "--check", "gpt-4o", "--output", "json"]).ok();
+    let json: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["affinity"]["prefixAffinity"], true, "{json:#}");
+    assert_eq!(json["affinity"]["loadBound"], 0.25, "{json:#}");
     let unknown = relayctl(&app, &["models", "--check", "no-such-model"]).failed(1);
     assert!(unknown.stderr.contains("not served"), "{unknown:#?}");
 }

@@ -1,6 +1,7 @@
 //! Routing under load and faults, end to end: load spread over equal accounts, per-account
-//! concurrency caps and the wait queue, failover with cooldowns, sticky sessions, relay-key
-//! limits, and several relayd instances sharing one Redis.
+//! concurrency caps and the wait queue, failover with cooldowns, conversation affinity (session
+//! ids, prefixes, bounded load), relay-key limits, and several relayd instances sharing one
+//! Redis.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +49,20 @@ async fn setup(
 }
 
 fn anthropic_body() -> Value {
-    json!({"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    anthropic_saying("hi")
+}
+
+/// An Anthropic request opening a conversation with `text`.
+fn anthropic_saying(text: &str) -> Value {
+    json!({"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": text}]})
+}
+
+fn served_by(reply: &Reply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.headers["x-relay-account"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 impl Setup {
@@ -70,11 +84,18 @@ impl Setup {
     }
 
     async fn openai(&self) -> Reply {
+        self.openai_with(
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await
+    }
+
+    async fn openai_with(&self, body: &Value) -> Reply {
         send(
             self.client
                 .post(self.app.url("/v1/chat/completions"))
                 .bearer_auth(&self.key)
-                .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+                .json(body),
         )
         .await
     }
@@ -128,8 +149,16 @@ async fn twelve_equal_accounts_share_1200_requests() {
         .map(|(n, e)| (n.as_str(), e.as_str(), 50, 50))
         .collect();
     let s = setup(&accounts, json!({}), |_| {}).await;
+    // 1,200 conversations: each request opens its own.
     let statuses: Vec<u16> = futures_util::stream::iter(0..1200)
-        .map(|_| async { s.anthropic().await.status })
+        .map(|n| {
+            let s = &s;
+            async move {
+                s.anthropic_with(&anthropic_saying(&format!("task {n}")), None)
+                    .await
+                    .status
+            }
+        })
         .buffer_unordered(16)
         .collect()
         .await;
@@ -319,16 +348,14 @@ async fn sticky_sessions_return_to_their_account_until_it_cools_down() {
         let reply = s.anthropic_with(&anthropic_body(), Some("session-1")).await;
         assert_eq!(reply.headers["x-relay-account"].to_str().unwrap(), bound);
     }
-    // Without a session, load spreads.
+    // Without a session, conversations spread: 30 of them, by their prefixes, reach all three
+    // accounts (each misses one with probability (2/3)^30).
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..6 {
-        let reply = s.anthropic().await;
-        seen.insert(
-            reply.headers["x-relay-account"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+    for n in 0..30 {
+        let reply = s
+            .anthropic_with(&anthropic_saying(&format!("task {n}")), None)
+            .await;
+        seen.insert(served_by(&reply));
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
     // `metadata.user_id` is the fallback session id.

@@ -15,7 +15,8 @@ pub(super) fn run(ctx: &Context<'_>, args: &ModelsArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let routes = routes_for(model, &table.models);
-    ctx.printer.model_check(model, &routes)?;
+    ctx.printer
+        .model_check(model, &routes, table.affinity.as_ref())?;
     if routes.is_empty() {
         bail!("model {model} is not served by any account");
     }

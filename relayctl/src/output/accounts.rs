@@ -7,7 +7,9 @@ use std::io::{self, Write as _};
 use comfy_table::Table;
 use serde_json::json;
 use shared::account::{Account, AccountInput, DEFAULT_CONCURRENCY, DEFAULT_PRIORITY};
-use shared::admin::{AccountList, AccountState, CooldownReset, ModelRoute, RoutingTable};
+use shared::admin::{
+    AccountList, AccountState, AffinityRule, CooldownReset, ModelRoute, RoutingTable,
+};
 use shared::error::FieldError;
 use shared::import::ImportReport;
 
@@ -172,10 +174,16 @@ impl Printer {
         print_table(&routes_table(&table.models))
     }
 
-    /// The routes a request for `model` would try, in order (`models --check`).
-    pub fn model_check(self, model: &str, routes: &[ModelRoute]) -> io::Result<()> {
+    /// The routes a request for `model` would try, in order, and how conversations are kept
+    /// together inside that order (`models --check`).
+    pub fn model_check(
+        self,
+        model: &str,
+        routes: &[ModelRoute],
+        affinity: Option<&AffinityRule>,
+    ) -> io::Result<()> {
         if self.is_json() {
-            return self.json(&json!({ "model": model, "routes": routes }));
+            return self.json(&json!({ "model": model, "routes": routes, "affinity": affinity }));
         }
         if routes.is_empty() {
             return stdout(&format!("{model} is not served by any account\n"));
@@ -193,8 +201,25 @@ impl Printer {
                 "{model} serves Anthropic clients only (/v1/messages): its accounts speak only the Anthropic Messages API, so OpenAI clients (/v1/chat/completions) get a 404\n"
             ))?;
         }
+        if let Some(rule) = affinity {
+            stdout(&affinity_text(rule))?;
+        }
         Ok(())
     }
+}
+
+/// The conversation-affinity rule in words, as `models --check` prints it under the routes.
+fn affinity_text(rule: &AffinityRule) -> String {
+    let conversation = if rule.prefix_affinity {
+        "a session id (X-Claude-Code-Session-Id or metadata.user_id), or else its prefix: system prompt, tools, first user message"
+    } else {
+        "a session id (X-Claude-Code-Session-Id or metadata.user_id); requests without one take turns (prefix affinity is off)"
+    };
+    format!(
+        "Inside the first usable priority tier, each conversation ({conversation}) goes to the account its rendezvous hash ranks first, unless that account has more than {}% of its concurrency in flight above the tier's least loaded account; then to the least loaded. A conversation whose account could not take it (cooling down, full, failed) stays where it moved for {} s after its last request.\n",
+        rule.load_bound * 100.0,
+        rule.moved_ttl_secs
+    )
 }
 
 /// What `add-model` is about to save, on stderr (before the confirmation prompt).

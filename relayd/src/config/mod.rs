@@ -318,6 +318,13 @@ impl Config {
                 message: "must be at least 1 second".to_owned(),
             });
         }
+        let bound = self.routing.affinity_load_bound;
+        if !(bound.is_finite() && bound >= 0.0) {
+            return Err(ConfigError::Value {
+                key: "routing.affinity_load_bound",
+                message: format!("{bound} is not a share of concurrency (0 or more, e.g. 0.25)"),
+            });
+        }
         if self.routing.lease_secs == 0 {
             return Err(ConfigError::Value {
                 key: "routing.lease_secs",

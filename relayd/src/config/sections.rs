@@ -119,10 +119,18 @@ pub struct Routing {
     pub queue_timeout_secs: u64,
     /// Account names that serve any model no account lists, exactly or by pattern.
     pub default_route: Vec<String>,
-    /// How long a session stays bound to the account that served it.
+    /// How long a conversation that had to leave its home account stays on the one it moved
+    /// to, after its last request.
     pub sticky_ttl_secs: u64,
-    /// Most sessions remembered (the oldest are forgotten first).
+    /// Most moved conversations remembered (the least recently used are forgotten first).
     pub sticky_max_sessions: usize,
+    /// Requests without a session id are kept together by their stable prefix (system prompt,
+    /// tools, first user message), so a conversation's turns reach the same upstream cache.
+    pub prefix_affinity: bool,
+    /// How far a conversation's home account may be loaded above its tier's least loaded
+    /// account before a new placement goes elsewhere: this share of the home's `concurrency`
+    /// (rounded up), in requests in flight.
+    pub affinity_load_bound: f64,
     /// Cooldown after a connect error (or an unusable proxy).
     pub cooldown_connect_secs: u64,
     /// Cooldown after no response within the first-byte timeout, or a broken transport.
@@ -155,6 +163,8 @@ impl Default for Routing {
             default_route: Vec::new(),
             sticky_ttl_secs: 3600,
             sticky_max_sessions: 10_000,
+            prefix_affinity: true,
+            affinity_load_bound: 0.25,
             cooldown_connect_secs: 30,
             cooldown_timeout_secs: 60,
             cooldown_server_error_secs: 10,
@@ -168,6 +178,16 @@ impl Default for Routing {
 }
 
 impl Routing {
+    /// The load bound for `capacity`, in requests in flight (see `affinity_load_bound`).
+    pub fn load_bound(&self, capacity: u32) -> u32 {
+        let bound = (self.affinity_load_bound * f64::from(capacity)).ceil();
+        if bound.is_finite() && bound > 0.0 {
+            bound.min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        }
+    }
+
     /// The longest cooldown these settings can start, in seconds: the longest configured one, or
     /// an upstream's capped `retry-after`. A cooldown found in Redis that runs longer was not
     /// started under these settings (an older build, another configuration).

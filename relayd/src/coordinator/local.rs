@@ -11,6 +11,7 @@ use shared::key::KeyId;
 use shared::time::UnixMillis;
 use tokio::sync::Notify;
 
+use super::affinity::{AffinityKey, AffinityMap, AffinitySettings};
 use super::{Cooldown, CoordinationError, Coordinator, utc_day};
 
 #[derive(Debug, Default)]
@@ -36,12 +37,21 @@ pub struct LocalCoordinator {
     keys: Mutex<HashMap<KeyId, KeyEntry>>,
     freed: Notify,
     round_trips: AtomicU64,
+    affinity: AffinityMap,
 }
 
 impl LocalCoordinator {
-    /// An empty state.
+    /// An empty state, with the default affinity settings.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty state remembering moved conversations as `affinity` says.
+    pub fn with_affinity(affinity: AffinitySettings) -> Self {
+        Self {
+            affinity: AffinityMap::new(affinity),
+            ..Self::default()
+        }
     }
 
     fn accounts(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, AccountEntry>> {
@@ -173,6 +183,14 @@ impl Coordinator for LocalCoordinator {
         if let Some(entry) = self.keys().get_mut(key) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
         }
+    }
+
+    fn affinity(&self, key: &AffinityKey) -> Option<AccountId> {
+        self.affinity.get(key)
+    }
+
+    fn set_affinity(&self, key: &AffinityKey, account: Option<&AccountId>) {
+        self.affinity.put(key, account);
     }
 
     fn round_trips(&self) -> u64 {

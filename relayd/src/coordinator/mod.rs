@@ -1,4 +1,5 @@
-//! Shared routing state — concurrency slots, cooldowns and relay-key counters — behind one
+//! Shared routing state — concurrency slots, cooldowns, relay-key counters and conversation
+//! affinity — behind one
 //! trait, chosen at start-up: [`LocalCoordinator`] keeps everything in this process (embedded
 //! store: no I/O on the request path); [`RedisCoordinator`] shares it between instances.
 //!
@@ -6,12 +7,15 @@
 //! and key ids. What another instance changed through its admin API arrives here as a [`Change`],
 //! handed to whoever the daemon set up to apply it (see `crate::registry_sync`).
 //!
-//! Files: this one is the trait and its types; [`local`] and [`redis`] are the two backends. One
+//! Files: this one is the trait and its types; [`affinity`] names conversations and remembers the
+//! moved ones; [`local`] and [`redis`] are the two backends. One
 //! conformance suite runs the same cases against both (`tests/it/coordinator_conformance.rs`).
 
+pub mod affinity;
 mod local;
 pub mod redis;
 
+pub use affinity::{AffinityKey, AffinitySettings};
 pub use local::LocalCoordinator;
 pub use redis::{RedisCoordinator, RedisSettings};
 
@@ -90,6 +94,12 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug + 'static {
     async fn enter_key(&self, key: &KeyId, limit: u32) -> Result<bool, CoordinationError>;
     /// The request counted by `enter_key` ended.
     fn leave_key(&self, key: &KeyId);
+    /// The account conversation `key` was moved to, while that lasts (no I/O: with Redis, what
+    /// the instances shared so far).
+    fn affinity(&self, key: &AffinityKey) -> Option<AccountId>;
+    /// Records that conversation `key` now lives on `account`, or on its home account
+    /// (`None`); with a shared store, for every instance (from a request's end: cannot wait).
+    fn set_affinity(&self, key: &AffinityKey, account: Option<&AccountId>);
     /// Round trips to shared storage so far (0 for the local coordinator): a debug counter.
     fn round_trips(&self) -> u64;
     /// While waiting for a slot, look again at least this often: set when a slot can come back

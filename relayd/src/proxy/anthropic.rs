@@ -70,6 +70,10 @@ impl Protocol for Messages {
             .map(Cow::into_owned)
     }
 
+    fn prefix(request: &AnthropicRequest<'_>) -> Option<u128> {
+        request.prefix_hash()
+    }
+
     fn prompt<'a>(request: &'a AnthropicRequest<'_>, body: &'a Bytes) -> Prompt<'a> {
         Prompt::new(|| request.estimate_input_tokens().unwrap_or(1), Some(body))
     }

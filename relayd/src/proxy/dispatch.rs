@@ -13,9 +13,10 @@ use super::answer::{Answer, Bounds, settle};
 use super::trace::Trace;
 use super::window::{self, Fit, Prompt};
 use crate::accounts::LiveAccount;
+use crate::coordinator::AffinityKey;
 use crate::error::{ApiError, ErrorKind, Surface};
 use crate::keys::Caller;
-use crate::routing::{Slot, key_may_request};
+use crate::routing::{Acquired, Slot, key_may_request};
 use crate::state::AppState;
 use crate::upstream::UpstreamError;
 
@@ -57,8 +58,8 @@ pub(super) struct Dispatched<T> {
     pub slot: Slot,
 }
 
-/// The request as routing sees it: the client's protocol, the model asked for, the client's
-/// session id (for sticky routing), the prompt (for the accounts' context windows), and the
+/// The request as routing sees it: the client's protocol, the model asked for, the
+/// conversation it belongs to (for affinity), the prompt (for the accounts' context windows), and the
 /// client headers a native upstream gets.
 pub(super) struct Ask<'a> {
     /// The client's protocol: OpenAI clients never reach Anthropic-only accounts.
@@ -67,8 +68,8 @@ pub(super) struct Ask<'a> {
     pub forward: &'a [(HeaderName, HeaderValue)],
     /// The model name asked for.
     pub model: &'a str,
-    /// The client's session id.
-    pub session: Option<&'a str>,
+    /// The conversation: from the client's session id, or the request's stable prefix.
+    pub affinity: Option<AffinityKey>,
     /// The prompt, measured against each account's window.
     pub prompt: &'a Prompt<'a>,
 }
@@ -88,22 +89,23 @@ pub(super) async fn dispatch<T>(
         surface,
         forward,
         model,
-        session,
+        affinity,
         prompt,
     } = ask;
     let list = candidates(state, trace, caller, surface, model)?;
     let router = &state.routing;
-    // Per key, and bounded in size (see `session_key`).
-    let session = session.map(|s| crate::routing::session_key(&caller.id, s));
-    let sticky = session.as_deref().and_then(|s| router.sticky(s));
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_secs(router.config().queue_timeout_secs);
     let mut tried = vec![false; list.len()];
     let mut last_error = None;
     let mut too_long = None;
     for _ in 0..router.config().max_attempts {
-        let Some((index, slot)) = router
-            .acquire(&list, &tried, sticky.as_ref(), deadline)
+        let Some(Acquired {
+            index,
+            slot,
+            placement,
+        }) = router
+            .acquire(&list, &tried, affinity.as_ref(), deadline)
             .await?
         else {
             break;
@@ -132,8 +134,8 @@ pub(super) async fn dispatch<T>(
         };
         match outcome {
             Ok(answer) => {
-                if let Some(session) = &session {
-                    router.stick(session, &account.id);
+                if let Some(key) = &affinity {
+                    router.remember(key, &account.id, placement);
                 }
                 return Ok(Dispatched {
                     account,

@@ -20,6 +20,7 @@ use super::trace::{Trace, logged_model};
 use super::window::Prompt;
 use super::{RequestId, account_header, in_flight_guard, json_response};
 use crate::accounts::LiveAccount;
+use crate::coordinator::AffinityKey;
 use crate::error::{ApiError, Surface};
 use crate::extract::read_body;
 use crate::keys::Caller;
@@ -48,6 +49,11 @@ pub(super) trait Protocol {
 
     /// The session id in the request itself, used when no session header was sent.
     fn session(request: &Self::Request<'_>) -> Option<String>;
+
+    /// A hash of the request's stable prefix — what stays the same from one turn of a
+    /// conversation to the next (system prompt, tools, first user message) — for requests
+    /// without a session id; `None` when the body has none to hash.
+    fn prefix(request: &Self::Request<'_>) -> Option<u128>;
 
     /// The prompt, for the accounts' context windows.
     fn prompt<'a>(request: &'a Self::Request<'_>, body: &'a Bytes) -> Prompt<'a>;
@@ -116,6 +122,23 @@ pub(super) async fn handle<P: Protocol>(
     }
 }
 
+/// The conversation a request belongs to: its session id (header, else body), or else its
+/// prefix when `prefix_affinity` is on.
+fn affinity<P: Protocol>(
+    state: &AppState,
+    caller: &Caller,
+    session_header: Option<String>,
+    request: &P::Request<'_>,
+) -> Option<AffinityKey> {
+    if let Some(session) = session_header.or_else(|| P::session(request)) {
+        return Some(AffinityKey::session(&caller.id, &session));
+    }
+    if !state.routing.config().prefix_affinity {
+        return None;
+    }
+    P::prefix(request).map(|prefix| AffinityKey::prefix(&caller.id, prefix))
+}
+
 async fn serve<P: Protocol>(
     state: &AppState,
     caller: &Caller,
@@ -131,13 +154,12 @@ async fn serve<P: Protocol>(
     trace.model(&model);
     let admission = crate::limits::admit(state.routing.coordinator(), caller).await?;
     let guard = in_flight_guard(state);
-    let session = session_header.or_else(|| P::session(&request));
     let prompt = P::prompt(&request, &body);
     let ask = Ask {
         surface: P::SURFACE,
         forward: &forward,
         model: &model,
-        session: session.as_deref(),
+        affinity: affinity::<P>(state, caller, session_header, &request),
         prompt: &prompt,
     };
     let dispatched = dispatch(state, trace, caller, ask, |account, cap| {

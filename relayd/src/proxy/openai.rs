@@ -41,6 +41,10 @@ impl Protocol for ChatCompletions {
         None
     }
 
+    fn prefix(request: &&[u8]) -> Option<u128> {
+        crate::translate::prefix::openai(request)
+    }
+
     /// Judged by the local estimate only: the whole body's text, which over-counts (keys,
     /// punctuation) rather than under.
     fn prompt<'a>(_request: &'a &[u8], body: &'a Bytes) -> Prompt<'a> {

@@ -7,32 +7,34 @@
 //!
 //! The rule (also in the README): among enabled accounts the key may use, accounts listing the
 //! name exactly win over accounts matching it with a `*` pattern, and those over the configured
-//! default route. Then a sticky session's account while it is healthy and has room; otherwise
-//! the lowest `priority` number, the fewest requests in flight, round robin on ties; accounts
-//! cooling down or at their concurrency cap are skipped; all full → a bounded wait queue.
+//! default route. Then the account a conversation moved to while it is healthy and has room;
+//! otherwise the lowest `priority` number, and inside it the conversation's rendezvous-ranked
+//! home within its load bound, or else the fewest requests in flight, round robin on ties;
+//! accounts cooling down or at their concurrency cap are skipped; all full → a bounded wait
+//! queue. A conversation is a client session id, or the request's stable prefix; see
+//! [`crate::coordinator::affinity`].
 
 pub mod cooldown;
 pub mod scheduler;
 pub mod table;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use shared::account::{AccountId, is_pattern, model_matches};
 use shared::admin::{AccountState, ModelRoute, RouteEntry, RoutingTable};
-use shared::key::{KeyId, RelayKey};
+use shared::key::RelayKey;
 use shared::time::{UnixMillis, now_millis};
 
 pub use self::cooldown::{Failure, cooldown_for};
-use self::scheduler::{Choice, View, choose};
+pub use self::scheduler::Placement;
+use self::scheduler::{Affinity, Choice, View, choose, placement};
 use self::table::RouteTable;
 use crate::accounts::{AccountSnapshot, LiveAccount};
 use crate::config::Routing;
-use crate::coordinator::{Cooldown, Coordinator};
+use crate::coordinator::{AffinityKey, Cooldown, Coordinator};
 use crate::error::{ApiError, ErrorKind};
 
 /// Whether `key` may use `account` at all.
@@ -88,6 +90,7 @@ pub fn table(snapshot: &AccountSnapshot, coordinator: &dyn Coordinator) -> Routi
         }
     }
     RoutingTable {
+        affinity: None,
         models: by_model
             .into_iter()
             .map(|((pattern, model), mut accounts)| {
@@ -150,76 +153,25 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Longest client session id used as is in the sticky map, in bytes. Real ids (Claude Code's
-/// UUIDs, its `metadata.user_id`) are well under 200; longer ones are replaced by their hash.
-pub const MAX_SESSION_ID_BYTES: usize = 256;
-
-/// The sticky-map key of the client session `session` of relay key `key`. Sessions are per key:
-/// two keys never share an account binding. An id over [`MAX_SESSION_ID_BYTES`] is replaced by
-/// its SHA-256 (hex), so a client sending huge ids costs a bounded amount of memory for each of
-/// the `sticky_max_sessions` it can fill, while the same id still finds the same account.
-pub fn session_key(key: &KeyId, session: &str) -> String {
-    if session.len() <= MAX_SESSION_ID_BYTES {
-        format!("{}\u{0}{session}", key.0)
-    } else {
-        let digest = Sha256::digest(session.as_bytes());
-        format!("{}\u{0}sha256:{}", key.0, hex::encode(digest))
-    }
-}
-
-/// Sessions and the account that served them, bounded in time and size.
+/// A slot taken for a request: on which candidate, and how that placed its conversation.
 #[derive(Debug)]
-struct StickyMap {
-    ttl: Duration,
-    max: usize,
-    // std mutex: a hash-map operation per request, never held across an await.
-    map: Mutex<HashMap<String, (AccountId, Instant)>>,
-}
-
-impl StickyMap {
-    fn get(&self, session: &str) -> Option<AccountId> {
-        let map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(session)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(id, _)| id.clone())
-    }
-
-    fn put(&self, session: &str, account: &AccountId) {
-        if self.max == 0 {
-            return;
-        }
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= self.max && !map.contains_key(session) {
-            map.retain(|_, (_, at)| at.elapsed() < self.ttl);
-            if map.len() >= self.max {
-                // Forget the least recently used session.
-                if let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&oldest);
-                }
-            }
-        }
-        map.insert(session.to_owned(), (account.clone(), Instant::now()));
-    }
+pub struct Acquired {
+    /// Index into the candidates.
+    pub index: usize,
+    /// The slot, given back when dropped.
+    pub slot: Slot,
+    /// What to remember of the conversation once the account answers.
+    pub placement: Placement,
 }
 
 /// The routing state of one process: the route table of the current account snapshot, the
-/// coordinator, sticky sessions, the round-robin turn and the wait queue.
+/// coordinator (which also remembers moved conversations), the round-robin turn and the wait
+/// queue.
 #[derive(Debug)]
 pub struct Router {
     config: Routing,
     table: ArcSwap<RouteTable>,
     coordinator: Arc<dyn Coordinator>,
-    sticky: StickyMap,
     turn: AtomicUsize,
     waiting: AtomicUsize,
 }
@@ -233,11 +185,6 @@ impl Router {
     ) -> Self {
         let table = RouteTable::build(snapshot, &config.default_route);
         Self {
-            sticky: StickyMap {
-                ttl: Duration::from_secs(config.sticky_ttl_secs),
-                max: config.sticky_max_sessions,
-                map: Mutex::new(HashMap::new()),
-            },
             config,
             table: ArcSwap::from_pointee(table),
             coordinator,
@@ -278,14 +225,14 @@ impl Router {
         table
     }
 
-    /// The account that served `session` recently.
-    pub fn sticky(&self, session: &str) -> Option<AccountId> {
-        self.sticky.get(session)
-    }
-
-    /// Remembers that `account` served `session`.
-    pub fn stick(&self, session: &str, account: &AccountId) {
-        self.sticky.put(session, account);
+    /// Remembers where conversation `key` was served: away from its home (see
+    /// [`Placement`]) for every instance; back home, nothing.
+    pub fn remember(&self, key: &AffinityKey, account: &AccountId, placement: Placement) {
+        match placement {
+            Placement::Home => self.coordinator.set_affinity(key, None),
+            Placement::Moved => self.coordinator.set_affinity(key, Some(account)),
+            Placement::Spilled => {}
+        }
     }
 
     /// The cooldown an upstream failure earns its account, if any.
@@ -293,17 +240,23 @@ impl Router {
         cooldown_for(&self.config, failure, now)
     }
 
-    /// Takes a slot on the best candidate not yet `tried`, waiting in the bounded queue while
-    /// every healthy candidate is full. `Ok(None)`: every candidate was tried.
+    /// Takes a slot on the best candidate not yet `tried` for conversation `key` (if the
+    /// request names one), waiting in the bounded queue while every healthy candidate is full.
+    /// `Ok(None)`: every candidate was tried.
     pub async fn acquire(
         &self,
         candidates: &[Arc<LiveAccount>],
         tried: &[bool],
-        sticky: Option<&AccountId>,
+        key: Option<&AffinityKey>,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<(usize, Slot)>, ApiError> {
+    ) -> Result<Option<Acquired>, ApiError> {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let sticky = sticky.and_then(|id| candidates.iter().position(|a| &a.id == id));
+        let affinity = Affinity {
+            moved_to: key
+                .and_then(|k| self.coordinator.affinity(k))
+                .and_then(|id| candidates.iter().position(|a| a.id == id)),
+            keyed: key.is_some(),
+        };
         let mut queued: Option<Waiting<'_>> = None;
         loop {
             // Registered before looking, so a slot freed in between still wakes us.
@@ -320,20 +273,32 @@ impl Router {
                     capacity: a.settings.concurrency,
                     cooling_until: self.coordinator.cooldown(&a.id, now).map(|c| c.until),
                     tried,
+                    rank: key.map_or(0, |k| k.rank(&a.id)),
+                    bound: self.config.load_bound(a.settings.concurrency),
                 })
                 .collect();
-            match choose(&views, sticky, now, turn) {
+            match choose(&views, affinity, now, turn) {
                 Choice::Account(i) | Choice::LastResort(i) => {
                     if let Some(slot) = self.try_take(candidates, i).await? {
-                        return Ok(Some((i, slot)));
+                        let placement = placement(&views, affinity, i, now);
+                        return Ok(Some(Acquired {
+                            index: i,
+                            slot,
+                            placement,
+                        }));
                     }
                     // Another request (or instance) took the last slot first: look again.
                     continue;
                 }
                 Choice::Exhausted => return Ok(None),
                 Choice::AllFull => {
-                    if let Some(slot) = self.probe(candidates, &views, now).await? {
-                        return Ok(Some(slot));
+                    if let Some((i, slot)) = self.probe(candidates, &views, now).await? {
+                        let placement = placement(&views, affinity, i, now);
+                        return Ok(Some(Acquired {
+                            index: i,
+                            slot,
+                            placement,
+                        }));
                     }
                 }
             }
@@ -407,72 +372,5 @@ impl Router {
         // again is the honest estimate (at least a second).
         ApiError::new(ErrorKind::Overloaded, message)
             .with_retry_after(self.config.queue_timeout_secs.max(1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_session_ids_are_hashed_and_still_stick() {
-        let key = KeyId("key_1".into());
-        let other = KeyId("key_2".into());
-        // Short ids are kept as they are, per key.
-        assert_eq!(session_key(&key, "abc"), "key_1\u{0}abc");
-        assert_ne!(session_key(&key, "abc"), session_key(&other, "abc"));
-        let at_limit = "s".repeat(MAX_SESSION_ID_BYTES);
-        assert!(session_key(&key, &at_limit).ends_with(&at_limit));
-        // Longer ones are a bounded, stable hash of the whole id.
-        let bound = "key_1".len() + 1 + "sha256:".len() + 64;
-        let just_over = "s".repeat(MAX_SESSION_ID_BYTES + 1);
-        let huge = "x".repeat(1 << 20);
-        let mut huge_too = huge.clone();
-        huge_too.push('y');
-        for id in [&just_over, &huge, &huge_too] {
-            let k = session_key(&key, id);
-            assert_eq!(k.len(), bound, "{id:.20}…");
-            assert_eq!(k, session_key(&key, id), "stable");
-        }
-        assert_ne!(session_key(&key, &huge), session_key(&key, &huge_too));
-        assert_ne!(session_key(&key, &huge), session_key(&other, &huge));
-        // Multi-byte ids are measured in bytes: 100 four-byte characters are hashed.
-        assert!(session_key(&key, &"🦀".repeat(100)).contains("sha256:"));
-
-        let map = StickyMap {
-            ttl: Duration::from_secs(60),
-            max: 10,
-            map: Mutex::new(HashMap::new()),
-        };
-        let a = AccountId("acc_a".into());
-        map.put(&session_key(&key, &huge), &a);
-        assert_eq!(map.get(&session_key(&key, &huge)), Some(a), "still sticky");
-        assert_eq!(map.get(&session_key(&key, &huge_too)), None);
-        let stored: usize = map.map.lock().unwrap().keys().map(String::len).sum();
-        assert_eq!(stored, bound, "one bounded key for a 1 MiB id");
-    }
-
-    #[test]
-    fn sticky_sessions_expire_and_are_bounded() {
-        let map = StickyMap {
-            ttl: Duration::from_secs(60),
-            max: 2,
-            map: Mutex::new(HashMap::new()),
-        };
-        let a = AccountId("acc_a".into());
-        let b = AccountId("acc_b".into());
-        map.put("s1", &a);
-        map.put("s2", &b);
-        map.put("s3", &a);
-        assert_eq!(map.map.lock().unwrap().len(), 2);
-        assert_eq!(map.get("s1"), None, "the oldest session was forgotten");
-        assert_eq!(map.get("s3"), Some(a));
-        let expired = StickyMap {
-            ttl: Duration::ZERO,
-            max: 2,
-            map: Mutex::new(HashMap::new()),
-        };
-        expired.put("s1", &b);
-        assert_eq!(expired.get("s1"), None);
     }
 }

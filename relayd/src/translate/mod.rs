@@ -18,6 +18,7 @@
 //!   ([`completion_as_sse`]), for servers that ignore `stream: true`.
 //! - [`tokens`]: local `count_tokens` ([`count_tokens`]).
 //! - [`compaction`]: Claude Code's compaction request, shrunk to fit a small window.
+//! - [`prefix`]: the hash of a conversation's stable prefix, for routing affinity.
 //! - [`tools`]: tool-name shortening ([`ToolNames`]) and tool-call id mapping.
 //!
 //! Design decisions that are visible on the wire:
@@ -40,6 +41,7 @@
 pub mod compaction;
 pub mod native;
 pub mod openai;
+pub mod prefix;
 pub mod replay;
 pub mod request;
 pub mod response;

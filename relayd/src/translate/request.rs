@@ -130,6 +130,12 @@ impl<'a> AnthropicRequest<'a> {
         metadata.user_id
     }
 
+    /// The hash of the conversation's stable prefix (see [`super::prefix`]), read loosely like
+    /// the session: `None` without a first message.
+    pub fn prefix_hash(&self) -> Option<u128> {
+        super::prefix::anthropic(self.top.system, self.top.tools, self.top.messages)
+    }
+
     /// The OpenAI Chat Completions body for an account with `opts`.
     pub fn to_openai(
         &self,

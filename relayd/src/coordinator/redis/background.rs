@@ -63,7 +63,7 @@ pub(super) async fn subscribe(
     stop: CancellationToken,
 ) {
     let mut ready = Some(ready);
-    let channels = ["changes", "slots", "cooldowns"].map(|c| subscriber.key(c));
+    let channels = ["changes", "slots", "cooldowns", "affinity"].map(|c| subscriber.key(c));
     while !stop.is_cancelled() {
         let connected = async {
             let mut pubsub = subscriber.client.get_async_pubsub().await?;
@@ -86,6 +86,9 @@ pub(super) async fn subscribe(
         } else {
             for change in [Change::Accounts, Change::Keys] {
                 announce(&changes, change, &stop).await;
+            }
+            if let Err(e) = subscriber.load_affinities().await {
+                tracing::warn!(error = %e, "cannot read shared conversation affinities");
             }
         }
         let mut messages = pubsub.into_on_message();
@@ -130,6 +133,10 @@ impl Inner {
                     *live = live.saturating_sub(1);
                 }
                 self.freed.notify_waiters();
+                None
+            }
+            "affinity" => {
+                self.on_affinity(payload);
                 None
             }
             "cooldowns" => {

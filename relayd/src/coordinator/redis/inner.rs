@@ -15,6 +15,7 @@ use tokio::sync::{Notify, mpsc};
 use super::RedisSettings;
 use super::scripts::{ACQUIRE, RENEW};
 use crate::auth::random_hex;
+use crate::coordinator::affinity::{AffinityKey, AffinityMap};
 use crate::coordinator::{Cooldown, CoordinationError};
 
 /// Work that `Drop` implementations hand to the background writer (they cannot wait).
@@ -33,6 +34,11 @@ pub(super) enum Deferred {
         key: KeyId,
         day: i64,
         tokens: u64,
+    },
+    /// A conversation moved (or back home): store and announce it.
+    Affinity {
+        key: AffinityKey,
+        account: Option<AccountId>,
     },
 }
 
@@ -58,6 +64,8 @@ pub(super) struct Inner {
     pub(super) cooldowns: Mutex<HashMap<AccountId, Cooldown>>,
     pub(super) freed: Notify,
     pub(super) deferred: mpsc::UnboundedSender<Deferred>,
+    /// Moved conversations, as shared by every instance (see `affinity`).
+    pub(super) affinity: AffinityMap,
 }
 
 impl std::fmt::Debug for Inner {
@@ -112,6 +120,7 @@ impl Inner {
             cooldowns: Mutex::new(HashMap::new()),
             freed: Notify::new(),
             deferred,
+            affinity: AffinityMap::new(settings.affinity),
         };
         Ok((inner, jobs))
     }
@@ -243,6 +252,7 @@ impl Inner {
                     tracing::warn!(error = %failed(&e), "cannot count tokens");
                 }
             }
+            Deferred::Affinity { key, account } => self.share_affinity(key, account).await,
         }
     }
 

@@ -10,11 +10,12 @@
 //! | `{p}cooldown:{account}`    | string | `"{until} {reason}"`, expiring at `until`         |
 //! | `{p}rpm:{key}`             | zset   | request start times of the last minute            |
 //! | `{p}tokens:{key}:{day}`    | string | tokens used on that UTC day                       |
+//! | `{p}affinity:{conversation}` | string | the account a moved conversation lives on, with its TTL |
 //!
 //! Channels: `{p}changes` (`accounts` / `keys`: passed on as a [`Change`], so the daemon reloads
 //! that registry), `{p}slots`
 //! (`"{account}"` after a release on a full account, waking requests queued on other instances),
-//! `{p}cooldowns` (`"{account} {until} {reason}"`).
+//! `{p}cooldowns` (`"{account} {until} {reason}"`), `{p}affinity` (see [`affinity`]).
 //!
 //! A request costs two round trips: one script call takes a slot (pruning expired leases
 //! first), on the serving thread's own connection (one per serving thread, plus one for the
@@ -25,8 +26,10 @@
 //!
 //! Files: this one is the coordinator and its trait implementation; [`inner`] holds the
 //! connections, leases and local cache; [`scripts`] the Lua; [`background`] the writer, lease
-//! renewal and subscriber tasks; [`cooldowns`] reads the stored cooldowns at start.
+//! renewal and subscriber tasks; [`cooldowns`] reads the stored cooldowns at start; [`affinity`]
+//! shares moved conversations.
 
+mod affinity;
 mod background;
 mod cooldowns;
 mod inner;
@@ -46,6 +49,7 @@ use tokio_util::task::TaskTracker;
 
 use self::inner::{Deferred, Inner, failed, lock};
 use self::scripts::{COOL_DOWN, TAKE_REQUEST};
+use super::affinity::{AffinityKey, AffinitySettings, Put};
 use super::{Change, Cooldown, CoordinationError, Coordinator, utc_day};
 
 /// Where and how the Redis coordinator shares its state.
@@ -62,6 +66,8 @@ pub struct RedisSettings {
     /// Serving threads, each of which gets a connection of its own on first use
     /// ([`crate::serving_thread::index`]).
     pub serving_threads: usize,
+    /// How long a moved conversation is remembered, and how many are.
+    pub affinity: AffinitySettings,
 }
 
 /// Shared routing state in Redis, with its background tasks (writer, lease renewal, subscriber).
@@ -83,6 +89,7 @@ impl RedisCoordinator {
         let (inner, jobs) = Inner::connect(settings).await?;
         let inner = Arc::new(inner);
         inner.load_cooldowns(settings.longest_cooldown).await?;
+        inner.load_affinities().await?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(background::write_deferred(
@@ -254,6 +261,19 @@ impl Coordinator for RedisCoordinator {
     fn leave_key(&self, key: &KeyId) {
         let zset = self.inner.key_slots_key(key);
         self.inner.give_back(zset, None);
+    }
+
+    fn affinity(&self, key: &AffinityKey) -> Option<AccountId> {
+        self.inner.affinity.get(key)
+    }
+
+    fn set_affinity(&self, key: &AffinityKey, account: Option<&AccountId>) {
+        if self.inner.affinity.put(key, account) == Put::Share {
+            let _ = self.inner.deferred.send(Deferred::Affinity {
+                key: *key,
+                account: account.cloned(),
+            });
+        }
     }
 
     fn round_trips(&self) -> u64 {
