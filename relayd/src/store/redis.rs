@@ -481,6 +481,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cluster_connection_errors_hide_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis+cluster://user:hunter2-secret@127.0.0.1:{port},127.0.0.1:{port}");
+        let err = RedisStore::connect(&url, "t:").await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("redis store: cannot connect"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(msg.contains("user:****@"), "{msg}");
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    }
+
+    #[tokio::test]
     async fn malformed_url_errors_hide_the_password() {
         let err = RedisStore::connect("http://user:hunter2-secret@127.0.0.1/", "t:")
             .await
