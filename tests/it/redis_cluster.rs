@@ -238,7 +238,7 @@ async fn writer(
     let mut n = 0u32;
     while !*stopped.borrow_and_update() {
         n += 1;
-        let (name, path, body) = if n % 2 == 0 {
+        let (name, path, body) = if n.is_multiple_of(2) {
             let name = format!("key-{n}");
             let body = json!({"name": name});
             (name, "/keys", body)
