@@ -1,8 +1,9 @@
 //! relayd on a Redis Cluster, end to end: the real binary with `store = "redis+cluster://…"` on a
 //! private three-node cluster, one mock upstream account, load and admin writes running while
 //! each node (the one holding relayd's slot first) is killed and restarted in turn. Every write relayd acknowledged must be
-//! there afterwards, no request may hang (failures during the outage are 503s), and the account's
-//! slot leases must drain to none in flight within the lease time.
+//! there afterwards, no request may hang (failures during the outage are 503s), `/readyz` must say
+//! 503 during each outage and 200 after it, and the account's slot leases must drain to none in
+//! flight within the lease time.
 //!
 //! The conformance suites run their cases on a cluster too (`store_conformance`,
 //! `coordinator_conformance`, `usage_store`: the `cluster` modules).
@@ -124,6 +125,7 @@ async fn a_node_restart_under_load_loses_no_acknowledged_write_and_leaks_no_slot
                 && s.requests.iter().any(|(st, at)| *st != 200 && *at > outage)
         })
         .await;
+        wait_ready(&daemon, 503).await;
         let back;
         (cluster, back) = tokio::task::spawn_blocking(move || {
             cluster.start_again(node);
@@ -136,6 +138,7 @@ async fn a_node_restart_under_load_loses_no_acknowledged_write_and_leaks_no_slot
             s.ok_since(back) >= 20 && s.acknowledged.len() >= acknowledged_before + 3
         })
         .await;
+        wait_ready(&daemon, 200).await;
     }
     stop.send(true).unwrap();
     for task in tasks {
@@ -278,6 +281,25 @@ async fn wait_for(what: &str, seen: &Mutex<Seen>, done: impl Fn(&Seen) -> bool) 
     while !done(&seen.lock().unwrap()) {
         assert!(Instant::now() < deadline, "no {what} within {PROGRESS:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `/readyz` until it answers `status` (503 while the store's slot is unreachable),
+/// failing after [`PROGRESS`].
+async fn wait_ready(daemon: &Daemon, status: u16) {
+    let deadline = Instant::now() + PROGRESS;
+    loop {
+        let reply = send(reqwest::Client::new().get(daemon.url("/readyz"))).await;
+        if reply.status == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {} ({}), not {status}, after {PROGRESS:?}",
+            reply.status,
+            reply.text.trim()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

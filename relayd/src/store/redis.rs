@@ -195,8 +195,12 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        // A read of the store's own key rather than PING: on a cluster it reaches the node
+        // holding the store's slot and fails while the cluster refuses commands (a node PINGs
+        // back even then).
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
+        let _: bool = redis::cmd("EXISTS")
+            .arg(self.script_key())
             .query_async(&mut conn)
             .await
             .map_err(from_redis)?;
