@@ -575,3 +575,45 @@ async fn announced_changes_are_passed_on(f: Fixture) {
         .unwrap();
     assert_eq!(got, Some(Change::Keys), "the unknown payload was skipped");
 }
+
+/// Cluster only: the subscriber listens on one node; while that node (whichever it is) is down it
+/// listens on another, and announcements made anywhere reach it.
+#[tokio::test]
+async fn cluster_the_subscriber_moves_on_while_its_node_is_down() {
+    let mut f = Fixture::cluster();
+    let c = f.open().await;
+    let prefix = f.key_prefix().await;
+    let Fixture::Cluster { cluster, .. } = &mut f else {
+        unreachable!("a cluster fixture")
+    };
+    for node in 0..cluster.len() {
+        cluster.stop(node);
+        // Announced on a running node (a cluster passes PUBLISH on even while it refuses keyed
+        // commands); sent again until heard, since an announcement made while the subscriber is
+        // away is lost (the daemon then reloads everything instead).
+        let other = cluster.node_url((node + 1) % cluster.len());
+        let id = account(100 + u32::try_from(node).unwrap());
+        let until = now_millis() + 60_000;
+        let c = Arc::clone(&c);
+        eventually("a cooldown announced while a node is down is heard", || {
+            let (other, id, prefix, c) =
+                (other.clone(), id.clone(), prefix.clone(), Arc::clone(&c));
+            async move {
+                let mut conn = ::redis::Client::open(other)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let _: i64 = ::redis::cmd("PUBLISH")
+                    .arg(format!("{prefix}cooldowns"))
+                    .arg(format!("{} {until} restart", id.as_str()))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                c.cooldown(&id, now_millis()).is_some()
+            }
+        })
+        .await;
+        cluster.start_again(node);
+    }
+}
