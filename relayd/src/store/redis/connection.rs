@@ -11,6 +11,14 @@
 //!
 //! Pub/sub: a cluster propagates every PUBLISH to all nodes, so the subscriber listens on a plain
 //! connection to one seed node, moving to the next seed when that one drops.
+//!
+//! A cluster connection sends a command again when its connection broke before the answer, or
+//! while the cluster is down (a few times, within the command timeout), so a command may run
+//! twice. The store's writes leave the same state when run twice (records replaced whole, usage
+//! records `SET NX` by request id; only the answer may differ, such as a repeated delete finding
+//! nothing); in the coordinator a repeated slot take leaves a lease nobody holds, which
+//! expires after the lease time, and a repeated token count adds twice (rare; it errs towards a
+//! relay key reaching its daily limit early).
 
 use std::time::Duration;
 
@@ -21,7 +29,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{Cmd, ConnectionInfo, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
 /// The URL scheme of a Redis Cluster: seed nodes separated by commas.
-pub(crate) const CLUSTER_SCHEME: &str = "redis+cluster://";
+const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 /// Bounds one connection attempt, so a wrong address fails startup promptly instead of hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
