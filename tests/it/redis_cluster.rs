@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relayd_tests::daemon::Daemon;
+use relayd_tests::daemon::{Daemon, Started};
 use relayd_tests::http::{Admin, Reply, send};
 use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
 use relayd_tests::redis_cluster::RedisCluster;
@@ -210,6 +210,42 @@ async fn a_node_restart_under_load_loses_no_acknowledged_write_and_leaks_no_slot
     .await;
     assert!(burst.iter().all(|r| r.status == 200));
     drop(cluster);
+}
+
+/// Credentials in the cluster URL reach every node and never show: not in relayd's log, and not
+/// in the refusal to start with a wrong password.
+#[tokio::test]
+async fn a_password_protected_cluster_serves_and_its_password_never_shows() {
+    let password = "cluster-secret-4711";
+    let cluster = RedisCluster::start_with_password(password);
+    let mock = MockUpstream::start().await;
+    mock.set_responder(|_| short_completion());
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[], &[("RELAYD_STORE", &cluster.url())]);
+    let admin = daemon.admin();
+    admin
+        .create_account(&json!({
+            "name": "upstream", "endpoint": mock.endpoint(), "deploymentName": "d",
+            "concurrency": 2, "supportedModels": [MODEL]
+        }))
+        .await;
+    let key = admin.create_key(&json!({"name": "k"})).await;
+    let reply = anthropic_at(daemon.url(""), key).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(!daemon.log().contains(password), "{}", daemon.log());
+
+    let wrong = "wrong-secret-0815";
+    let other = tempfile::tempdir().unwrap();
+    let url = cluster.url().replace(password, wrong);
+    match Daemon::try_start(other.path(), &[], &[("RELAYD_STORE", &url)]) {
+        Started::Exited(code, log) => {
+            assert_eq!(code, Some(1), "{log}");
+            assert!(log.contains("cannot open the Redis store"), "{log}");
+            assert!(log.contains(":****@127.0.0.1:"), "{log}");
+            assert!(!log.contains(wrong) && !log.contains(password), "{log}");
+        }
+        Started::Running(_) => panic!("relayd started with a wrong cluster password"),
+    }
 }
 
 /// Sends requests one after another until `stopped`, recording each status.

@@ -30,6 +30,8 @@ const NODE_TIMEOUT_MS: u32 = 1_000;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// The password every node requires (`requirepass`, and `masterauth` between nodes), if any.
+    password: Option<String>,
     // Holds every node's data, config and log for as long as the cluster runs.
     dir: tempfile::TempDir,
 }
@@ -49,9 +51,18 @@ impl RedisCluster {
     /// When `redis-server` or `redis-cli` is missing, or the cluster cannot be formed after
     /// several attempts, with a message saying why.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`Self::start`], with every node requiring `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> Self {
         let mut failures = Vec::new();
         for _ in 0..ATTEMPTS {
-            match Self::try_start() {
+            match Self::try_start(password) {
                 Ok(cluster) => return cluster,
                 // The usual cause is a port taken between choosing and binding it: try others.
                 Err(e) => failures.push(e),
@@ -63,19 +74,29 @@ impl RedisCluster {
         );
     }
 
-    /// The relayd store URL of the cluster: every node as a seed.
+    /// The relayd store URL of the cluster: every node as a seed, with the password if any.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        format!("redis+cluster://{}{}", self.credentials(), seeds.join(","))
     }
 
-    /// A plain `redis://` URL of node `i`.
+    /// A plain `redis://` URL of node `i`, with the password if any.
     pub fn node_url(&self, i: usize) -> String {
-        format!("redis://127.0.0.1:{}/", self.nodes[i].port)
+        format!(
+            "redis://{}127.0.0.1:{}/",
+            self.credentials(),
+            self.nodes[i].port
+        )
+    }
+
+    fn credentials(&self) -> String {
+        self.password
+            .as_ref()
+            .map_or_else(String::new, |p| format!(":{p}@"))
     }
 
     /// How many nodes the cluster has.
@@ -145,7 +166,8 @@ impl RedisCluster {
     pub fn start_again(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is running");
         let port = self.nodes[i].port;
-        let child = spawn_node(self.dir.path(), port).unwrap_or_else(|e| panic!("{e}"));
+        let child = spawn_node(self.dir.path(), port, self.password.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"));
         self.nodes[i].child = Some(child);
         self.wait_answering(i).unwrap_or_else(|e| panic!("{e}"));
         self.wait_ok().unwrap_or_else(|e| panic!("{e}"));
@@ -157,15 +179,16 @@ impl RedisCluster {
         self.start_again(i);
     }
 
-    fn try_start() -> Result<Self, String> {
+    fn try_start(password: Option<&str>) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
         let mut cluster = Self {
             nodes: Vec::with_capacity(NODES),
+            password: password.map(str::to_owned),
             dir,
         };
         for _ in 0..NODES {
             let port = free_cluster_port(&cluster.nodes)?;
-            let child = spawn_node(cluster.dir.path(), port)?;
+            let child = spawn_node(cluster.dir.path(), port, password)?;
             cluster.nodes.push(Node {
                 port,
                 child: Some(child),
@@ -179,7 +202,11 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(password) = password {
+            create.args(["-a", password, "--no-auth-warning"]);
+        }
+        let created = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -296,8 +323,12 @@ impl Drop for RedisCluster {
 }
 
 /// Starts one cluster node on `port`, its files in `dir` (a restart finds them again).
-fn spawn_node(dir: &Path, port: u16) -> Result<Child, String> {
-    let child = Command::new("redis-server")
+fn spawn_node(dir: &Path, port: u16, password: Option<&str>) -> Result<Child, String> {
+    let mut command = Command::new("redis-server");
+    if let Some(password) = password {
+        command.args(["--requirepass", password, "--masterauth", password]);
+    }
+    let child = command
         .arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", ""])
