@@ -50,7 +50,7 @@ pub struct Args {
     /// Data directory (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `embedded` or a redis:// URL (overrides `store`).
+    /// `embedded`, a redis:// URL or redis+cluster://host:port,host:port (overrides `store`).
     #[arg(long, value_name = "STORE")]
     pub store: Option<String>,
     /// Log format (overrides `log_format`).

@@ -1,13 +1,14 @@
-//! The coordinator conformance suite: one set of cases, each run against both backends — the
-//! in-process [`LocalCoordinator`] and the [`RedisCoordinator`] on a private `redis-server` — so
-//! slots, cooldowns and key counters behave the same whichever the store is. A missing
-//! `redis-server` fails the Redis half; it is never skipped.
+//! The coordinator conformance suite: one set of cases, each run against every backend — the
+//! in-process [`LocalCoordinator`], and the [`RedisCoordinator`] on a private `redis-server` and
+//! on a private three-node Redis Cluster — so slots, cooldowns and key counters behave the same
+//! whichever the store is. A missing `redis-server` fails the Redis halves; they are never
+//! skipped.
 //!
 //! A [`Fixture`] opens handles over one shared state: for the local backend every handle is the
 //! same coordinator (one process, one state); for Redis each is a new instance on the same server
 //! and prefix, as two relayd processes would be. The few cases about what only a shared store
-//! has (leases of a crashed instance, stored cooldowns, change announcements) are Redis-only and
-//! say so; the rolling-minute case is local-only because Redis keeps time by its own clock.
+//! has (leases of a crashed instance, stored cooldowns, change announcements) run on Redis and
+//! the cluster only and say so; the rolling-minute case is local-only because Redis keeps time by its own clock.
 //!
 //! Writes that the Redis coordinator hands to its background writer (releases, token counts) are
 //! awaited through the coordinator's own wake-up or by polling the observable result with a
@@ -22,6 +23,8 @@ use relayd::coordinator::{
     AffinityKey, AffinitySettings, Change, Cooldown, Coordinator, LocalCoordinator,
     RedisCoordinator, RedisSettings,
 };
+use relayd::store::redis::RedisStore;
+use relayd_tests::redis_cluster::RedisCluster;
 use relayd_tests::redis_server::RedisServer;
 use shared::account::AccountId;
 use shared::key::KeyId;
@@ -40,7 +43,14 @@ const DAY: i64 = 86_400_000;
 /// Where a case's shared state lives.
 enum Fixture {
     Local(Arc<LocalCoordinator>),
-    Redis { server: RedisServer, prefix: String },
+    Redis {
+        server: RedisServer,
+        prefix: String,
+    },
+    Cluster {
+        cluster: RedisCluster,
+        prefix: String,
+    },
 }
 
 impl Fixture {
@@ -49,29 +59,63 @@ impl Fixture {
     }
 
     fn redis() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "coord{}-{}:",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         Self::Redis {
             server: RedisServer::start(),
-            prefix,
+            prefix: unique_prefix(),
+        }
+    }
+
+    fn cluster() -> Self {
+        Self::Cluster {
+            cluster: RedisCluster::start(),
+            prefix: unique_prefix(),
         }
     }
 
     fn is_redis(&self) -> bool {
-        matches!(self, Self::Redis { .. })
+        !matches!(self, Self::Local(_))
+    }
+
+    /// The Redis URL and configured prefix.
+    fn url_and_prefix(&self) -> (String, &str) {
+        match self {
+            Self::Local(_) => panic!("Redis settings of a local fixture"),
+            Self::Redis { server, prefix } => (server.url(), prefix),
+            Self::Cluster { cluster, prefix } => (cluster.url(), prefix),
+        }
+    }
+
+    /// The prefix channels and keys really have (hash-tagged in a cluster), as the store
+    /// sharing them names it.
+    async fn key_prefix(&self) -> String {
+        let (url, prefix) = self.url_and_prefix();
+        RedisStore::connect(&url, prefix)
+            .await
+            .unwrap()
+            .prefix()
+            .to_owned()
+    }
+
+    /// A plain connection to one server: the Redis server, or the cluster's last node (where
+    /// the subscriber does not start listening, so an announcement crosses the cluster bus).
+    async fn plain_conn(&self) -> ::redis::aio::MultiplexedConnection {
+        let url = match self {
+            Self::Local(_) => panic!("no Redis behind a local fixture"),
+            Self::Redis { server, .. } => server.url(),
+            Self::Cluster { cluster, .. } => cluster.node_url(cluster.len() - 1),
+        };
+        ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     fn settings(&self, lease: Duration, longest_cooldown: Duration) -> RedisSettings {
-        let Self::Redis { server, prefix } = self else {
-            panic!("Redis settings of a local fixture");
-        };
+        let (url, prefix) = self.url_and_prefix();
         RedisSettings {
-            url: server.url(),
-            prefix: prefix.clone(),
+            url,
+            prefix: prefix.to_owned(),
             lease,
             longest_cooldown,
             serving_threads: 2,
@@ -87,13 +131,23 @@ impl Fixture {
     async fn open_with(&self, lease: Duration, longest_cooldown: Duration) -> Arc<dyn Coordinator> {
         match self {
             Self::Local(local) => Arc::clone(local) as Arc<dyn Coordinator>,
-            Self::Redis { .. } => {
+            Self::Redis { .. } | Self::Cluster { .. } => {
                 let (changes, _) = mpsc::channel(16);
                 let settings = self.settings(lease, longest_cooldown);
                 Arc::new(RedisCoordinator::start(&settings, changes).await.unwrap())
             }
         }
     }
+}
+
+/// A fresh prefix per fixture, so cases stay apart even if servers are ever shared.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "coord{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Polls `check` until it holds, failing after [`EVENTUALLY`] with `what`.
@@ -156,6 +210,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(super::Fixture::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Fixture::cluster()).await;
                 }
             )*
         }
@@ -424,12 +486,38 @@ async fn local_the_requests_per_minute_window_slides() {
     assert_eq!(c.take_request(&k, 2, 60_000).await.unwrap(), Ok(()));
 }
 
-// Redis only: what exists only with a shared store.
+// Redis server and cluster only: what exists only with a shared store.
+
+/// Generates a `#[tokio::test]` on a Redis server and one on a cluster for each shared-only case.
+macro_rules! shared_only {
+    ($($name:ident),* $(,)?) => {
+        mod shared_redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Fixture::redis()).await;
+                }
+            )*
+        }
+        mod shared_cluster {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Fixture::cluster()).await;
+                }
+            )*
+        }
+    };
+}
+
+shared_only!(
+    a_crashed_instances_lease_expires_and_a_live_one_is_renewed,
+    stored_cooldowns_are_loaded_and_capped,
+    announced_changes_are_passed_on,
+);
 
 /// A crashed instance's slots come back after the lease time; a live one's are renewed.
-#[tokio::test]
-async fn redis_a_crashed_instances_lease_expires_and_a_live_one_is_renewed() {
-    let f = Fixture::redis();
+async fn a_crashed_instances_lease_expires_and_a_live_one_is_renewed(f: Fixture) {
     let lease = Duration::from_millis(300);
     let longest = Duration::from_secs(60);
     let live = f.open_with(lease, longest).await;
@@ -454,9 +542,7 @@ async fn redis_a_crashed_instances_lease_expires_and_a_live_one_is_renewed() {
 }
 
 /// Cooldowns are loaded by an instance that starts later, none longer than it allows.
-#[tokio::test]
-async fn redis_stored_cooldowns_are_loaded_and_capped() {
-    let f = Fixture::redis();
+async fn stored_cooldowns_are_loaded_and_capped(f: Fixture) {
     let first = f.open().await;
     let now = now_millis();
     let year = 365 * DAY;
@@ -486,17 +572,12 @@ async fn redis_stored_cooldowns_are_loaded_and_capped() {
 
 /// Admin changes announced by another instance arrive as change events; the coordinator
 /// reloads nothing itself.
-#[tokio::test]
-async fn redis_announced_changes_are_passed_on() {
-    let f = Fixture::redis();
+async fn announced_changes_are_passed_on(f: Fixture) {
     let (changes, mut reported) = mpsc::channel(16);
     let settings = f.settings(LEASE, Duration::from_secs(60));
     let _c = RedisCoordinator::start(&settings, changes).await.unwrap();
-    let Fixture::Redis { server, prefix } = &f else {
-        unreachable!()
-    };
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let prefix = f.key_prefix().await;
+    let mut conn = f.plain_conn().await;
     for (payload, want) in [("accounts", Change::Accounts), ("keys", Change::Keys)] {
         let _: i64 = ::redis::cmd("PUBLISH")
             .arg(format!("{prefix}changes"))
@@ -527,4 +608,46 @@ async fn redis_announced_changes_are_passed_on() {
         .await
         .unwrap();
     assert_eq!(got, Some(Change::Keys), "the unknown payload was skipped");
+}
+
+/// Cluster only: the subscriber listens on one node; while that node (whichever it is) is down it
+/// listens on another, and announcements made anywhere reach it.
+#[tokio::test]
+async fn cluster_the_subscriber_moves_on_while_its_node_is_down() {
+    let mut f = Fixture::cluster();
+    let c = f.open().await;
+    let prefix = f.key_prefix().await;
+    let Fixture::Cluster { cluster, .. } = &mut f else {
+        unreachable!("a cluster fixture")
+    };
+    for node in 0..cluster.len() {
+        cluster.stop(node);
+        // Announced on a running node (a cluster passes PUBLISH on even while it refuses keyed
+        // commands); sent again until heard, since an announcement made while the subscriber is
+        // away is lost (the daemon then reloads everything instead).
+        let other = cluster.node_url((node + 1) % cluster.len());
+        let id = account(100 + u32::try_from(node).unwrap());
+        let until = now_millis() + 60_000;
+        let c = Arc::clone(&c);
+        eventually("a cooldown announced while a node is down is heard", || {
+            let (other, id, prefix, c) =
+                (other.clone(), id.clone(), prefix.clone(), Arc::clone(&c));
+            async move {
+                let mut conn = ::redis::Client::open(other)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let _: i64 = ::redis::cmd("PUBLISH")
+                    .arg(format!("{prefix}cooldowns"))
+                    .arg(format!("{} {until} restart", id.as_str()))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                c.cooldown(&id, now_millis()).is_some()
+            }
+        })
+        .await;
+        cluster.start_again(node);
+    }
 }

@@ -22,6 +22,7 @@ mod native_llama;
 mod operations;
 mod probe;
 mod profiles;
+mod redis_cluster;
 mod relay;
 mod relayctl;
 mod routing;

@@ -1,5 +1,6 @@
-//! The store conformance suite: one set of test functions, each run against both backends
-//! (embedded redb file and a private `redis-server`), so the two cannot drift apart.
+//! The store conformance suite: one set of test functions, each run against every backend
+//! (embedded redb file, a private `redis-server`, and a private three-node Redis Cluster), so
+//! they cannot drift apart.
 //!
 //! Each function takes a [`Fixture`], which can open the store any number of times over the same
 //! data (a reopened file, or a new connection with the same prefix) and can write raw backend
@@ -15,6 +16,7 @@ use relayd::store::{
     AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
     StoreResult,
 };
+use relayd_tests::redis_cluster::RedisCluster;
 use relayd_tests::redis_server::RedisServer;
 use shared::account::{
     AccountId, AccountKind, AccountSettings, ThinkingMapping, fallback_supported_models,
@@ -32,6 +34,11 @@ pub(crate) enum Fixture {
         server: RedisServer,
         prefix: String,
     },
+    /// The prefix is the one configured; the store hash-tags it (see [`Fixture::key_prefix`]).
+    Cluster {
+        cluster: RedisCluster,
+        prefix: String,
+    },
 }
 
 impl Fixture {
@@ -42,24 +49,36 @@ impl Fixture {
     }
 
     pub(crate) fn redis() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        // A unique prefix as well as a private server, so the suite stays correct even if the
-        // servers are ever shared.
-        let prefix = format!(
-            "test{}-{}:",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         Self::Redis {
             server: RedisServer::start(),
-            prefix,
+            prefix: unique_prefix(),
+        }
+    }
+
+    pub(crate) fn cluster() -> Self {
+        Self::Cluster {
+            cluster: RedisCluster::start(),
+            prefix: unique_prefix(),
         }
     }
 
     pub(crate) fn kind(&self) -> StoreKind {
         match self {
             Self::Embedded { .. } => StoreKind::Embedded,
-            Self::Redis { .. } => StoreKind::Redis,
+            Self::Redis { .. } | Self::Cluster { .. } => StoreKind::Redis,
+        }
+    }
+
+    /// The prefix the store's keys really have: the configured one, hash-tagged in a cluster.
+    async fn key_prefix(&self) -> String {
+        match self {
+            Self::Embedded { .. } => String::new(),
+            Self::Redis { prefix, .. } => prefix.clone(),
+            Self::Cluster { cluster, prefix } => RedisStore::connect(&cluster.url(), prefix)
+                .await
+                .unwrap()
+                .prefix()
+                .to_owned(),
         }
     }
 
@@ -70,6 +89,9 @@ impl Fixture {
             Self::Embedded { path, .. } => Arc::new(EmbeddedStore::open(path).await?),
             Self::Redis { server, prefix } => {
                 Arc::new(RedisStore::connect(&server.url(), prefix).await?)
+            }
+            Self::Cluster { cluster, prefix } => {
+                Arc::new(RedisStore::connect(&cluster.url(), prefix).await?)
             }
         })
     }
@@ -98,6 +120,22 @@ impl Fixture {
                     .await
                     .unwrap();
             }
+            Self::Cluster { cluster, .. } => {
+                let prefix = self.key_prefix().await;
+                let mut conn = ::redis::cluster::ClusterClient::new(
+                    (0..cluster.len()).map(|i| cluster.node_url(i)),
+                )
+                .unwrap()
+                .get_async_connection()
+                .await
+                .unwrap();
+                ::redis::cmd("SET")
+                    .arg(format!("{prefix}account:{id}"))
+                    .arg(json)
+                    .exec_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
         }
     }
 
@@ -106,52 +144,79 @@ impl Fixture {
     pub(crate) async fn raw_bytes(&self) -> Vec<u8> {
         match self {
             Self::Embedded { path, .. } => std::fs::read(path).unwrap(),
-            Self::Redis { server, prefix } => {
-                let mut conn = redis_conn(server).await;
-                let keys: Vec<String> = ::redis::cmd("KEYS")
-                    .arg(format!("{prefix}*"))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                assert!(!keys.is_empty(), "nothing stored under {prefix}");
-                let mut out = Vec::new();
-                for key in keys {
-                    let kind: String = ::redis::cmd("TYPE")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    let values: Vec<Vec<u8>> = match kind.as_str() {
-                        "string" => vec![
-                            ::redis::cmd("GET")
-                                .arg(&key)
-                                .query_async(&mut conn)
-                                .await
-                                .unwrap(),
-                        ],
-                        "set" => ::redis::cmd("SMEMBERS")
-                            .arg(&key)
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap(),
-                        "hash" => ::redis::cmd("HGETALL")
-                            .arg(&key)
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap(),
-                        other => panic!("unexpected Redis type {other} for {key}"),
-                    };
-                    out.extend_from_slice(key.as_bytes());
-                    out.push(b'\n');
-                    for value in values {
-                        out.extend_from_slice(&value);
-                        out.push(b'\n');
-                    }
+            Self::Redis { server, .. } => {
+                dump_keys(vec![redis_conn(server).await], &self.key_prefix().await).await
+            }
+            Self::Cluster { cluster, .. } => {
+                // Every node's keys: the suite checks what is stored, wherever it landed.
+                let mut conns = Vec::new();
+                for i in 0..cluster.len() {
+                    let client = ::redis::Client::open(cluster.node_url(i)).unwrap();
+                    conns.push(client.get_multiplexed_async_connection().await.unwrap());
                 }
-                out
+                dump_keys(conns, &self.key_prefix().await).await
             }
         }
     }
+}
+
+/// A fresh prefix per fixture, so the suite stays correct even if servers are ever shared.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "test{}-{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Every key under `prefix` on each of `conns` with its value, as bytes.
+async fn dump_keys(conns: Vec<::redis::aio::MultiplexedConnection>, prefix: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut found = false;
+    for mut conn in conns {
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        found |= !keys.is_empty();
+        for key in keys {
+            let kind: String = ::redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let values: Vec<Vec<u8>> = match kind.as_str() {
+                "string" => vec![
+                    ::redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap(),
+                ],
+                "set" => ::redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap(),
+                "hash" => ::redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap(),
+                other => panic!("unexpected Redis type {other} for {key}"),
+            };
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'\n');
+            for value in values {
+                out.extend_from_slice(&value);
+                out.push(b'\n');
+            }
+        }
+    }
+    assert!(found, "nothing stored under {prefix}");
+    out
 }
 
 /// A plain connection for raw reads and writes behind the store's back.
@@ -232,6 +297,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(super::Fixture::redis()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Fixture::cluster()).await;
                 }
             )*
         }

@@ -47,7 +47,8 @@ pub struct Config {
     pub workers: usize,
     /// Directory for the embedded store, the generated admin token and encryption key.
     pub data_dir: PathBuf,
-    /// `embedded` (default) or a `redis://` / `rediss://` URL.
+    /// `embedded` (default), a `redis://` / `rediss://` URL, or a Redis Cluster's seed nodes as
+    /// `redis+cluster://[user:password@]host:port,host:port`.
     pub store: String,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
@@ -157,7 +158,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// Replaces `data_dir`.
     pub data_dir: Option<PathBuf>,
-    /// Replaces `store` (checked: `embedded` or a redis:// URL).
+    /// Replaces `store` (checked: `embedded`, a redis:// or a redis+cluster:// URL).
     pub store: Option<String>,
     /// Replaces `log_format`.
     pub log_format: Option<LogFormat>,
@@ -188,7 +189,8 @@ pub fn load_config(path: Option<&Path>, overrides: &Overrides) -> Result<Config,
 pub enum StoreSpec {
     /// redb file in the data directory.
     Embedded,
-    /// Redis at this URL.
+    /// Redis at this URL: one server (`redis://`, `rediss://`) or a cluster's seed nodes
+    /// (`redis+cluster://host:port,host:port`).
     Redis(String),
 }
 
@@ -376,12 +378,17 @@ impl Config {
         let s = self.store.trim();
         if s.is_empty() || s == "embedded" {
             Ok(StoreSpec::Embedded)
-        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+        } else if ["redis://", "rediss://", "redis+cluster://"]
+            .iter()
+            .any(|scheme| s.starts_with(scheme))
+        {
             Ok(StoreSpec::Redis(s.to_owned()))
         } else {
             Err(ConfigError::Value {
                 key: "store",
-                message: "expected `embedded` or a redis:// URL".to_owned(),
+                message:
+                    "expected `embedded`, a redis:// URL or redis+cluster://host:port,host:port"
+                        .to_owned(),
             })
         }
     }

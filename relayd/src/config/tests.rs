@@ -49,6 +49,24 @@ fn env_overrides_file_and_nests() {
 }
 
 #[test]
+fn a_cluster_store_is_a_redis_store() {
+    let mut c = Config {
+        store: "redis+cluster://127.0.0.1:7000,127.0.0.1:7001".to_owned(),
+        ..Config::default()
+    };
+    assert_eq!(
+        c.store_spec().unwrap(),
+        StoreSpec::Redis("redis+cluster://127.0.0.1:7000,127.0.0.1:7001".into())
+    );
+    c.store = "cluster://127.0.0.1:7000".to_owned();
+    let err = c.store_spec().unwrap_err().to_string();
+    assert!(
+        err.contains("store") && err.contains("redis+cluster://"),
+        "{err}"
+    );
+}
+
+#[test]
 fn routing_section_from_file_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relayd.toml");

@@ -1,6 +1,8 @@
-//! The Redis backend, for several relayd instances sharing one Redis.
+//! The Redis backend, for several relayd instances sharing one Redis or one Redis Cluster.
 //!
-//! Key layout (every key starts with the configured prefix `{p}`, `relayd:` by default):
+//! Key layout (every key starts with the configured prefix `{p}`, `relayd:` by default; in a
+//! cluster the prefix is hash-tagged, `{relayd}:`, so every key is in one slot — see
+//! [`connection`]):
 //!
 //! | key                       | type   | holds                         |
 //! |---------------------------|--------|-------------------------------|
@@ -27,23 +29,24 @@
 //!
 //! Everything that touches more than one key is one Lua script (or a MULTI/EXEC block), which
 //! Redis runs atomically, so other instances never see half of a write. The scripts build key names
-//! from the prefix passed as an argument, which suits a single Redis (or a Sentinel-managed
-//! primary) but not Redis Cluster, where all keys would have to be declared up front.
+//! from the prefix passed as an argument (which records they touch is only known inside them) and
+//! declare `{p}meta` as their one key: a cluster routes the call by it, and every key they build
+//! shares its hash tag, so Redis sees them all in the declared key's slot.
 //!
-//! The connection is a [`ConnectionManager`]: one multiplexed connection shared by every request,
-//! re-established in the background when it drops.
+//! The connection is a [`RedisConn`]: one multiplexed connection shared by every request,
+//! re-established in the background when it drops (or, in a cluster, one per node, following the
+//! slot map).
 //!
 //! This file holds the store and its [`Store`] impl; the Lua scripts are in `scripts`.
 
+pub(crate) mod connection;
 mod scripts;
 
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::ConnectionInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use shared::account::{AccountId, redact_url};
+use shared::account::AccountId;
 use shared::key::KeyId;
 use shared::profile::Profile;
 use shared::time::UnixMillis;
@@ -57,20 +60,17 @@ use super::{
     AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
     StoreResult, check_format_version, plan_account_batch,
 };
+use connection::{RedisConn, RedisEndpoint, scrub};
 use scripts::{
     DELETE_ACCOUNT, GET_ACCOUNT_BY_NAME, LIST_RECORDS, PRUNE_CHUNK, PRUNE_USAGE, PUT_ACCOUNTS,
     PUT_PROFILE, RECORD_USAGE, USAGE_CELLS, push_usage_args,
 };
 
-/// Bounds one connection attempt, so a wrong address fails startup promptly instead of hanging.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bounds one command; a Redis that stops answering surfaces as an error, not a stuck request.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A [`Store`] over a Redis server.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
+    /// The prefix keys are named with (hash-tagged in a cluster).
     prefix: String,
     /// The URL with its password masked, for messages.
     display_url: String,
@@ -86,46 +86,20 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host[:port][/db]`, `rediss://…`) and checks the
-    /// store format under `prefix`, recording it if this is a fresh prefix. Errors never contain
-    /// the password.
+    /// Connects to `url` (`redis://[user:password@]host[:port][/db]`, `rediss://…`, or
+    /// `redis+cluster://[user:password@]host:port,host:port…`) and checks the store format under
+    /// `prefix` (hash-tagged in a cluster, see [`connection`]), recording it if this is a fresh
+    /// prefix. Errors never contain the password.
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
-        let display_url = redact_url(url);
-        let info: ConnectionInfo = url.parse().map_err(|e: redis::RedisError| {
-            backend(format!(
-                "invalid Redis URL {display_url}: {}",
-                scrub(&e.to_string(), url)
-            ))
+        let endpoint = RedisEndpoint::parse(url).map_err(backend)?;
+        let display_url = endpoint.display().to_owned();
+        let conn = endpoint.connect().await.map_err(|e| {
+            let detail = scrub(&e.to_string(), url);
+            backend(format!("cannot connect to {display_url}: {detail}"))
         })?;
-        let password = info.redis.password.clone();
-        let client = redis::Client::open(info).map_err(|e| {
-            backend(format!(
-                "invalid Redis URL {display_url}: {}",
-                scrub(&e.to_string(), url)
-            ))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            // redis 0.32 feeds these to `backon`, whose delays start at one second and grow by
-            // `factor` per attempt (the crate's default factor of 100 means waiting 100 s before
-            // the second retry), so both the factor and each delay are bounded here. Startup then
-            // fails within about two seconds; later drops reconnect in the background.
-            .set_factor(2)
-            .set_max_delay(500)
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| {
-                let mut detail = scrub(&e.to_string(), url);
-                if let Some(password) = password.as_deref().filter(|p| !p.is_empty()) {
-                    detail = detail.replace(password, "****");
-                }
-                backend(format!("cannot connect to {display_url}: {detail}"))
-            })?;
         let store = Self {
             conn,
-            prefix: prefix.to_owned(),
+            prefix: endpoint.key_prefix(prefix),
             display_url,
         };
         store.check_format().await?;
@@ -139,6 +113,12 @@ impl RedisStore {
 
     fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
+    }
+
+    /// The key every script declares (`{p}meta`): in a cluster the call is routed by its declared
+    /// keys, and every key a script builds from the prefix shares this one's hash tag and slot.
+    fn script_key(&self) -> String {
+        self.key("meta")
     }
 
     async fn check_format(&self) -> StoreResult<()> {
@@ -177,6 +157,7 @@ impl RedisStore {
     async fn list_records(&self, set: &str, infix: &str) -> StoreResult<Vec<(String, String)>> {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = LIST_RECORDS
+            .key(self.script_key())
             .arg(&self.prefix)
             .arg(set)
             .arg(infix)
@@ -207,15 +188,6 @@ fn from_redis(e: redis::RedisError) -> StoreError {
     backend(e.to_string())
 }
 
-/// Removes the raw URL from a message, in case a parser echoed it with its password.
-fn scrub(message: &str, url: &str) -> String {
-    if url.is_empty() {
-        message.to_owned()
-    } else {
-        message.replace(url, "[url]")
-    }
-}
-
 #[async_trait]
 impl Store for RedisStore {
     fn kind(&self) -> StoreKind {
@@ -223,8 +195,12 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        // A read of the store's own key rather than PING: on a cluster it reaches the node
+        // holding the store's slot and fails while the cluster refuses commands (a node PINGs
+        // back even then).
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
+        let _: bool = redis::cmd("EXISTS")
+            .arg(self.script_key())
             .query_async(&mut conn)
             .await
             .map_err(from_redis)?;
@@ -254,6 +230,7 @@ impl Store for RedisStore {
     async fn get_account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>> {
         let mut conn = self.conn.clone();
         let found: Option<(String, String)> = GET_ACCOUNT_BY_NAME
+            .key(self.script_key())
             .arg(&self.prefix)
             .arg(name)
             .invoke_async(&mut conn)
@@ -273,7 +250,7 @@ impl Store for RedisStore {
             return Ok(());
         }
         let mut invocation = PUT_ACCOUNTS.prepare_invoke();
-        invocation.arg(&self.prefix);
+        invocation.key(self.script_key()).arg(&self.prefix);
         for record in batch {
             invocation
                 .arg(record.id.as_str())
@@ -297,6 +274,7 @@ impl Store for RedisStore {
     async fn delete_account(&self, id: &AccountId) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let removed: i64 = DELETE_ACCOUNT
+            .key(self.script_key())
             .arg(&self.prefix)
             .arg(id.as_str())
             .invoke_async(&mut conn)
@@ -308,6 +286,7 @@ impl Store for RedisStore {
     async fn put_profile(&self, id: &AccountId, profile: &Profile) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let written: i64 = PUT_PROFILE
+            .key(self.script_key())
             .arg(&self.prefix)
             .arg(id.as_str())
             .arg(encode_profile(profile)?)
@@ -400,7 +379,11 @@ impl Store for RedisStore {
             .unwrap_or(u64::MAX)
             .max(1);
         let mut invocation = RECORD_USAGE.prepare_invoke();
-        invocation.arg(&self.prefix).arg(ttl_ms).arg(records.len());
+        invocation
+            .key(self.script_key())
+            .arg(&self.prefix)
+            .arg(ttl_ms)
+            .arg(records.len());
         push_usage_args(&mut invocation, records)?;
         let mut conn = self.conn.clone();
         let recorded: u64 = invocation
@@ -424,6 +407,7 @@ impl Store for RedisStore {
             .map_or_else(|| "+inf".to_owned(), |t| format!("({t}"));
         let mut conn = self.conn.clone();
         let flat: Vec<String> = USAGE_CELLS
+            .key(self.script_key())
             .arg(&self.prefix)
             .arg(plan.granularity.as_str())
             .arg(min)
@@ -465,6 +449,7 @@ impl Store for RedisStore {
         loop {
             let mut conn = self.conn.clone();
             let n: u64 = PRUNE_USAGE
+                .key(self.script_key())
                 .arg(&self.prefix)
                 .arg(before)
                 .arg(PRUNE_CHUNK)
@@ -496,6 +481,22 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("redis store: cannot connect"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn cluster_connection_errors_hide_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis+cluster://user:hunter2-secret@127.0.0.1:{port},127.0.0.1:{port}");
+        let err = RedisStore::connect(&url, "t:").await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("redis store: cannot connect"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(msg.contains("user:****@"), "{msg}");
         assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
     }
 

@@ -90,13 +90,15 @@ impl Inner {
         let mut cursor = 0u64;
         let mut loaded = 0;
         while loaded < room {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(format!("{prefix}*"))
                 .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
+                .arg(SCAN_COUNT);
+            // In a cluster, on the node holding the (hash-tagged) affinity keys.
+            let (next, keys): (u64, Vec<String>) = conn
+                .query_beside(&scan, &prefix)
                 .await
                 .map_err(|e| failed(&e))?;
             if !keys.is_empty() {

@@ -64,9 +64,13 @@ pub(super) async fn subscribe(
 ) {
     let mut ready = Some(ready);
     let channels = ["changes", "slots", "cooldowns", "affinity"].map(|c| subscriber.key(c));
+    // Counts connection attempts: in a cluster each one goes to the next seed node, so a node
+    // that is down is not tried again and again.
+    let mut attempt = 0usize;
     while !stop.is_cancelled() {
+        attempt = attempt.wrapping_add(1);
         let connected = async {
-            let mut pubsub = subscriber.client.get_async_pubsub().await?;
+            let mut pubsub = subscriber.endpoint.pubsub(attempt).await?;
             pubsub.subscribe(&channels).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -21,13 +21,15 @@ impl Inner {
         let mut conn = self.conn.clone();
         let mut cursor = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(format!("{prefix}*"))
                 .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
+                .arg(500);
+            // In a cluster, on the node holding the (hash-tagged) cooldown keys.
+            let (next, keys): (u64, Vec<String>) = conn
+                .query_beside(&scan, &prefix)
                 .await
                 .map_err(|e| failed(&e))?;
             if !keys.is_empty() {

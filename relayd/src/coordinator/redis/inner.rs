@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::account::AccountId;
 use shared::key::KeyId;
 use tokio::sync::{Notify, mpsc};
@@ -17,6 +16,7 @@ use super::scripts::{ACQUIRE, RENEW};
 use crate::auth::random_hex;
 use crate::coordinator::affinity::{AffinityKey, AffinityMap};
 use crate::coordinator::{Cooldown, CoordinationError};
+use crate::store::redis::connection::{RedisConn, RedisEndpoint};
 
 /// Work that `Drop` implementations hand to the background writer (they cannot wait).
 #[derive(Debug)]
@@ -44,13 +44,14 @@ pub(super) enum Deferred {
 
 pub(super) struct Inner {
     /// The main runtime's connection: background tasks and threads outside the serving ones.
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisConn,
     /// One connection per serving thread (serving thread `i` has [`crate::serving_thread::index`]
     /// `i + 1` and slot `i`), opened there on first use: a connection is driven by the runtime that opened it, so a slot taken through
     /// the main runtime's connection cost the request two hand-offs between threads.
-    pub(super) local: Box<[tokio::sync::OnceCell<ConnectionManager>]>,
-    pub(super) client: redis::Client,
-    pub(super) config: ConnectionManagerConfig,
+    pub(super) local: Box<[tokio::sync::OnceCell<RedisConn>]>,
+    /// Where to open those and the subscriber's connections.
+    pub(super) endpoint: RedisEndpoint,
+    /// The prefix keys and channels are named with (hash-tagged in a cluster).
     pub(super) prefix: String,
     pub(super) instance: String,
     pub(super) lease: Duration,
@@ -91,25 +92,18 @@ impl Inner {
     pub(super) async fn connect(
         settings: &RedisSettings,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Deferred>), CoordinationError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| failed(&e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(10))
-            .set_factor(2)
-            .set_max_delay(500)
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(|e| failed(&e))?;
+        // The URL was checked with the store's, which opened first: a parse error here is not
+        // expected, and its message (which never holds the password) is enough.
+        let endpoint = RedisEndpoint::parse(&settings.url).map_err(CoordinationError)?;
+        let conn = endpoint.connect().await.map_err(|e| failed(&e))?;
         let (deferred, jobs) = mpsc::unbounded_channel();
         let inner = Self {
             conn,
             local: (0..settings.serving_threads)
                 .map(|_| tokio::sync::OnceCell::new())
                 .collect(),
-            client,
-            config,
-            prefix: settings.prefix.clone(),
+            prefix: endpoint.key_prefix(&settings.prefix),
+            endpoint,
             instance: random_hex(8),
             lease: settings.lease,
             next_lease: AtomicU64::new(0),
@@ -137,13 +131,13 @@ impl Inner {
         self.key(&format!("key-slots:{}", key.0))
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> RedisConn {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         self.conn.clone()
     }
 
     /// The connection of the thread this runs on (see [`Inner::local`]).
-    pub(super) async fn conn_here(&self) -> Result<ConnectionManager, CoordinationError> {
+    pub(super) async fn conn_here(&self) -> Result<RedisConn, CoordinationError> {
         let Some(cell) = crate::serving_thread::index()
             .checked_sub(1)
             .and_then(|slot| self.local.get(slot))
@@ -151,12 +145,10 @@ impl Inner {
             return Ok(self.conn());
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        cell.get_or_try_init(|| {
-            ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
-        })
-        .await
-        .cloned()
-        .map_err(|e| failed(&e))
+        cell.get_or_try_init(|| self.endpoint.connect())
+            .await
+            .cloned()
+            .map_err(|e| failed(&e))
     }
 
     pub(super) async fn take_lease(

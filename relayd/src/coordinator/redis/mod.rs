@@ -1,7 +1,9 @@
-//! The Redis coordinator: several relayd instances on one Redis share concurrency slots,
-//! cooldowns and relay-key counters, and hear about each other's admin changes.
+//! The Redis coordinator: several relayd instances on one Redis (or one Redis Cluster) share
+//! concurrency slots, cooldowns and relay-key counters, and hear about each other's admin changes.
 //!
-//! Keys (prefix `{p}` as for the store):
+//! Keys (prefix `{p}` as for the store: hash-tagged in a cluster, so the coordinator's keys share
+//! the store's slot and the renewal script may extend leases of many accounts and keys at once;
+//! see `store::redis::connection`):
 //!
 //! | key                        | type   | holds                                             |
 //! |----------------------------|--------|---------------------------------------------------|
@@ -12,7 +14,8 @@
 //! | `{p}tokens:{key}:{day}`    | string | tokens used on that UTC day                       |
 //! | `{p}affinity:{conversation}` | string | the account a moved conversation lives on, with its TTL |
 //!
-//! Channels: `{p}changes` (`accounts` / `keys`: passed on as a [`Change`], so the daemon reloads
+//! Channels (in a cluster the subscriber listens on one seed node, since every node passes each
+//! PUBLISH on): `{p}changes` (`accounts` / `keys`: passed on as a [`Change`], so the daemon reloads
 //! that registry), `{p}slots`
 //! (`"{account}"` after a release on a full account, waking requests queued on other instances),
 //! `{p}cooldowns` (`"{account} {until} {reason}"`), `{p}affinity` (see [`affinity`]).
@@ -55,7 +58,7 @@ use super::{Change, Cooldown, CoordinationError, Coordinator, utc_day};
 /// Where and how the Redis coordinator shares its state.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` URL.
+    /// `redis://`, `rediss://` or `redis+cluster://` URL.
     pub url: String,
     /// Prefix of every key and channel (the store's `redis_prefix`).
     pub prefix: String,

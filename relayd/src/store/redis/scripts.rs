@@ -1,6 +1,9 @@
 //! The Lua scripts of the Redis backend: every write that touches more than one key, and the
 //! reads that must see one consistent state, each run atomically by Redis. Also the argument
 //! layout of the usage script, built next to the script that reads it.
+//!
+//! Every script is called with `{p}meta` as KEYS[1], which none of them reads: it routes the
+//! call in a cluster, where all the keys a script builds from the prefix share that key's slot.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
