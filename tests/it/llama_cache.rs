@@ -2,9 +2,10 @@
 //! prompt sent twice is prefilled once, and the second answer's cached prompt tokens reach the
 //! client's usage, the usage store (`relayctl usage`) and `/metrics`, per account.
 //!
-//! llama.cpp reports the reuse as `prompt_tokens_details.cached_tokens` (and `timings.cache_n`);
-//! an OpenAI client sees that answer as the server wrote it, an Anthropic client sees it as
-//! `cache_read_input_tokens`, with `input_tokens` the rest of the prompt. The totals recorded must
+//! llama.cpp reports the reuse as `prompt_tokens_details.cached_tokens` (and `timings.cache_n`)
+//! in chat completions, and as `cache_read_input_tokens` from its own Messages API. An OpenAI
+//! client sees the answer as the server wrote it; an Anthropic client, translated or native, sees
+//! `cache_read_input_tokens` with `input_tokens` the rest of the prompt. The totals recorded must
 //! be exactly the sum of what the clients were told. One server slot (`-np 1`) and a different
 //! prompt per client make each client's first request the only cold one.
 
@@ -41,16 +42,27 @@ fn number(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
-/// The Anthropic usage of a whole answer or, streamed, of its `message_delta` event.
+/// The Anthropic usage of a whole answer or, streamed, of `message_start` updated by
+/// `message_delta` (whose counts are cumulative; llama.cpp's native stream gives only the output
+/// count there).
 fn anthropic_usage(reply_text: &str, stream: bool) -> Told {
     let usage = if stream {
-        let delta = reply_text
+        let mut usage = serde_json::Map::new();
+        for event in reply_text
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .find(|d| d["type"] == "message_delta")
-            .unwrap_or_else(|| panic!("no message_delta in {reply_text}"));
-        delta["usage"].clone()
+        {
+            let counts = match event["type"].as_str() {
+                Some("message_start") => &event["message"]["usage"],
+                Some("message_delta") => &event["usage"],
+                _ => continue,
+            };
+            if let Some(counts) = counts.as_object() {
+                usage.extend(counts.clone());
+            }
+        }
+        Value::Object(usage)
     } else {
         serde_json::from_str::<Value>(reply_text).expect("JSON answer")["usage"].clone()
     };
@@ -143,6 +155,39 @@ fn relayctl_tokens(app: &TestApp) -> Vec<(String, Told)> {
         .collect()
 }
 
+/// Three Anthropic requests for `model` with one prompt: cold, then whole and streamed; the
+/// repeats must have been served (all but the last token or so) from the cache.
+async fn anthropic_turns(app: &TestApp, key: &str, model: &str) -> Vec<Told> {
+    let prompt = long_prompt(model);
+    let client = reqwest::Client::new();
+    let mut told = Vec::new();
+    for (turn, stream) in [false, false, true].into_iter().enumerate() {
+        let request = client
+            .post(app.url("/v1/messages"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({
+                "model": model, "max_tokens": MAX_TOKENS, "stream": stream,
+                "messages": [{"role": "user", "content": prompt}],
+            }));
+        let reply = send(request).await;
+        assert_eq!(reply.status, 200, "{model} {turn}: {}", reply.text);
+        told.push(anthropic_usage(&reply.text, stream));
+    }
+    // Anthropic's rule: input excludes the cache reads, so the prompt is their sum, the same on
+    // every turn.
+    let prompt_size = told[0].0 + told[0].1;
+    assert!(prompt_size > 800, "{model}: prompt too short: {told:?}");
+    for (turn, t) in told.iter().enumerate().skip(1) {
+        assert_eq!(t.0 + t.1, prompt_size, "{model} turn {turn}: {told:?}");
+        assert!(
+            t.1 > prompt_size / 2,
+            "{model} turn {turn} read little from the cache: {told:?}"
+        );
+    }
+    told
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_prompt_tokens_reach_usage_relayctl_and_metrics() {
     let server = tokio::task::spawn_blocking(|| LlamaServer::start(4096))
@@ -155,49 +200,30 @@ async fn cached_prompt_tokens_reach_usage_relayctl_and_metrics() {
     })
     .await;
     let admin = app.admin();
-    // The Anthropic client's account translates to chat completions (llama.cpp also serves the
-    // Messages API natively; that path reads Anthropic's own usage fields).
-    for (name, model) in [
-        ("llama-anthropic", "claude-sonnet-4-5-20250929"),
-        ("llama-openai", "gpt-4o"),
+    // Anthropic clients: one account translating to chat completions, one sent to llama.cpp's
+    // own Messages API (which reports `cache_read_input_tokens` itself).
+    for (name, model, mode) in [
+        (
+            "llama-translated",
+            "claude-sonnet-4-5-20250929",
+            "translate",
+        ),
+        ("llama-native", "claude-haiku-4-5", "native"),
+        ("llama-openai", "gpt-4o", "translate"),
     ] {
         admin
             .create_account(&json!({
                 "name": name, "endpoint": format!("{}/v1", server.url()), "deploymentName": MODEL,
-                "apiKey": "unused", "supportedModels": [model], "anthropicMode": "translate",
+                "apiKey": "unused", "supportedModels": [model], "anthropicMode": mode,
             }))
             .await;
     }
     let key = admin.create_key(&json!({"name": "dev"})).await;
     let client = reqwest::Client::new();
 
-    // Anthropic client: cold, then the same prompt whole and streamed.
-    let prompt = long_prompt("Anthropic");
     let mut anthropic = Vec::new();
-    for (turn, stream) in [false, false, true].into_iter().enumerate() {
-        let request = client
-            .post(app.url("/v1/messages"))
-            .header("x-api-key", &key)
-            .header("anthropic-version", "2023-06-01")
-            .json(&json!({
-                "model": "claude-sonnet-4-5-20250929", "max_tokens": MAX_TOKENS, "stream": stream,
-                "messages": [{"role": "user", "content": prompt}],
-            }));
-        let reply = send(request).await;
-        assert_eq!(reply.status, 200, "anthropic {turn}: {}", reply.text);
-        anthropic.push(anthropic_usage(&reply.text, stream));
-    }
-    // Anthropic's rule: input excludes the cache reads, so the prompt is their sum, the same
-    // on every turn; the repeats were served (all but the last token or so) from the cache.
-    let prompt_size = anthropic[0].0 + anthropic[0].1;
-    assert!(prompt_size > 800, "prompt too short: {anthropic:?}");
-    for (turn, told) in anthropic.iter().enumerate().skip(1) {
-        assert_eq!(told.0 + told.1, prompt_size, "turn {turn}: {anthropic:?}");
-        assert!(
-            told.1 > prompt_size / 2,
-            "turn {turn} read little from the cache: {anthropic:?}\n{}",
-            server.log()
-        );
+    for model in ["claude-sonnet-4-5-20250929", "claude-haiku-4-5"] {
+        anthropic.push(anthropic_turns(&app, &key, model).await);
     }
 
     // OpenAI client: the answers pass through as llama.cpp wrote them.
@@ -228,8 +254,9 @@ async fn cached_prompt_tokens_reach_usage_relayctl_and_metrics() {
 
     // The store and the metrics count exactly what the clients were told, per account.
     let expected = vec![
-        ("llama-anthropic".to_owned(), sum(&anthropic)),
+        ("llama-native".to_owned(), sum(&anthropic[1])),
         ("llama-openai".to_owned(), sum(&openai)),
+        ("llama-translated".to_owned(), sum(&anthropic[0])),
     ];
     let deadline = Instant::now() + RECORD_DEADLINE;
     loop {
