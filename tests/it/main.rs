@@ -15,6 +15,7 @@ mod coordinator_conformance;
 mod endpoint_policy;
 mod faults;
 mod llama;
+mod llama_cache;
 mod metrics;
 mod model_labels;
 mod native;

@@ -13,7 +13,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::json::{is_string, push_str};
-use super::response::OpenAiUsage;
+use super::response::{OpenAiUsage, Timings};
 use super::sse::LineSplitter;
 use super::{TranslateError, Usage, describe_json_error};
 
@@ -169,7 +169,11 @@ pub fn rewrite_openai_response(
         .map_err(|e| TranslateError::upstream("body", describe_json_error(&e)))?;
     let mut out = Vec::with_capacity(body.len() + requested_model.len());
     splice_model(&mut out, text, parsed.model, requested_model);
-    Ok((out, parsed.usage.map(OpenAiUsage::to_usage)))
+    let timings = parsed.timings;
+    Ok((
+        out,
+        parsed.usage.map(|u| u.with_timings(timings).to_usage()),
+    ))
 }
 
 /// Watches an OpenAI SSE stream on its way to the client: rewrites `model` in each chunk, removes
@@ -246,7 +250,7 @@ impl OpenAiStreamTap {
                 continue;
             };
             if let Some(usage) = parsed.usage {
-                self.usage = Some(usage.to_usage());
+                self.usage = Some(usage.with_timings(parsed.timings).to_usage());
                 if self.drop_usage_chunk && parsed.choices.is_none_or(|n| n == 0) {
                     self.skip_blank = true;
                     continue;
@@ -295,6 +299,7 @@ struct ModelAndUsage<'a> {
     #[serde(borrow)]
     model: Option<&'a RawValue>,
     usage: Option<OpenAiUsage>,
+    timings: Option<Timings>,
     #[serde(default, deserialize_with = "count_choices")]
     choices: Option<usize>,
 }

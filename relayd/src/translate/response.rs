@@ -102,7 +102,7 @@ pub fn openai_to_anthropic_with(
     }
 
     let usage = match completion.usage {
-        Some(u) => u.to_usage(),
+        Some(u) => u.with_timings(completion.timings).to_usage(),
         None => Usage {
             tokens: TokenCounts {
                 input_tokens: estimate(),
@@ -338,6 +338,7 @@ struct Completion<'a> {
     #[serde(borrow)]
     choices: Option<Vec<Choice<'a>>>,
     usage: Option<OpenAiUsage>,
+    timings: Option<Timings>,
 }
 
 #[derive(Deserialize)]
@@ -381,6 +382,10 @@ struct Function<'a> {
 }
 
 /// OpenAI `usage`, shared with the stream translator and the OpenAI passthrough.
+///
+/// OpenAI's `prompt_tokens` includes the cached part (`prompt_tokens_details.cached_tokens`);
+/// relayd counts, as Anthropic does, `input_tokens` without it and cache reads apart, so that
+/// input + cache read = the prompt and nothing is counted twice.
 #[derive(Debug, Deserialize, Default, Clone, Copy)]
 pub(crate) struct OpenAiUsage {
     prompt_tokens: Option<u64>,
@@ -393,7 +398,26 @@ struct PromptDetails {
     cached_tokens: Option<u64>,
 }
 
+/// llama.cpp's `timings`, a sibling of `usage` in its answers and in its last stream chunk:
+/// `cache_n` prompt tokens were reused from the KV cache and `prompt_n` were processed anew
+/// (`prompt_tokens` = `cache_n` + `prompt_n`). Builds that also fill `cached_tokens` give it the
+/// same value; older ones report cache reuse only here.
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+pub(crate) struct Timings {
+    cache_n: Option<u64>,
+}
+
 impl OpenAiUsage {
+    /// Takes llama.cpp's `timings.cache_n` as the cached count when `usage` gives none itself.
+    pub(crate) fn with_timings(mut self, timings: Option<Timings>) -> Self {
+        let from_timings = timings.and_then(|t| t.cache_n);
+        let details = self.prompt_tokens_details.get_or_insert_default();
+        if details.cached_tokens.is_none() {
+            details.cached_tokens = from_timings;
+        }
+        self
+    }
+
     /// Anthropic-style counts: input excludes the cached part, which is reported separately.
     pub(crate) fn to_usage(self) -> Usage {
         let prompt = self.prompt_tokens.unwrap_or(0);

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use super::json::{is_string, push_str, push_u64};
 use super::request::RequestContext;
-use super::response::{OpenAiUsage, map_stop_reason, write_usage};
+use super::response::{OpenAiUsage, Timings, map_stop_reason, write_usage};
 use super::tokens::text_tokens;
 use super::tools::client_tool_id;
 use super::{TranslateError, Usage, describe_json_error};
@@ -181,7 +181,7 @@ impl StreamTranslator {
             if let Some(usage) = chunk.usage
                 && self.upstream_usage.is_some()
             {
-                self.upstream_usage = Some(usage.to_usage());
+                self.upstream_usage = Some(usage.with_timings(chunk.timings).to_usage());
             }
             return Ok(());
         }
@@ -191,7 +191,7 @@ impl StreamTranslator {
             return Ok(());
         }
         if let Some(usage) = chunk.usage {
-            self.upstream_usage = Some(usage.to_usage());
+            self.upstream_usage = Some(usage.with_timings(chunk.timings).to_usage());
         }
         self.start(out);
         // Azure's content-filter chunk and the usage chunk have no choices; only their usage counts.
@@ -495,6 +495,7 @@ struct Chunk<'a> {
     #[serde(borrow)]
     choices: Option<Vec<ChunkChoice<'a>>>,
     usage: Option<OpenAiUsage>,
+    timings: Option<Timings>,
     error: Option<ChunkError>,
 }
 

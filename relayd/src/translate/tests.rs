@@ -1526,3 +1526,126 @@ fn nothing_is_dropped_silently_and_empty_asks_are_refused() {
         json!({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "a"}]});
     assert!(err(&zero).contains("max_tokens"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cache reads: `prompt_tokens_details.cached_tokens`, else llama.cpp's `timings.cache_n`
+
+/// A llama.cpp-shaped answer: `usage` plus `timings`, with `cached` in `usage` when given.
+fn llama_answer(prompt: u64, cached: Option<u64>, cache_n: u64) -> Value {
+    let mut usage =
+        json!({"prompt_tokens": prompt, "completion_tokens": 3, "total_tokens": prompt + 3});
+    if let Some(cached) = cached {
+        usage["prompt_tokens_details"] = json!({"cached_tokens": cached});
+    }
+    json!({"id": "chatcmpl-1", "model": "gemma", "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+        "usage": usage,
+        "timings": {"cache_n": cache_n, "prompt_n": prompt - cache_n, "prompt_ms": 1.5, "predicted_n": 3}})
+}
+
+fn cache_counts(usage: Option<Usage>) -> Option<(u64, u64, u64)> {
+    usage.map(|u| {
+        (
+            u.tokens.input_tokens,
+            u.tokens.cache_read_tokens,
+            u.tokens.output_tokens,
+        )
+    })
+}
+
+#[test]
+fn translated_answers_read_cache_n_when_usage_has_no_cached_tokens() {
+    // Older llama.cpp builds: cache reuse only in `timings`.
+    let body = serde_json::to_vec(&llama_answer(1713, None, 1712)).expect("json");
+    let (out, usage) = openai_to_anthropic(&body, &ctx()).expect("translates");
+    assert_eq!(cache_counts(Some(usage)), Some((1, 1712, 3)));
+    let out: Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(
+        (
+            &out["usage"]["input_tokens"],
+            &out["usage"]["cache_read_input_tokens"]
+        ),
+        (&json!(1), &json!(1712)),
+        "Anthropic's input_tokens excludes the cache reads"
+    );
+    // `cached_tokens`, when given, is the upstream's own figure and wins over `timings`.
+    let body = serde_json::to_vec(&llama_answer(100, Some(40), 60)).expect("json");
+    let (_, usage) = openai_to_anthropic(&body, &ctx()).expect("translates");
+    assert_eq!(cache_counts(Some(usage)), Some((60, 40, 3)));
+    // A cached count beyond the prompt is capped: input never goes below 0.
+    let mut body = llama_answer(10, None, 0);
+    body["timings"]["cache_n"] = json!(50);
+    let (_, usage) =
+        openai_to_anthropic(&serde_json::to_vec(&body).expect("json"), &ctx()).expect("ok");
+    assert_eq!(cache_counts(Some(usage)), Some((0, 10, 3)));
+}
+
+#[test]
+fn translated_streams_read_cache_reads_from_the_usage_chunk() {
+    for (cached, cache_n, expected) in [(Some(1712), 1712, (1, 1712)), (None, 1700, (13, 1700))] {
+        let mut translator = StreamTranslator::new(&ctx(), "msg_1".to_owned());
+        let mut out = Vec::new();
+        translator
+            .on_data(&content("Hi").to_string(), &mut out)
+            .expect("ok");
+        translator
+            .on_data(&finish("stop").to_string(), &mut out)
+            .expect("ok");
+        let answer = llama_answer(1713, cached, cache_n);
+        let last = json!({"choices": [], "usage": answer["usage"], "timings": answer["timings"]});
+        translator.on_data(&last.to_string(), &mut out).expect("ok");
+        translator.on_data("[DONE]", &mut out).expect("ok");
+        assert_eq!(
+            cache_counts(Some(translator.usage())),
+            Some((expected.0, expected.1, 3)),
+            "{cached:?}"
+        );
+        let end = summarize(&out)
+            .into_iter()
+            .find(|e| e.starts_with("end "))
+            .expect("message_delta");
+        assert_eq!(
+            end,
+            format!(
+                "end end_turn null in={} out=3 cached={}",
+                expected.0, expected.1
+            )
+        );
+    }
+}
+
+#[test]
+fn openai_passthrough_reads_cache_reads_streamed_and_not() {
+    // Not streamed: `timings.cache_n` when `usage` has no cached count; the body is untouched
+    // but for the model.
+    let body = serde_json::to_vec(&llama_answer(1713, None, 1712)).expect("json");
+    let (out, usage) = rewrite_openai_response(&body, "gpt-4o").expect("ok");
+    assert_eq!(cache_counts(usage), Some((1, 1712, 3)));
+    let out: Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(out["timings"]["cache_n"], 1712);
+    assert_eq!(out["model"], "gpt-4o");
+
+    // Streamed: the usage chunk's cached count, else its `timings`.
+    let info = OpenAiRequestInfo {
+        requested_model: "gpt-4o".to_owned(),
+        stream: true,
+        added_include_usage: false,
+    };
+    for (cached, cache_n, expected) in [(Some(1712), 1712, (1, 1712)), (None, 1600, (113, 1600))] {
+        let answer = llama_answer(1713, cached, cache_n);
+        let last = json!({"choices": [], "model": "gemma", "usage": answer["usage"], "timings": answer["timings"]});
+        let input = format!(
+            "data: {}\n\ndata: {last}\n\ndata: [DONE]\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}], "model": "gemma"})
+        );
+        for piece in [1, 9, input.len()] {
+            let (out, usage) = tap_all(&info, input.as_bytes(), piece);
+            assert_eq!(
+                cache_counts(usage),
+                Some((expected.0, expected.1, 3)),
+                "{cached:?} piece {piece}"
+            );
+            assert!(out.contains("\"cache_n\":"), "{out}");
+        }
+    }
+}
