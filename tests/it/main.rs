@@ -6,6 +6,7 @@ mod accounting;
 mod admin_api;
 mod claude_code;
 mod claude_code_compaction;
+mod claude_code_tui;
 mod client_auth;
 mod connections;
 mod context_window;

@@ -19,3 +19,5 @@ pub mod mock_upstream;
 pub mod python;
 pub mod redis_server;
 pub mod terminal;
+pub mod tmux;
+pub mod vllm_window_mock;
