@@ -1,9 +1,26 @@
 //! Claude Code's interactive TUI, driven in a tmux pane, through relayd to a vLLM-like upstream
 //! with a 32k window (found by relayd's probe on vLLM's own surfaces; the upstream refuses
 //! anything past it with vLLM's 400). With the environment `relayctl env` prints, a session
-//! that reads big files compacts on its own before overflowing and carries on; without it, the
-//! session runs into "Context limit reached", `/compact` goes through (relayd shrinks the
-//! compaction request to fit), and the next question is answered.
+//! that reads big files compacts on its own before overflowing and carries on. Without it,
+//! Claude Code plans for 200k and overflows: relayd refuses that turn with Anthropic's "prompt
+//! is too long", and cuts the compaction request that follows down to the window — either the
+//! one Claude Code sends by itself on that error (its default), or, with automatic compaction
+//! off, the user's `/compact` after "Context limit reached". Either way the next question is
+//! answered.
+//!
+//! Claude Code runs with `--tools Read`: its 27 default tools alone are ~24k tokens (measured
+//! with a real tokenizer, llama.cpp's gemma-3, on 2.1.197's request: 24,269 tokens for 95 kB
+//! of tool JSON; bytes / 4 gives 23,476), so with the system prompt its first request is ~32k
+//! and no turn fits a 32k window. That is what relayd answers such a session (the first request
+//! is refused as too long); a small model is run with a small tool set.
+//!
+//! Measured while writing this (Claude Code 2.1.197, files of ~6,400 tokens each, counts as
+//! the mock makes them): with the printed environment it compacted twice, each time after a
+//! request of ~20.2k tokens (the next file would have taken it past the 24.5k point the
+//! environment sets); compaction requests of ~21.8k went through whole; 12 requests for the
+//! session, none refused. Without it, the turn after a 26.7k request (~33k with the next
+//! file) was refused by relayd and the compaction request arrived cut to 22.9k (24.0k after
+//! a manual `/compact`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,7 +29,7 @@ use relayd_tests::app::TestApp;
 use relayd_tests::python::claude_code;
 use relayd_tests::tmux::Tmux;
 use relayd_tests::vllm_window_mock::{
-    ANSWER, DEPLOYMENT, QUESTION_MARKER, Script, VllmWindowMock, write_files,
+    ANSWER, DEPLOYMENT, Exchange, QUESTION_MARKER, Script, VllmWindowMock, write_files,
 };
 use serde_json::json;
 
@@ -201,7 +218,7 @@ impl Session {
     }
 
     /// The session's upstream requests (the probe's left out).
-    fn requests(&self) -> Vec<relayd_tests::vllm_window_mock::Exchange> {
+    fn requests(&self) -> Vec<Exchange> {
         self.relay.mock.exchanges()[self.relay.probe_requests..].to_vec()
     }
 }
@@ -218,51 +235,93 @@ fn input_line(screen: &str) -> &str {
 const READ_ALL: &str =
     "Read f1.txt, then f2.txt, and so on up to f6.txt, one per turn, then say done.";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_printed_environment_the_tui_compacts_on_its_own_and_carries_on() {
-    let session = Session::start(|relay| {
-        let printed = relayctl(
-            &relay.app,
-            &[
-                "--output", "json", "env", "--model", MODEL, "--key", &relay.key,
-            ],
-        )
-        .ok();
-        printed.json()["env"]
-            .as_object()
-            .expect("env")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect()
-    })
-    .await;
+/// The environment `relayctl env` prints for the relay's model and key.
+fn printed_environment(relay: &Relay) -> Vec<(String, String)> {
+    let printed = relayctl(
+        &relay.app,
+        &[
+            "--output", "json", "env", "--model", MODEL, "--key", &relay.key,
+        ],
+    )
+    .ok();
+    printed.json()["env"]
+        .as_object()
+        .expect("env")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Asks for every file to be read, waits for the end of the reading, asks the question and
+/// waits for its answer. Returns the final screen (with scrollback).
+async fn read_all_then_ask(session: &Session) -> String {
     session.say(READ_ALL).await;
     session
         .wait("the end of the reading", |s| s.contains("All files read."))
         .await;
+    ask(session).await
+}
+
+async fn ask(session: &Session) -> String {
     session
         .say(&format!("What is the {QUESTION_MARKER} answer?"))
         .await;
-    let screen = session.wait("the answer", |s| s.contains(ANSWER)).await;
-    let requests = session.requests();
-    let report = session.report(&screen);
-    println!("{report}");
+    session.wait("the answer", |s| s.contains(ANSWER)).await
+}
+
+/// Failure unless every upstream request fitted the window and was answered 200.
+fn assert_all_fitted(requests: &[Exchange], report: &str) {
     assert!(
         requests
             .iter()
-            .any(|r| r.is_compaction() && r.status == 200),
+            .all(|r| r.status == 200 && r.prompt_tokens() + r.max_tokens() <= WINDOW),
+        "a request did not fit the window\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_printed_environment_the_tui_compacts_on_its_own_and_carries_on() {
+    let session = Session::start(printed_environment).await;
+    let screen = read_all_then_ask(&session).await;
+    let requests = session.requests();
+    let report = session.report(&screen);
+    println!("{report}");
+    assert_all_fitted(&requests, &report);
+    // Compacted before the window overflowed: nothing was refused, so nothing had to be cut.
+    assert!(
+        requests.iter().any(Exchange::is_compaction),
         "Claude Code never compacted\n{report}"
     );
+    assert!(!requests.iter().any(Exchange::was_cut), "{report}");
+    assert!(!screen.contains("Prompt is too long"), "{report}");
+    assert!(screen.contains("Conversation compacted"), "{report}");
+    assert_eq!(session.relay.mock.script().reads(), FILES, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_it_the_tui_compacts_when_relayd_says_the_prompt_is_too_long() {
+    // Claude Code plans for 200k, so it overflows the 32k window; relayd refuses that request
+    // with Anthropic's "prompt is too long", on which Claude Code compacts by itself (reactive
+    // compaction), and relayd cuts the compaction request down to fit.
+    let session = Session::start(|_| Vec::new()).await;
+    let screen = read_all_then_ask(&session).await;
+    let requests = session.requests();
+    let report = session.report(&screen);
+    println!("{report}");
+    assert_all_fitted(&requests, &report);
     assert!(
-        requests.iter().all(|r| r.status == 200),
-        "the upstream refused a request\n{report}"
+        requests.iter().any(|r| r.is_compaction() && r.was_cut()),
+        "no compaction request was cut to fit\n{report}"
     );
     assert_eq!(session.relay.mock.script().reads(), FILES, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_it_compact_after_the_context_limit_lets_the_session_go_on() {
-    let session = Session::start(|_| Vec::new()).await;
+    // With automatic compaction off, the refusal stops the session at "Context limit reached"
+    // and the user compacts by hand.
+    let session =
+        Session::start(|_| vec![("DISABLE_AUTO_COMPACT".to_owned(), "1".to_owned())]).await;
     session.say(READ_ALL).await;
     session
         .wait("Context limit reached", |s| {
@@ -274,21 +333,15 @@ async fn without_it_compact_after_the_context_limit_lets_the_session_go_on() {
     session
         .wait("the compaction's end", |s| s.contains("Compacted"))
         .await;
-    session
-        .say(&format!("What is the {QUESTION_MARKER} answer?"))
-        .await;
-    let screen = session.wait("the answer", |s| s.contains(ANSWER)).await;
+    let screen = ask(&session).await;
     let requests = session.requests();
     let report = session.report(&screen);
     println!("{report}");
+    assert_all_fitted(&requests, &report);
     assert!(
         requests[before..]
             .iter()
-            .any(|r| r.is_compaction() && r.status == 200),
-        "no compaction request went through\n{report}"
-    );
-    assert!(
-        requests.iter().all(|r| r.status == 200),
-        "the upstream refused a request\n{report}"
+            .any(|r| r.is_compaction() && r.was_cut()),
+        "no compaction request was cut to fit\n{report}"
     );
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Tmux {
     socket: PathBuf,
-    // Holds the socket's directory (and the start script) for the server's life.
-    dir: tempfile::TempDir,
+    // The socket's directory (and the start script), removed when the server is gone.
+    _dir: tempfile::TempDir,
 }
 
 /// Quotes `value` for a POSIX shell.
@@ -54,7 +54,7 @@ impl Tmux {
         std::fs::write(&start, format!("{line}\n")).expect("write the start script");
         let tmux = Self {
             socket: dir.path().join("socket"),
-            dir,
+            _dir: dir,
         };
         let start = start.to_str().expect("UTF-8").to_owned();
         let output = tmux.run(&[
@@ -129,11 +129,6 @@ impl Tmux {
             // Polling the screen: tmux has no event for "this text appeared".
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// The directory the server's socket lives in.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -239,6 +239,11 @@ impl Exchange {
         self.request["messages"].to_string().contains(SUMMARY)
     }
 
+    /// Whether relayd cut tool results out of it to make it fit (its marker is in the text).
+    pub fn was_cut(&self) -> bool {
+        self.request["messages"].to_string().contains("relayd cut")
+    }
+
     /// One line describing it.
     pub fn describe(&self) -> String {
         let last = self.request["messages"]
@@ -247,13 +252,18 @@ impl Exchange {
             .map(|m| m.to_string().chars().take(100).collect::<String>())
             .unwrap_or_default();
         format!(
-            "{} messages, ~{} tokens, max_tokens {}, answered {}{}; last: {last}",
+            "{} messages, ~{} tokens, max_tokens {}, answered {}{}{}; last: {last}",
             self.request["messages"].as_array().map_or(0, Vec::len),
             self.prompt_tokens(),
             self.max_tokens(),
             self.status,
             if self.is_compaction() {
                 " (compaction)"
+            } else {
+                ""
+            },
+            if self.was_cut() {
+                " (cut by relayd)"
             } else {
                 ""
             },
