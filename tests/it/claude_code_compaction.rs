@@ -10,12 +10,12 @@
 //! compacted at 69k, with `30` at 36k — the percentage is what moves the compaction point.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use relayd_tests::app::TestApp;
-use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
+use relayd_tests::mock_upstream::{MockReply, MockUpstream};
 use relayd_tests::python::{claude_code, claude_print_command, run_with_timeout};
+use relayd_tests::vllm_window_mock::{SUMMARY, Script, prompt_tokens, write_files};
 use serde_json::{Value, json};
 
 use crate::relayctl::relayctl;
@@ -24,116 +24,8 @@ const MODEL: &str = "claude-sonnet-4-5-20250929";
 const WINDOW: u64 = 65_536;
 /// Smaller than Claude Code's own prompt.
 const SMALL_WINDOW: u64 = 32_768;
-const SUMMARY: &str = "Your task is to create a detailed summary of the conversation so far";
 /// Files the session reads, one per turn, each about 6,000 tokens.
 const FILES: usize = 8;
-
-/// The mock's token count for a request: its bytes / 4 (what relayd's estimate also assumes).
-fn prompt_tokens(request: &Value) -> u64 {
-    request["messages"].to_string().len() as u64 / 4 + request["tools"].to_string().len() as u64 / 4
-}
-
-fn with_usage(mut body: Value, request: &Value) -> Value {
-    let prompt = prompt_tokens(request);
-    body["usage"] =
-        json!({"prompt_tokens": prompt, "completion_tokens": 20, "total_tokens": prompt + 20});
-    body
-}
-
-fn text(request: &Value, text: &str) -> MockReply {
-    let mut body = with_usage(completion(text), request);
-    body["model"] = json!("vllm-model");
-    if request["stream"] == true {
-        let usage = body["usage"].clone();
-        MockReply::sse(&[
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]}),
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [], "usage": usage}),
-        ])
-    } else {
-        MockReply::Json {
-            status: 200,
-            body,
-            headers: Vec::new(),
-        }
-    }
-}
-
-fn read(request: &Value, path: &str, call: usize) -> MockReply {
-    let arguments = json!({ "file_path": path }).to_string();
-    let id = format!("call_read_{call}");
-    let usage = with_usage(json!({}), request)["usage"].clone();
-    if request["stream"] == true {
-        MockReply::sse(&[
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
-                       {"index": 0, "id": id, "type": "function", "function": {"name": "Read", "arguments": arguments}}
-                   ]}, "finish_reason": null}]}),
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                   "choices": [], "usage": usage}),
-        ])
-    } else {
-        MockReply::Json {
-            status: 200,
-            body: json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                    "role": "assistant", "content": null,
-                    "tool_calls": [{"id": id, "type": "function",
-                        "function": {"name": "Read", "arguments": arguments}}]}}],
-                "usage": usage}),
-            headers: Vec::new(),
-        }
-    }
-}
-
-/// vLLM with a 32k window: past it, its 400; a summary request gets a summary; the main
-/// session reads the files one by one, then answers.
-fn respond(request: &Value, dir: &str, served: &AtomicUsize, window: u64) -> MockReply {
-    let max_tokens = request["max_tokens"]
-        .as_u64()
-        .or(request["max_completion_tokens"].as_u64())
-        .unwrap_or(0);
-    let prompt = prompt_tokens(request);
-    if prompt + max_tokens > window {
-        return MockReply::Json {
-            status: 400,
-            body: json!({"object": "error", "type": "BadRequestError", "code": 400, "message": format!(
-                "This model's maximum context length is {window} tokens. However, you requested {max_tokens} output tokens and your prompt contains at least {} input tokens, for a total of at least {} tokens. Please reduce the length of the input prompt or the number of requested output tokens.",
-                prompt + 1, prompt + 1 + max_tokens)}),
-            headers: Vec::new(),
-        };
-    }
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user" || m["role"] == "tool");
-    if last_user.is_some_and(|m| m["content"].to_string().contains(SUMMARY)) {
-        return text(
-            request,
-            "Summary: the user asked to read the files one by one; some were read.",
-        );
-    }
-    let offers_read = request["tools"]
-        .as_array()
-        .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == "Read"));
-    if !offers_read {
-        return text(request, "ok");
-    }
-    // The main loop: one more file per turn, counted by the mock itself (after a compaction
-    // the history no longer shows what was read).
-    let next = served.fetch_add(1, Ordering::SeqCst) + 1;
-    if next <= FILES {
-        read(request, &format!("{dir}/f{next}.txt"), next)
-    } else {
-        text(request, "All files read.")
-    }
-}
 
 /// One `claude -p` session reading the files through relayd, with `env` added to the basics.
 async fn session(
@@ -146,19 +38,11 @@ async fn session(
         .expect("Claude Code");
     let home = tempfile::tempdir().expect("home");
     let work = tempfile::tempdir().expect("work");
-    for i in 1..=FILES {
-        let line = format!("line {i}: the quick brown fox jumps over the lazy dog again\n");
-        std::fs::write(
-            work.path().join(format!("f{i}.txt")),
-            format!("FILE-{i}-START\n{}FILE-{i}-END\n", line.repeat(400)),
-        )
-        .expect("write file");
-    }
-    let dir = work.path().to_str().expect("UTF-8").to_owned();
+    write_files(work.path(), FILES);
     let mock = MockUpstream::start().await;
-    let served = Arc::new(AtomicUsize::new(0));
+    let script = Arc::new(Script::new(work.path(), FILES, window));
     mock.set_responder(move |request| {
-        let reply = respond(request, &dir, &served, window);
+        let reply = script.respond(request);
         let last = request["messages"]
             .as_array()
             .and_then(|m| m.last())

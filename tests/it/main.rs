@@ -7,6 +7,7 @@ mod admin_api;
 mod affinity;
 mod claude_code;
 mod claude_code_compaction;
+mod claude_code_tui;
 mod client_auth;
 mod connections;
 mod context_window;

@@ -21,3 +21,5 @@ pub mod python;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod terminal;
+pub mod tmux;
+pub mod vllm_window_mock;
