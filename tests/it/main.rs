@@ -15,6 +15,7 @@ mod cooldown_reset;
 mod coordinator_conformance;
 mod endpoint_policy;
 mod faults;
+mod fleet;
 mod llama;
 mod llama_cache;
 mod metrics;

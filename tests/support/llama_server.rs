@@ -82,6 +82,15 @@ impl LlamaServer {
     /// # Panics
     /// When the server cannot be had or does not come up, with its log.
     pub fn start(ctx: u32) -> Self {
+        Self::start_with(ctx, 1, &[])
+    }
+
+    /// Starts a server with `ctx` tokens of context shared by `slots` parallel slots, and
+    /// `extra` arguments (e.g. `--metrics`).
+    ///
+    /// # Panics
+    /// As [`LlamaServer::start`].
+    pub fn start_with(ctx: u32, slots: u32, extra: &[&str]) -> Self {
         let found = artifacts();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("llama-server.log");
@@ -89,9 +98,10 @@ impl LlamaServer {
         let child = Command::new(&found.server)
             .arg("-m")
             .arg(&found.model)
-            .args(["--host", "127.0.0.1", "--port", "0", "--jinja", "-np", "1"])
-            .args(["--alias", MODEL])
+            .args(["--host", "127.0.0.1", "--port", "0", "--jinja"])
+            .args(["-np", &slots.to_string(), "--alias", MODEL])
             .args(["-c", &ctx.to_string(), "-t", "2", "--no-webui"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
