@@ -62,7 +62,7 @@ impl std::fmt::Display for ServerFamily {
 #[serde(rename_all = "kebab-case")]
 pub enum Tokenizer {
     /// `POST {root}/tokenize` with `model` and `messages` (chat template applied), answering
-    /// `count` (vLLM, SGLang).
+    /// `count` (vLLM; SGLang's `/tokenize` takes only a `prompt`).
     ChatTokenize,
     /// llama.cpp: `POST {root}/apply-template` renders the messages with the server's template,
     /// then `POST {root}/tokenize` counts the prompt.
@@ -116,7 +116,8 @@ pub struct Profile {
     /// Whether streams end with a usage chunk when asked (`stream_options.include_usage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_usage: Option<bool>,
-    /// Whether `max_completion_tokens` is accepted.
+    /// Whether `max_completion_tokens` is taken: accepted, and not a server known to ignore it
+    /// (Ollama accepts it and reads only `max_tokens`, so it is `false` there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<bool>,
     /// What the probe could not learn, and why (one line each).
@@ -196,15 +197,20 @@ impl Resolved {
                 _ => Sourced::new(false, Source::Default),
             },
         };
-        let tokenizer = match profile.and_then(|p| p.tokenizer) {
-            Some(t) => Sourced::new(Some(t), Source::Detected),
-            None => Sourced::new(None, Source::Default),
+        let tokenizer = match profile.map(|p| (p.family, p.tokenizer)) {
+            // A profile from before relayd knew that SGLang's `/tokenize` takes no `messages`:
+            // every count would fail, so the local estimate it falls back to is used at once.
+            Some((ServerFamily::Sglang, Some(Tokenizer::ChatTokenize)))
+            | None
+            | Some((_, None)) => Sourced::new(None, Source::Default),
+            Some((_, Some(t))) => Sourced::new(Some(t), Source::Detected),
         };
         let use_max_completion_tokens = match settings.use_max_completion_tokens {
             Some(v) => Sourced::new(v, Source::Set),
             None => match profile.and_then(|p| p.max_completion_tokens) {
                 // Preferred only where the server takes it and plain `max_tokens` is the
-                // deprecated form (Azure and OpenAI's newer models).
+                // deprecated form (Azure and OpenAI's newer models). Never for OpenAI-kind
+                // accounts, so never on Ollama, which accepts it and ignores it.
                 Some(true) if settings.kind == AccountKind::Azure => {
                     Sourced::new(true, Source::Detected)
                 }
@@ -218,5 +224,67 @@ impl Resolved {
             tokenizer,
             use_max_completion_tokens,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountInput;
+
+    fn settings(kind: AccountKind) -> AccountSettings {
+        let input = AccountInput {
+            name: "a".to_owned(),
+            endpoint: "http://127.0.0.1:9/v1".to_owned(),
+            deployment_name: "m".to_owned(),
+            api_key: Some("k".to_owned()),
+            kind: Some(kind),
+            ..AccountInput::default()
+        };
+        input.validate().expect("valid account").0
+    }
+
+    #[test]
+    fn ollama_never_gets_max_completion_tokens() {
+        let profile = Profile {
+            family: ServerFamily::Ollama,
+            max_completion_tokens: Some(true),
+            ..Profile::default()
+        };
+        let resolved = Resolved::of(&settings(AccountKind::Openai), Some(&profile));
+        assert!(!resolved.use_max_completion_tokens.value);
+        let azure = Profile {
+            family: ServerFamily::Azure,
+            ..profile
+        };
+        let resolved = Resolved::of(&settings(AccountKind::Azure), Some(&azure));
+        assert!(resolved.use_max_completion_tokens.value);
+    }
+
+    #[test]
+    fn an_sglang_chat_tokenize_from_an_older_probe_is_not_used() {
+        let stale = Profile {
+            family: ServerFamily::Sglang,
+            tokenizer: Some(Tokenizer::ChatTokenize),
+            ..Profile::default()
+        };
+        let resolved = Resolved::of(&settings(AccountKind::Openai), Some(&stale));
+        assert_eq!(resolved.tokenizer.value, None);
+        let native = Profile {
+            tokenizer: Some(Tokenizer::AnthropicCountTokens),
+            ..stale
+        };
+        let resolved = Resolved::of(&settings(AccountKind::Openai), Some(&native));
+        assert_eq!(
+            resolved.tokenizer.value,
+            Some(Tokenizer::AnthropicCountTokens)
+        );
+        let vllm = Profile {
+            family: ServerFamily::Vllm,
+            tokenizer: Some(Tokenizer::ChatTokenize),
+            ..Profile::default()
+        };
+        let resolved = Resolved::of(&settings(AccountKind::Openai), Some(&vllm));
+        assert_eq!(resolved.tokenizer.value, Some(Tokenizer::ChatTokenize));
     }
 }

@@ -17,7 +17,10 @@
 //! The mock upstream is this same executable re-run with `RELAYD_BENCH_ROLE=mock`: a separate
 //! process, like a real upstream, so relayd and the mock do not share a runtime or allocator on a
 //! 2-core machine. It answers from prebuilt bytes (a small chat completion, or a 20-chunk SSE
-//! stream written as 20 frames) and records nothing.
+//! stream written as 20 frames) and records nothing. Its `/v1/messages` answers the same way in
+//! Anthropic's format (a message, or 20 SSE events), for the native pass-through scenarios
+//! (issue 11): relayd in front of an Anthropic-native upstream, whose share of the mock's direct
+//! rate must be at least the translated path's share, measured in the same run.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -35,6 +38,10 @@ const ROLE_ENV: &str = "RELAYD_BENCH_ROLE";
 /// The model clients ask for and the deployment the mock sees.
 const MODEL: &str = "bench-model";
 const DEPLOYMENT: &str = "mock-model";
+/// The model of the native scenarios, served by an account of kind `anthropic`, and the
+/// deployment it names upstream.
+const NATIVE_MODEL: &str = "bench-native-model";
+const NATIVE_DEPLOYMENT: &str = "mock-native-model";
 /// SSE chunks in a streamed mock answer.
 const STREAM_CHUNKS: usize = 20;
 /// Warm-up before each measured run.
@@ -101,8 +108,8 @@ fn main() -> Result<()> {
         &mock.addr,
     )?;
 
-    let anthropic = anthropic_request(false);
-    let anthropic_stream = anthropic_request(true);
+    let anthropic = anthropic_request(MODEL, false);
+    let anthropic_stream = anthropic_request(MODEL, true);
     let scenarios = [
         Scenario::new("non-streaming", &anthropic, &mock.addr, &relay.addr, &key)?,
         Scenario::new(
@@ -119,6 +126,8 @@ fn main() -> Result<()> {
             &relay_redis.addr,
             &key_redis,
         )?,
+        Scenario::native("native non-streaming", false, &mock.addr, &relay.addr, &key)?,
+        Scenario::native("native streaming", true, &mock.addr, &relay.addr, &key)?,
     ];
     for s in &scenarios {
         s.sanity_check()?;
@@ -142,6 +151,8 @@ fn main() -> Result<()> {
         (&scenarios[1], connections, Target::Rate),
         (&scenarios[0], 1, Target::AddedLatency),
         (&scenarios[2], connections, Target::Rate),
+        (&scenarios[3], connections, Target::Rate),
+        (&scenarios[4], connections, Target::Rate),
     ];
     for (s, connections, target) in runs {
         let scripts = s.write_scripts(work.path())?;
@@ -177,7 +188,11 @@ fn main() -> Result<()> {
         rows.push(Row::median(measured));
     }
     let hwm_kb = proc_status_kb(relay.child.id(), "VmHWM:").unwrap_or(0);
-    report(&rows[..3], hwm_kb.max(peak_rss_kb), rounds);
+    report(
+        &[&rows[0], &rows[1], &rows[2], &rows[4], &rows[5]],
+        hwm_kb.max(peak_rss_kb),
+        rounds,
+    );
     // Redis mode against embedded mode, both at `connections`, measured in this run.
     let (embedded, redis_mode) = (&rows[0].relayed, &rows[3].relayed);
     let share = redis_mode.rate / embedded.rate;
@@ -189,6 +204,21 @@ fn main() -> Result<()> {
         redis_mode.p50_ms,
         if share >= 0.7 { "met" } else { "NOT met" }
     );
+    // Native pass-through against translation, each as a share of the mock's direct rate.
+    for (native, translated) in [(&rows[4], &rows[0]), (&rows[5], &rows[1])] {
+        let (native_share, translated_share) = (native.merit(), translated.merit());
+        println!(
+            "{}: {:.1}% of direct, translated path {:.1}%; target native >= translated: {}",
+            native.name,
+            native_share * 100.0,
+            translated_share * 100.0,
+            if native_share >= translated_share {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
     Ok(())
 }
 
@@ -204,7 +234,8 @@ fn check_wrk() -> Result<()> {
     }
 }
 
-/// Creates an account pointing at the mock and a relay key; returns the key.
+/// Creates two accounts on the mock (an OpenAI-compatible one serving [`MODEL`], an
+/// Anthropic-native one serving [`NATIVE_MODEL`]) and a relay key; returns the key.
 fn setup_relay(relay: &SocketAddr, data: &Path, mock: &SocketAddr) -> Result<String> {
     let token = std::fs::read_to_string(data.join("admin.token"))
         .context("admin.token")?
@@ -229,6 +260,19 @@ fn setup_relay(relay: &SocketAddr, data: &Path, mock: &SocketAddr) -> Result<Str
         if account.status != 201 {
             bail!("create account: {} {}", account.status, account.text);
         }
+        let native = admin
+            .post(
+                "/accounts",
+                &json!({
+                    "name": "mock-native", "kind": "anthropic", "endpoint": format!("http://{mock}"),
+                    "deploymentName": NATIVE_DEPLOYMENT, "apiKey": "sk-bench-upstream-0001",
+                    "supportedModels": [NATIVE_MODEL], "concurrency": 256
+                }),
+            )
+            .await;
+        if native.status != 201 {
+            bail!("create native account: {} {}", native.status, native.text);
+        }
         let key = admin.post("/keys", &json!({"name": "bench"})).await;
         key.json["secret"]
             .as_str()
@@ -237,17 +281,19 @@ fn setup_relay(relay: &SocketAddr, data: &Path, mock: &SocketAddr) -> Result<Str
     })
 }
 
-/// A ~1 KB Anthropic request in Claude Code's shape: system blocks, a short conversation.
-fn anthropic_request(stream: bool) -> Vec<u8> {
+/// A ~1 KB Anthropic request in Claude Code's shape (system blocks, a short conversation) for
+/// `model`.
+fn anthropic_request(model: &str, stream: bool) -> Vec<u8> {
     // Shared with relayd's criterion benchmark, which times its translation.
     let text = include_str!("../../relayd/testdata/bench/claude_code_1kb.json");
     let mut body: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-    body["model"] = json!(MODEL);
+    body["model"] = json!(model);
     body["stream"] = json!(stream);
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// One scenario: the same request to relayd and, translated, to the mock directly.
+/// One scenario: the same request to relayd and, translated or (native) with the deployment as
+/// its model, to the mock directly.
 #[derive(Debug)]
 struct Scenario {
     name: &'static str,
@@ -257,6 +303,8 @@ struct Scenario {
     direct_url: String,
     key: String,
     stream: bool,
+    /// Whether the mock is asked in Anthropic's format (native pass-through).
+    native: bool,
 }
 
 struct Scripts {
@@ -291,6 +339,28 @@ impl Scenario {
             direct_url: format!("http://{mock}/v1/chat/completions"),
             key: key.to_owned(),
             stream: ctx.stream,
+            native: false,
+        })
+    }
+
+    /// The native pass-through: the Anthropic request to relayd for [`NATIVE_MODEL`], and the
+    /// same body naming [`NATIVE_DEPLOYMENT`] straight to the mock's `/v1/messages`.
+    fn native(
+        name: &'static str,
+        stream: bool,
+        mock: &SocketAddr,
+        relay: &SocketAddr,
+        key: &str,
+    ) -> Result<Self> {
+        Ok(Self {
+            name,
+            relay_body: anthropic_request(NATIVE_MODEL, stream),
+            direct_body: anthropic_request(NATIVE_DEPLOYMENT, stream),
+            relay_url: format!("http://{relay}/v1/messages"),
+            direct_url: format!("http://{mock}/v1/messages"),
+            key: key.to_owned(),
+            stream,
+            native: true,
         })
     }
 
@@ -323,15 +393,17 @@ impl Scenario {
             let direct = client
                 .post(&self.direct_url)
                 .header("content-type", "application/json")
+                .header("anthropic-version", "2023-06-01")
                 .body(self.direct_body.clone())
                 .send()
                 .await?;
             let status = direct.status();
             let text = direct.text().await?;
-            let expected = if self.stream {
-                "[DONE]"
-            } else {
-                "chat.completion"
+            let expected = match (self.native, self.stream) {
+                (true, true) => "event: message_stop",
+                (true, false) => "\"type\":\"message\"",
+                (false, true) => "[DONE]",
+                (false, false) => "chat.completion",
             };
             if !status.is_success() || !text.contains(expected) {
                 bail!("{}: mock answered {status}: {text}", self.name);
@@ -358,7 +430,13 @@ impl Scenario {
                 ],
             )?,
         )?;
-        std::fs::write(&direct, lua_script(&self.direct_body, &[])?)?;
+        // A native upstream gets the anthropic-version relayd forwards; the mock ignores it.
+        let direct_headers: &[(&str, &str)] = if self.native {
+            &[("anthropic-version", "2023-06-01")]
+        } else {
+            &[]
+        };
+        std::fs::write(&direct, lua_script(&self.direct_body, direct_headers)?)?;
         Ok(Scripts { relay, direct })
     }
 }
@@ -508,7 +586,7 @@ impl Row {
     }
 }
 
-fn report(rows: &[Row], hwm_kb: u64, rounds: usize) {
+fn report(rows: &[&Row], hwm_kb: u64, rounds: usize) {
     println!();
     println!(
         "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9}  target",
@@ -583,6 +661,8 @@ mod mock {
     struct Answers {
         completion: Bytes,
         stream: Vec<Bytes>,
+        message: Bytes,
+        message_stream: Vec<Bytes>,
         models: Bytes,
     }
 
@@ -630,14 +710,64 @@ mod mock {
             "usage": {"prompt_tokens": 210, "completion_tokens": 17, "total_tokens": 227}});
         stream.push(Bytes::from(format!("data: {usage}\n\n")));
         stream.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        let (message, message_stream) = anthropic_answers();
         Answers {
             completion: Bytes::from(completion.to_string()),
             stream,
+            message,
+            message_stream,
             models: Bytes::from(
                 json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
                     .to_string(),
             ),
         }
+    }
+
+    /// The same answer in Anthropic's format: a message, and a stream of 20 events (start, a
+    /// text block of 16 deltas, its stop, the message delta and stop).
+    fn anthropic_answers() -> (Bytes, Vec<Bytes>) {
+        let message = json!({
+            "id": "msg_bench", "type": "message", "role": "assistant", "model": "mock-native-model",
+            "content": [{"type": "text",
+                "text": "Parse the right operand with the operator's binding power plus one."}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 210, "output_tokens": 16}
+        });
+        let event = |kind: &str, data: serde_json::Value| {
+            Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+        };
+        let mut stream = vec![
+            event(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_bench", "type": "message",
+                    "role": "assistant", "model": "mock-native-model", "content": [],
+                    "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 210, "output_tokens": 1}}}),
+            ),
+            event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "text", "text": ""}}),
+            ),
+        ];
+        for i in 0..STREAM_CHUNKS - 4 {
+            stream.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": format!(" word{i}")}}),
+            ));
+        }
+        stream.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        stream.push(event(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 17}}),
+        ));
+        stream.push(event("message_stop", json!({"type": "message_stop"})));
+        (Bytes::from(message.to_string()), stream)
     }
 
     async fn answer(answers: &Answers, request: axum::extract::Request) -> Response {
@@ -648,13 +778,19 @@ mod mock {
             )
                 .into_response();
         }
+        let native = request.uri().path().ends_with("/messages");
         let Ok(body) = axum::body::to_bytes(request.into_body(), 16 << 20).await else {
             return axum::http::StatusCode::BAD_REQUEST.into_response();
         };
-        // Both paths send compact JSON written by the translator.
+        // Every path sends compact JSON (written by the translator, or serde_json here).
         let stream = memchr(&body, b"\"stream\":true");
+        let (completion, frames) = if native {
+            (&answers.message, &answers.message_stream)
+        } else {
+            (&answers.completion, &answers.stream)
+        };
         if stream {
-            let frames = answers.stream.clone();
+            let frames = frames.clone();
             let body = Body::from_stream(futures_util::stream::iter(
                 frames.into_iter().map(Ok::<_, std::convert::Infallible>),
             ));
@@ -662,7 +798,7 @@ mod mock {
         } else {
             (
                 [(header::CONTENT_TYPE, "application/json")],
-                answers.completion.clone(),
+                completion.clone(),
             )
                 .into_response()
         }

@@ -9,7 +9,7 @@ use relayd::accounts::LiveAccount;
 use relayd::config::{Timeouts, UpstreamConfig};
 use relayd::upstream::Upstreams;
 use relayd::upstream::probe::{Budgets, probe, probe_within};
-use relayd_tests::family_mock::{FAMILIES, FamilyMock};
+use relayd_tests::family_mock::{FAMILIES, FamilyMock, fixture_path};
 use relayd_tests::llama_server::{LlamaServer, MODEL};
 use serde_json::{Value, json};
 use shared::account::{AccountId, AccountInput, AccountKind};
@@ -103,6 +103,65 @@ async fn an_anthropic_only_account_is_asked_no_chat_completions() {
             .any(|n| n.starts_with("context window unknown")),
         "{:#?}",
         profile.notes
+    );
+}
+
+/// SGLang's fixture, optionally serving the native Messages API with `count_tokens`.
+fn sglang_fixture(native: bool) -> Value {
+    let text = std::fs::read_to_string(fixture_path("sglang")).expect("sglang fixture");
+    let mut fixture: Value = serde_json::from_str(&text).expect("sglang fixture is JSON");
+    if native {
+        let routes = fixture["routes"].as_object_mut().expect("routes");
+        routes.insert(
+            "POST /v1/messages".to_owned(),
+            json!({"status": 200, "body":
+            {"type": "message", "role": "assistant", "content": [{"type": "text", "text": "OK"}]}}),
+        );
+        routes.insert(
+            "POST /v1/messages/count_tokens".to_owned(),
+            json!({"status": 200, "body": {"input_tokens": 9}}),
+        );
+    }
+    fixture
+}
+
+#[tokio::test]
+async fn sglang_counts_with_count_tokens_where_served_and_never_with_a_chat_tokenize() {
+    // The fixture's /tokenize answers like SGLang's: a prompt is counted, a chat request is a
+    // validation error.
+    let mock = FamilyMock::serve(sglang_fixture(false)).await;
+    let client = reqwest::Client::new();
+    let tokenize = format!("{}/tokenize", mock.url());
+    let chat = client
+        .post(&tokenize)
+        .json(&json!({"model": mock.deployment(), "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .expect("tokenize answers");
+    assert_eq!(chat.status(), 400);
+    let prompt = client
+        .post(&tokenize)
+        .json(&json!({"model": mock.deployment(), "prompt": "Hi"}))
+        .send()
+        .await
+        .expect("tokenize answers");
+    assert_eq!(prompt.status(), 200);
+
+    let endpoint = format!("{}/v1", mock.url());
+    let (profile, _) = probed(&account(&endpoint, &mock.deployment(), None)).await;
+    assert_eq!(profile.family, ServerFamily::Sglang);
+    assert_eq!(profile.native_messages, Some(false), "{profile:#?}");
+    assert_eq!(profile.tokenizer, None, "{profile:#?}");
+
+    let native = FamilyMock::serve(sglang_fixture(true)).await;
+    let endpoint = format!("{}/v1", native.url());
+    let (profile, _) = probed(&account(&endpoint, &native.deployment(), None)).await;
+    assert_eq!(profile.family, ServerFamily::Sglang);
+    assert_eq!(profile.native_messages, Some(true), "{profile:#?}");
+    assert_eq!(
+        profile.tokenizer,
+        Some(Tokenizer::AnthropicCountTokens),
+        "{profile:#?}"
     );
 }
 

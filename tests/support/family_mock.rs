@@ -5,7 +5,8 @@
 //!
 //! A request whose body contains [`OVERFLOW_MARKER`] is answered with the overflow error, so
 //! relay tests can see each family's wording. Anything not in the fixture is answered by its
-//! `*` route, else a 404.
+//! `*` route, else a 404. A route with `requires` (a list of fields) answers its `refused`
+//! reply to a JSON body lacking any of them, as a server validating its request model does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,9 +122,22 @@ fn answer(fixture: &Value, method: &Method, uri: &Uri, body: &[u8]) -> Response 
     };
     // `*` answers whatever else is asked (garbage servers).
     match route.or_else(|| routes.get("*")) {
+        Some(route) if lacks_required(route, body) => reply(&route["refused"]),
         Some(route) => reply(route),
         None => (StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
+}
+
+/// Whether `body` lacks a field the route `requires`.
+fn lacks_required(route: &Value, body: &[u8]) -> bool {
+    let Some(required) = route["requires"].as_array() else {
+        return false;
+    };
+    let body = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    required
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|field| body.get(field).is_none())
 }
 
 /// A route's answer: `status` with a JSON `body`, an `sse` list of events, or a `text` body.

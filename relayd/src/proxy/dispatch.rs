@@ -337,7 +337,8 @@ fn status_error(
     }
 }
 
-/// The `error.message` of an OpenAI-style error body, else the body itself (truncated).
+/// The `error.message` of an OpenAI-style error body (or the `message`, `detail` or `error` text
+/// other servers use), else the body itself (truncated).
 fn upstream_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -345,15 +346,87 @@ fn upstream_message(body: &str) -> String {
             v.pointer("/error/message")
                 .or_else(|| v.get("message"))
                 .or_else(|| v.get("detail"))
+                // TGI: `{"error": "…", "error_type": "validation"}`.
+                .or_else(|| v.get("error"))
                 .and_then(|m| m.as_str().map(str::to_owned))
         })
         .unwrap_or_else(|| body.chars().take(500).collect())
 }
 
-/// Recognises context-length errors of vLLM, SGLang, llama.cpp and OpenAI and rewords them the
-/// way Anthropic does (`prompt is too long: X tokens > Y maximum`), which Claude Code matches on
-/// to compact the conversation.
+/// Recognises context-length errors of vLLM, SGLang, llama.cpp, TGI and OpenAI and rewords them
+/// the way Anthropic does (`prompt is too long: X tokens > Y maximum`), which Claude Code matches
+/// on to compact the conversation. X is what the request needs (prompt plus the output it asked
+/// room for, where the server counts both against the window), Y the window: X > Y always, so
+/// the excess Claude Code sheds is never negative.
 pub(super) fn context_overflow(message: &str) -> Option<String> {
+    let (requested, maximum) = match worded(message) {
+        Some(found) => (Some(found.0), Some(found.1)),
+        None => guessed(message)?,
+    };
+    Some(match (requested, maximum) {
+        (Some(requested), Some(maximum)) if requested > maximum => {
+            format!("prompt is too long: {requested} tokens > {maximum} maximum")
+        }
+        (_, Some(maximum)) => format!(
+            "prompt is too long: {} tokens > {maximum} maximum",
+            maximum + 1
+        ),
+        _ => "prompt is too long: the request exceeds the model's context window".to_owned(),
+    })
+}
+
+/// (tokens the request needs, the window) from the wordings that name more numbers than the two,
+/// read by what each number is.
+fn worded(message: &str) -> Option<(u64, u64)> {
+    // TGI: "Input validation error: `inputs` tokens + `max_new_tokens` must be <= {max_total}.
+    // Given: {inputs} `inputs` tokens and {max_new} `max_new_tokens`".
+    if let Some(maximum) = number_after(message, "`inputs` tokens + `max_new_tokens` must be <= ") {
+        let inputs = number_after(message, "Given: ")?;
+        let new = number_after(message, "`inputs` tokens and ").unwrap_or(0);
+        return Some((inputs + new, maximum));
+    }
+    // TGI: "Input validation error: `inputs` must have less than {max_input} tokens. Given: {n}".
+    if let Some(maximum) = number_after(message, "`inputs` must have less than ") {
+        return Some((number_after(message, "Given: ")?, maximum));
+    }
+    // vLLM: "You passed {prompt} input tokens and requested {output} output tokens. However, the
+    // model's context length is only {window} tokens, resulting in a maximum input length of …".
+    if let Some(window) = number_after(message, "context length is only ") {
+        let prompt = number_after(message, "You passed ")?;
+        let output = number_after(message, "input tokens and requested ").unwrap_or(0);
+        return Some((prompt + output, window));
+    }
+    // vLLM's renderer: "This model's maximum context length is {window} tokens. However, you
+    // requested {output} output tokens and your prompt contains at least {prompt} input tokens,
+    // for a total of at least {total} tokens." (the total, or the prompt, may be left out).
+    if let Some(window) = number_after(message, "maximum context length is ")
+        && let Some(output) = number_after(message, "you requested ")
+        && message.contains(" output tokens")
+    {
+        let total = number_after(message, "for a total of at least ").or_else(|| {
+            number_after(message, "your prompt contains at least ").map(|p| p + output)
+        })?;
+        return Some((total, window));
+    }
+    None
+}
+
+/// The digits right after `phrase` (matched case-insensitively), as a number.
+fn number_after(message: &str, phrase: &str) -> Option<u64> {
+    let at = message
+        .to_ascii_lowercase()
+        .find(&phrase.to_ascii_lowercase())?;
+    let rest = &message[at + phrase.len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+/// The other wordings (OpenAI, older vLLM, SGLang, llama.cpp): the request is the largest
+/// number, the window the first number below it. `None` when the message is not about the
+/// context at all.
+fn guessed(message: &str) -> Option<(Option<u64>, Option<u64>)> {
     let lower = message.to_ascii_lowercase();
     let about_context = lower.contains("context length")
         || lower.contains("context_length")
@@ -371,7 +444,6 @@ pub(super) fn context_overflow(message: &str) -> Option<String> {
         .filter_map(|s| s.parse().ok())
         .filter(|&n| n >= 16)
         .collect();
-    // What was asked for is the largest number; the window is the first number below it.
     // Servers word it in either order: vLLM and SGLang name the maximum first, llama.cpp
     // "request (9543 tokens) exceeds the available context size (8192 tokens)".
     let requested = numbers.iter().copied().max();
@@ -380,16 +452,7 @@ pub(super) fn context_overflow(message: &str) -> Option<String> {
         .copied()
         .find(|&n| requested.is_some_and(|r| n < r))
         .or(requested);
-    Some(match (requested, maximum) {
-        (Some(requested), Some(maximum)) if requested > maximum => {
-            format!("prompt is too long: {requested} tokens > {maximum} maximum")
-        }
-        (_, Some(maximum)) => format!(
-            "prompt is too long: {} tokens > {maximum} maximum",
-            maximum + 1
-        ),
-        _ => "prompt is too long: the request exceeds the model's context window".to_owned(),
-    })
+    Some((requested, maximum))
 }
 
 #[cfg(test)]
@@ -423,6 +486,49 @@ mod tests {
         assert_eq!(
             context_overflow(vllm_new).unwrap(),
             "prompt is too long: 33769 tokens > 32768 maximum"
+        );
+        // The same without its total: the prompt plus the output asked for.
+        let vllm_no_total = "This model's maximum context length is 262144 tokens. However, you requested 4096 output tokens and your prompt contains at least 258049 input tokens.";
+        assert_eq!(
+            context_overflow(vllm_no_total).unwrap(),
+            "prompt is too long: 262145 tokens > 262144 maximum"
+        );
+        let vllm_passed = "You passed 31745 input tokens and requested 1024 output tokens. However, the model's context length is only 32768 tokens, resulting in a maximum input length of 31744 tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value=31745)";
+        assert_eq!(
+            context_overflow(vllm_passed).unwrap(),
+            "prompt is too long: 32769 tokens > 32768 maximum"
+        );
+        let vllm_passed_no_output = "You passed 131073 input tokens and requested 0 output tokens. However, the model's context length is only 131072 tokens, resulting in a maximum input length of 131072 tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value=131073)";
+        assert_eq!(
+            context_overflow(vllm_passed_no_output).unwrap(),
+            "prompt is too long: 131073 tokens > 131072 maximum"
+        );
+    }
+
+    #[test]
+    fn tgi_overflow_is_reworded_from_its_error_body() {
+        let total = r#"{"error":"Input validation error: `inputs` tokens + `max_new_tokens` must be <= 8192. Given: 7000 `inputs` tokens and 2000 `max_new_tokens`","error_type":"validation"}"#;
+        assert_eq!(
+            context_overflow(&upstream_message(total)).unwrap(),
+            "prompt is too long: 9000 tokens > 8192 maximum"
+        );
+        // The prompt alone fits; with the output asked for it does not. Still request > window.
+        let small_prompt = "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 1512. Given: 30 `inputs` tokens and 3984 `max_new_tokens`";
+        assert_eq!(
+            context_overflow(small_prompt).unwrap(),
+            "prompt is too long: 4014 tokens > 1512 maximum"
+        );
+        let input = r#"{"error":"Input validation error: `inputs` must have less than 4095 tokens. Given: 5000","error_type":"validation"}"#;
+        assert_eq!(
+            context_overflow(&upstream_message(input)).unwrap(),
+            "prompt is too long: 5000 tokens > 4095 maximum"
+        );
+        // TGI's other validation errors are the client's to fix, not a compaction.
+        assert_eq!(
+            context_overflow(
+                "Input validation error: `max_new_tokens` must be <= 4096. Given: 5000"
+            ),
+            None
         );
     }
 }

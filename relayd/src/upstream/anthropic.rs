@@ -1,11 +1,12 @@
 //! The Anthropic Messages API of native upstreams: `POST {base}/v1/messages`, with the client's
 //! `anthropic-version` (a default when it sent none) and `anthropic-beta` forwarded, so the
-//! server sees the protocol revision and features the client asked for.
+//! server sees the protocol revision and features the client asked for. Also the kind's other
+//! URL shapes: its model list and the base of an endpoint given with or without `/v1`.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use bytes::Bytes;
 
-use super::{UpstreamError, UpstreamResponse, Upstreams, anthropic_base};
+use super::{UpstreamError, UpstreamResponse, Upstreams};
 use crate::accounts::LiveAccount;
 
 /// The `anthropic-version` sent when the client sent none.
@@ -44,6 +45,22 @@ impl Upstreams {
 /// The Messages URL of an endpoint given with or without its trailing `/v1`.
 fn messages_url(endpoint: &str) -> String {
     format!("{}/v1/messages", anthropic_base(endpoint))
+}
+
+/// The model list of an Anthropic-native endpoint.
+pub(super) fn models_url(endpoint: &str) -> String {
+    format!("{}/v1/models", anthropic_base(endpoint))
+}
+
+/// A chat-completions URL next to the Messages API; relayd never routes OpenAI-format requests
+/// to this kind, so only a misdirected check uses it.
+pub(super) fn chat_url(endpoint: &str) -> String {
+    format!("{}/v1/chat/completions", anthropic_base(endpoint))
+}
+
+/// The base of an Anthropic-native endpoint, given with or without its trailing `/v1`.
+pub fn anthropic_base(endpoint: &str) -> &str {
+    endpoint.strip_suffix("/v1").unwrap_or(endpoint)
 }
 
 #[cfg(test)]

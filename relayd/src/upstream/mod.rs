@@ -1,5 +1,5 @@
-//! Talking to upstreams: URL shapes per account kind, auth headers, pooled HTTP clients and the
-//! connect / first-byte timeouts. Failures are classified so the caller can decide between
+//! Talking to upstreams: the transport every protocol shares (auth headers, pooled HTTP clients,
+//! the connect / first-byte timeouts) and the choice of the protocol file by account kind. Failures are classified so the caller can decide between
 //! failing over and answering the client.
 //!
 //! Accounts without a proxy share one hyper client used directly: on the hot path reqwest's
@@ -18,9 +18,15 @@
 //! new connection (not a failover, no cooldown). Idle connections are kept `pool_idle_secs`, or
 //! less when the server announces a shorter keep-alive: clients are kept per idle time.
 //!
-//! Files: this one sends requests (URLs, auth, the retry on a new connection); [`anthropic`]
-//! is the Anthropic Messages API of native upstreams; [`pool`] keeps the clients; [`response`] is the answer once its headers are read; [`error`] classifies
-//! failures.
+//! Files, one per protocol and the machinery they share:
+//! - this one sends requests (auth, the retry on a new connection) and picks each kind's URLs;
+//! - [`openai`]: the chat-completions API and model list of OpenAI-compatible servers;
+//! - [`azure`]: Azure OpenAI's URL shapes (deployment path + `api-version`, or the v1 shape);
+//! - [`anthropic`]: the Messages API of Anthropic-native upstreams;
+//! - [`probe`]: what an account's server is and supports, learnt by asking it; [`tokenize`]:
+//!   counting tokens with the server's own tokenizer;
+//! - [`pool`] keeps the clients; [`response`] is the answer once its headers are read; [`error`]
+//!   classifies failures; [`exchange`] is a bounded request/response used by the probe.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,14 +46,16 @@ use crate::accounts::LiveAccount;
 use crate::config::{Timeouts, UpstreamConfig};
 
 mod anthropic;
+mod azure;
 mod error;
 mod exchange;
+mod openai;
 mod pool;
 pub mod probe;
 mod response;
 pub mod tokenize;
 
-pub use anthropic::{ANTHROPIC_VERSION, anthropic_headers};
+pub use anthropic::{ANTHROPIC_VERSION, anthropic_base, anthropic_headers};
 pub use error::UpstreamError;
 use pool::{Connection, ThreadClients};
 pub use response::{BodyError, BodyStream, UpstreamResponse};
@@ -112,34 +120,6 @@ impl Upstreams {
     /// Bounds on what upstreams may send.
     pub fn limits(&self) -> &UpstreamConfig {
         &self.limits
-    }
-
-    /// POSTs a chat-completions body to `account` and waits for the response headers (bounded
-    /// by the first-byte timeout). The body is streamed by the caller.
-    pub async fn chat(
-        &self,
-        account: &LiveAccount,
-        body: Bytes,
-    ) -> Result<UpstreamResponse, UpstreamError> {
-        self.send(account, Method::POST, chat_url(account), body, &[])
-            .await
-    }
-
-    /// GETs `{endpoint}/models` (the health check of OpenAI-compatible servers).
-    pub async fn models(&self, account: &LiveAccount) -> Result<UpstreamResponse, UpstreamError> {
-        let url = match account.settings.kind {
-            AccountKind::Openai => format!("{}/models", account.settings.endpoint),
-            AccountKind::Anthropic => {
-                format!("{}/v1/models", anthropic_base(&account.settings.endpoint))
-            }
-            AccountKind::Azure => format!(
-                "{}/openai/models?api-version={}",
-                azure_base(&account.settings.endpoint),
-                account.settings.api_version
-            ),
-        };
-        self.send(account, Method::GET, url, Bytes::new(), &[])
-            .await
     }
 
     /// Sends one request (with `extra` headers besides the content type and the account's
@@ -349,40 +329,31 @@ fn closed_early(e: &(dyn std::error::Error + 'static)) -> bool {
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// The chat-completions URL of an account.
+/// The chat-completions URL of an account, in its kind's shape.
 pub fn chat_url(account: &LiveAccount) -> String {
     let s = &account.settings;
     match s.kind {
-        AccountKind::Openai => format!("{}/chat/completions", s.endpoint),
+        AccountKind::Openai => openai::chat_url(&s.endpoint),
+        AccountKind::Azure => azure::chat_url(s),
         // Never routed OpenAI-format requests; the URL is only ever used by a misdirected check.
-        AccountKind::Anthropic => format!("{}/v1/chat/completions", anthropic_base(&s.endpoint)),
-        // The v1 shape (`…/openai/v1`) takes the deployment as `model`, like any OpenAI server.
-        AccountKind::Azure if s.endpoint.ends_with("/openai/v1") => {
-            format!("{}/chat/completions", s.endpoint)
-        }
-        AccountKind::Azure => format!(
-            "{}/openai/deployments/{}/chat/completions?api-version={}",
-            azure_base(&s.endpoint),
-            s.deployment_name,
-            s.api_version
-        ),
+        AccountKind::Anthropic => anthropic::chat_url(&s.endpoint),
     }
 }
 
-/// The base of an Anthropic-native endpoint, given with or without its trailing `/v1`.
-pub fn anthropic_base(endpoint: &str) -> &str {
-    endpoint.strip_suffix("/v1").unwrap_or(endpoint)
+/// The model-list URL of an account (its health check), in its kind's shape.
+fn models_url(account: &LiveAccount) -> String {
+    let s = &account.settings;
+    match s.kind {
+        AccountKind::Openai => openai::models_url(&s.endpoint),
+        AccountKind::Azure => azure::models_url(s),
+        AccountKind::Anthropic => anthropic::models_url(&s.endpoint),
+    }
 }
 
 /// The server's root (its endpoint without a trailing `/v1`), where the native surfaces of
 /// self-hosted servers live (`/tokenize`, `/props`, `/api/show`, `/v1/messages`).
 pub fn server_root(account: &LiveAccount) -> &str {
     anthropic_base(&account.settings.endpoint)
-}
-
-/// An Azure endpoint without a trailing `/openai` that users sometimes paste.
-fn azure_base(endpoint: &str) -> &str {
-    endpoint.strip_suffix("/openai").unwrap_or(endpoint)
 }
 
 /// The account's credential header (`Authorization: Bearer`, `x-api-key` or Azure's `api-key`).

@@ -109,7 +109,8 @@ pub(crate) async fn count_llama_cpp(
     }
 }
 
-/// vLLM and SGLang: `/tokenize` takes the chat request itself and answers its `count`.
+/// vLLM: `/tokenize` takes the chat request itself and answers its `count`. (SGLang's takes
+/// only a `prompt`, so it is never asked this way.)
 pub(crate) async fn count_chat_tokenize(
     upstreams: &Upstreams,
     account: &LiveAccount,

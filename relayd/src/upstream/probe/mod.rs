@@ -133,6 +133,9 @@ pub async fn probe_within(
     if let Some(chat) = chat {
         chat.apply(&mut profile);
     }
+    if profile.family == ServerFamily::Ollama {
+        ollama::ignores_max_completion_tokens(&mut profile);
+    }
     profile
 }
 

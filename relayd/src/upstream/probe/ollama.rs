@@ -4,6 +4,7 @@
 //! default, whatever the model could take.
 
 use serde_json::{Value, json};
+use shared::profile::Profile;
 
 use super::family::tokens;
 use super::wire::{Probe, brief};
@@ -43,6 +44,18 @@ pub(super) async fn window(probe: &Probe<'_>) -> super::family::Window {
     Ok((window, Some(note)))
 }
 
+/// Ollama's OpenAI layer accepts `max_completion_tokens` and ignores it (it reads `max_tokens`
+/// only), so the chat check's "accepted" is no "honoured": recorded as not taken, with why.
+pub(super) fn ignores_max_completion_tokens(profile: &mut Profile) {
+    if profile.max_completion_tokens == Some(true) {
+        profile.max_completion_tokens = Some(false);
+        profile.notes.push(
+            "max_completion_tokens is accepted but ignored by Ollama, which reads max_tokens"
+                .to_owned(),
+        );
+    }
+}
+
 /// `num_ctx N` in the `parameters` text.
 fn num_ctx(show: &Value) -> Option<u32> {
     let parameters = show.get("parameters")?.as_str()?;
@@ -69,6 +82,21 @@ mod tests {
             json!({"parameters": "stop \"<|eot|>\"\nnum_ctx                        16384\n"});
         assert_eq!(num_ctx(&show), Some(16384));
         assert_eq!(num_ctx(&json!({"parameters": "temperature 0.7"})), None);
+    }
+
+    #[test]
+    fn an_accepted_max_completion_tokens_is_recorded_as_not_taken() {
+        let mut profile = Profile {
+            max_completion_tokens: Some(true),
+            ..Profile::default()
+        };
+        ignores_max_completion_tokens(&mut profile);
+        assert_eq!(profile.max_completion_tokens, Some(false));
+        assert_eq!(profile.notes.len(), 1);
+        let mut unknown = Profile::default();
+        ignores_max_completion_tokens(&mut unknown);
+        assert_eq!(unknown.max_completion_tokens, None);
+        assert!(unknown.notes.is_empty());
     }
 
     #[test]

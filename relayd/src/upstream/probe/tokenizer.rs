@@ -10,7 +10,11 @@ use crate::upstream::tokenize::{count_chat_tokenize, count_llama_cpp, count_mess
 fn candidates(family: ServerFamily) -> &'static [Tokenizer] {
     match family {
         ServerFamily::LlamaCpp => &[Tokenizer::LlamaCpp, Tokenizer::AnthropicCountTokens],
-        ServerFamily::Vllm | ServerFamily::Sglang => &[Tokenizer::ChatTokenize],
+        ServerFamily::Vllm => &[Tokenizer::ChatTokenize],
+        // SGLang's `/tokenize` takes a bare `prompt`, no `messages`: the chat template that turns
+        // a request into a prompt is the server's, so only its native `count_tokens` (when it
+        // serves the Messages API) counts a request as the server renders it.
+        ServerFamily::Sglang => &[Tokenizer::AnthropicCountTokens],
         ServerFamily::Azure => &[],
         ServerFamily::Ollama
         | ServerFamily::Tgi
@@ -73,6 +77,14 @@ async fn count_unbounded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sglang_is_never_asked_for_a_chat_tokenize() {
+        assert_eq!(
+            candidates(ServerFamily::Sglang),
+            &[Tokenizer::AnthropicCountTokens]
+        );
+    }
 
     #[test]
     fn every_self_hosted_family_but_azure_has_a_candidate() {
