@@ -185,7 +185,7 @@ async fn run(affinity: bool) -> Run {
             let mut conversation = Conversation {
                 anthropic: c % 2 == 0,
                 session: (affinity && c % 2 == 0).then(|| format!("session-{c}")),
-                first: format!("Conversation {c}: review module number {c} for naming."),
+                first: opening(c),
                 history: Vec::new(),
             };
             let mut served = Vec::new();
