@@ -166,7 +166,7 @@ fn detected_rows(p: &Profile) -> Vec<(&'static str, String)> {
         ),
         ("usage in streams", flag(p.stream_usage).to_owned()),
         (
-            "max_completion_tokens accepted",
+            "max_completion_tokens honoured",
             flag(p.max_completion_tokens).to_owned(),
         ),
         ("probed", format_time(p.probed_at)),
