@@ -14,6 +14,7 @@ mod coordinator_conformance;
 mod endpoint_policy;
 mod faults;
 mod llama;
+mod llama_window;
 mod metrics;
 mod model_labels;
 mod native;
