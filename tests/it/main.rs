@@ -18,6 +18,7 @@ mod faults;
 mod fleet;
 mod llama;
 mod llama_cache;
+mod llama_window;
 mod metrics;
 mod model_labels;
 mod native;

@@ -185,13 +185,50 @@ pub(super) fn shrink_compaction(
     }
 }
 
-/// The upstream tokenizer's count, `None` (logged) when it cannot give one.
+/// The upstream's count of the request relayd would forward to `account`, `None` (logged) when
+/// it cannot give one.
+///
+/// What is counted is what the server will be sent, in the format it will be sent in: the
+/// chat-completions translation for a translated account, the rewritten Messages body (the
+/// deployment as `model`, Claude Code's billing line gone) for a native one. A native account
+/// on llama.cpp is counted by the server's own `count_tokens`, which renders the Messages body
+/// exactly as its `/v1/messages` will; the translation relayd would make instead renders a
+/// token or two differently.
 pub(super) async fn exact(
     state: &AppState,
     account: &LiveAccount,
     tokenizer: Tokenizer,
     body: &[u8],
 ) -> Option<u64> {
+    let native = account.resolved.native_messages.value;
+    let counted = match tokenizer {
+        Tokenizer::LlamaCpp if native => {
+            match upstream_count(state, account, Tokenizer::AnthropicCountTokens, body).await {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    tracing::debug!(account = %account.settings.name, error = %e, "the server's count_tokens could not count the prompt; rendering its chat template instead");
+                    upstream_count(state, account, tokenizer, body).await
+                }
+            }
+        }
+        _ => upstream_count(state, account, tokenizer, body).await,
+    };
+    match counted {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::debug!(account = %account.settings.name, error = %e, "the upstream could not count the prompt; using the local estimate");
+            None
+        }
+    }
+}
+
+/// One count by `tokenizer` of what relayd would forward to `account` for `body`.
+async fn upstream_count(
+    state: &AppState,
+    account: &LiveAccount,
+    tokenizer: Tokenizer,
+    body: &[u8],
+) -> Result<u64, crate::upstream::UpstreamError> {
     // The upstream client knows no formats: the translation to chat completions (what
     // `/tokenize` and `/apply-template` take) is done here, and only when the tokenizer needs it.
     let to_chat = |body: &[u8]| {
@@ -208,21 +245,25 @@ pub(super) async fn exact(
             .map(|(chat, _)| chat)
             .map_err(|e| e.to_string())
     };
-    let counted = crate::upstream::tokenize::count_tokens(
-        &state.upstreams,
-        account,
-        tokenizer,
-        body,
-        to_chat,
-    )
-    .await;
-    match counted {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::debug!(account = %account.settings.name, error = %e, "the upstream could not count the prompt; using the local estimate");
-            None
+    // A Messages-format count sees the body as a native attempt sends it: both paths drop the
+    // billing line, which would otherwise add some 30 tokens the server never gets.
+    let prepared;
+    let body = match tokenizer {
+        Tokenizer::AnthropicCountTokens => {
+            let deployment = &account.settings.deployment_name;
+            prepared = crate::translate::prepare_native_request(body, deployment, None)
+                .map_err(|e| {
+                    crate::upstream::UpstreamError::BadAnswer(format!(
+                        "the request cannot be counted upstream: {e}"
+                    ))
+                })?
+                .0;
+            prepared.as_slice()
         }
-    }
+        Tokenizer::LlamaCpp | Tokenizer::ChatTokenize => body,
+    };
+    crate::upstream::tokenize::count_tokens(&state.upstreams, account, tokenizer, body, to_chat)
+        .await
 }
 
 #[cfg(test)]
