@@ -54,7 +54,7 @@ impl ClaudeEnv {
 }
 
 /// The variables that make Claude Code compact before a `window`-token upstream overflows.
-fn window_vars(window: u32) -> Vec<(&'static str, String)> {
+pub fn window_vars(window: u32) -> Vec<(&'static str, String)> {
     if window >= CLAUDE_CODE_MIN_WINDOW {
         return vec![("CLAUDE_CODE_AUTO_COMPACT_WINDOW", window.to_string())];
     }

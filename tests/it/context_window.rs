@@ -90,6 +90,66 @@ async fn env_gives_claude_code_the_smallest_window_serving_the_model() {
     assert!(run.stderr.contains("not served by any account"), "{run:#?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_create_prints_the_window_of_the_keys_models_for_claude_code() {
+    let app = TestApp::start().await;
+    account(&app, "big", Some(131_072), &["claude-sonnet-4-5-20250929"]).await;
+    account(&app, "small", Some(32_768), &["claude-3-haiku-20240307"]).await;
+
+    // A key for the sonnet only: its 128k window, passed as it is.
+    let run = relayctl(
+        &app,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "sonnet-only",
+            "--allowed-models",
+            "claude-sonnet-4-5-20250929",
+        ],
+    )
+    .ok();
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("ANTHROPIC_BASE_URL="))
+        .unwrap_or_else(|| panic!("{run:#?}"));
+    assert!(
+        line.contains(" CLAUDE_CODE_AUTO_COMPACT_WINDOW=131072 claude"),
+        "{line}"
+    );
+    assert!(run.stdout.contains("compact at about"), "{run:#?}");
+
+    // A key for every model: the smallest window any of them has, below Claude Code's floor.
+    let json = relayctl(
+        &app,
+        &["--output", "json", "keys", "create", "--name", "all"],
+    )
+    .ok()
+    .json();
+    let env = &json["claudeCodeEnv"];
+    assert_eq!(env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"], "100000", "{json:#}");
+    assert_eq!(env["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"], "26", "{json:#}");
+    let usage = json["usage"]["anthropic"].as_str().unwrap();
+    assert!(
+        usage.contains("CLAUDE_AUTOCOMPACT_PCT_OVERRIDE=26"),
+        "{usage}"
+    );
+
+    // No window known: the plain line and a hint.
+    let bare = TestApp::start().await;
+    account(&bare, "unknown", None, &["claude-sonnet-4-5-20250929"]).await;
+    let run = relayctl(&bare, &["keys", "create", "--name", "k"]).ok();
+    assert!(
+        !run.stdout.contains("CLAUDE_CODE_AUTO_COMPACT_WINDOW"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("no context window is known"),
+        "{run:#?}"
+    );
+}
+
 /// relayd in front of mock upstreams, one account per `(name, window, priority)`, and a key.
 async fn relay(accounts: &[(&str, u32, u8)]) -> (TestApp, Vec<MockUpstream>, String) {
     let app = TestApp::start().await;

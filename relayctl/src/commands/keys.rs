@@ -3,8 +3,13 @@
 use shared::key::{CreateKeyRequest, KeyLimits, UpdateKeyRequest};
 use shared::time::{UnixMillis, now_millis};
 
+use shared::account::is_pattern;
+use shared::admin::{ModelRoute, RoutingTable};
+
 use super::Context;
+use super::models::routes_for;
 use crate::UsageError;
+use crate::claude_env::window_vars;
 use crate::cli::{KeyScopeFlags, KeysCommand, UpdateKeyArgs};
 use crate::client::AdminClient;
 
@@ -30,7 +35,14 @@ pub(super) fn run(ctx: &Context<'_>, command: &KeysCommand) -> anyhow::Result<()
                 enabled: None,
             };
             let created = client.create_key(&request)?;
-            ctx.printer.created_key(&created, &client.server())?;
+            // The key exists now: a routing table that cannot be read only leaves the window
+            // out of the set-up line.
+            let window = client
+                .routing_table()
+                .ok()
+                .and_then(|table| smallest_window(&table, &request.allowed_models));
+            let env = window.map(window_vars).unwrap_or_default();
+            ctx.printer.created_key(&created, &client.server(), &env)?;
         }
         KeysCommand::List => ctx.printer.key_list(&client.list_keys()?)?,
         KeysCommand::Revoke { key } => ctx.printer.key(&client.revoke_key(key)?)?,
@@ -40,6 +52,26 @@ pub(super) fn run(ctx: &Context<'_>, command: &KeysCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// The smallest known context window among the accounts serving the key's `allowed` model
+/// names (exact ones; all served names when it lists none or only patterns): Claude Code plans
+/// for one window whatever model it asks for.
+fn smallest_window(table: &RoutingTable, allowed: &[String]) -> Option<u32> {
+    let exact: Vec<&String> = allowed.iter().filter(|m| !is_pattern(m)).collect();
+    let routes: Vec<ModelRoute> = if exact.is_empty() {
+        table.models.clone()
+    } else {
+        exact
+            .iter()
+            .flat_map(|model| routes_for(model, &table.models))
+            .collect()
+    };
+    routes
+        .iter()
+        .flat_map(|r| &r.accounts)
+        .filter_map(|a| a.context_window)
+        .min()
 }
 
 fn update_from(client: &AdminClient, args: &UpdateKeyArgs) -> anyhow::Result<UpdateKeyRequest> {

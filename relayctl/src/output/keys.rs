@@ -68,10 +68,20 @@ impl Printer {
         print_table(&key_value(&rows))
     }
 
-    /// A new key: its secret (the only time it is shown) and how to use it.
-    pub fn created_key(self, created: &CreatedKey, server: &str) -> io::Result<()> {
+    /// A new key: its secret (the only time it is shown) and how to use it, with `window` —
+    /// the variables that tell Claude Code the context window of the key's models, when known.
+    pub fn created_key(
+        self,
+        created: &CreatedKey,
+        server: &str,
+        window: &[(&'static str, String)],
+    ) -> io::Result<()> {
+        let window_words: String = window
+            .iter()
+            .map(|(name, value)| format!("{name}={} ", shell_quote(value)))
+            .collect();
         let anthropic = format!(
-            "ANTHROPIC_BASE_URL={server} ANTHROPIC_AUTH_TOKEN={} claude",
+            "ANTHROPIC_BASE_URL={server} ANTHROPIC_AUTH_TOKEN={} {window_words}claude",
             created.secret
         );
         let openai = format!(
@@ -79,17 +89,28 @@ impl Printer {
             created.secret
         );
         if self.is_json() {
+            let env: serde_json::Map<String, serde_json::Value> = window
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                .collect();
             return self.json(&json!({
                 "key": created.key,
                 "secret": created.secret,
                 "usage": { "anthropic": anthropic, "openai": openai },
+                "claudeCodeEnv": env,
             }));
         }
+        let window_note = match compaction_point(window) {
+            Some(point) => format!(
+                "  (the smallest context window of this key's models is known: Claude Code will compact at about {point} tokens)\n"
+            ),
+            None => "  (no context window is known for this key's models yet: relayctl accounts probe --all, or set contextWindow)\n".to_owned(),
+        };
         stdout(&format!(
             "created key {} ({})\n\
              secret (shown only now; store it safely):\n  {}\n\n\
-             Claude Code:\n  {anthropic}\n\
-             \x20 (with the context window of a model: eval \"$(relayctl env --model NAME --key SECRET)\")\n\
+             Claude Code:\n  {anthropic}\n{window_note}\
+             \x20 (for one model: eval \"$(relayctl env --model NAME --key SECRET)\")\n\
              OpenAI-compatible clients:\n  {openai}\n",
             created.key.name, created.key.id, created.secret
         ))
