@@ -32,6 +32,7 @@
 //! - [`proxy`]: the client-facing API.
 //! - [`crypto`]: encryption of upstream secrets at rest.
 //! - [`store`]: persistence trait and its embedded (redb) and Redis backends.
+//! - [`redis_endpoint`]: where the Redis store and coordinator connect (one server or a cluster).
 //! - [`translate`]: pure Anthropic ⇄ OpenAI translation, SSE decoding, token counting.
 //! - [`usage`]: the usage recorder, batching per-request records into the store off the request path.
 
@@ -54,6 +55,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod profile_probe;
 pub mod proxy;
+pub mod redis_endpoint;
 pub mod registry_sync;
 pub mod routing;
 pub mod server;

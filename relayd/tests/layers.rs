@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "error",
             "logbuf",
             "metrics",
+            "redis_endpoint",
             "serving_thread",
             "systemd",
             "translate",

@@ -39,7 +39,6 @@
 //!
 //! This file holds the store and its [`Store`] impl; the Lua scripts are in `scripts`.
 
-pub(crate) mod connection;
 mod scripts;
 
 use std::fmt;
@@ -60,7 +59,7 @@ use super::{
     AccountRecord, FORMAT_VERSION, FORMAT_VERSION_META, KeyRecord, Store, StoreError, StoreKind,
     StoreResult, check_format_version, plan_account_batch,
 };
-use connection::{RedisConn, RedisEndpoint, scrub};
+use crate::redis_endpoint::{RedisConn, RedisEndpoint, scrub};
 use scripts::{
     DELETE_ACCOUNT, GET_ACCOUNT_BY_NAME, LIST_RECORDS, PRUNE_CHUNK, PRUNE_USAGE, PUT_ACCOUNTS,
     PUT_PROFILE, RECORD_USAGE, USAGE_CELLS, push_usage_args,

@@ -16,7 +16,7 @@ use super::scripts::{ACQUIRE, RENEW};
 use crate::auth::random_hex;
 use crate::coordinator::affinity::{AffinityKey, AffinityMap};
 use crate::coordinator::{Cooldown, CoordinationError};
-use crate::store::redis::connection::{RedisConn, RedisEndpoint};
+use crate::redis_endpoint::{RedisConn, RedisEndpoint};
 
 /// Work that `Drop` implementations hand to the background writer (they cannot wait).
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //!
 //! Keys (prefix `{p}` as for the store: hash-tagged in a cluster, so the coordinator's keys share
 //! the store's slot and the renewal script may extend leases of many accounts and keys at once;
-//! see `store::redis::connection`):
+//! see [`crate::redis_endpoint`]):
 //!
 //! | key                        | type   | holds                                             |
 //! |----------------------------|--------|---------------------------------------------------|
