@@ -194,11 +194,14 @@ async fn flush_now_and_totals_through_the_embedded_store() {
             .unwrap(),
     );
     let recorder = UsageRecorder::start(Arc::clone(&store), &config(3_600_000, 1000, 100));
-    for n in 0..4 {
+    let first = record(0);
+    recorder.record(first.clone());
+    for n in 1..4 {
         recorder.record(record(n));
     }
-    // The same request twice (a proxy bug or a retry) is counted once.
-    recorder.record(record(0));
+    // The same request twice (a proxy bug or a retry: the same record, its time included) is
+    // counted once, whether or not the writer flushed in between (its first tick is at once).
+    recorder.record(first);
     assert!(recorder.flush_now().await);
     let report = store.usage_totals(&UsageQuery::default()).await.unwrap();
     assert_eq!(report.total.requests, 4);
