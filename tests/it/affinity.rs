@@ -9,7 +9,7 @@ use relayd::config::Config;
 use relayd::coordinator::AffinityKey;
 use relayd_tests::app::TestApp;
 use relayd_tests::http::{Reply, send};
-use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
+use relayd_tests::mock_upstream::{MockReply, MockUpstream};
 use serde_json::{Value, json};
 use shared::account::AccountId;
 use shared::key::KeyId;
@@ -147,23 +147,12 @@ async fn without_prefix_affinity_turns_spread_round_robin() {
     );
 }
 
-/// A completion that takes `delay` to finish: the upstream is busy that long.
-fn slow(delay: Duration) -> MockReply {
-    let body = completion("ok").to_string();
-    let (head, tail) = body.split_at(body.len() / 2);
-    MockReply::Stream {
-        pieces: vec![head.to_owned(), tail.to_owned()],
-        gap: delay,
-        abort: false,
-    }
-}
-
 /// Eight conversations whose home is the same account, run at once, three turns each: the
 /// most any replica holds in flight, per replica.
 async fn eight_at_one_home(bound: f64) -> (String, Vec<usize>) {
     let f = fleet(2, 16, |c| c.routing.affinity_load_bound = bound).await;
     for mock in &f.mocks {
-        mock.set_responder(|_| slow(Duration::from_millis(400)));
+        mock.set_responder(|_| MockReply::slow("ok", Duration::from_millis(400)));
     }
     let home = f.home_of(&turn("conversation 0", 1));
     let firsts: Vec<String> = (0..)

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use relayd::config::Config;
 use relayd_tests::app::TestApp;
 use relayd_tests::http::{Reply, send};
-use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
+use relayd_tests::mock_upstream::{MockReply, MockUpstream};
 use serde_json::{Value, json};
 
 const MODEL: &str = "claude-sonnet-4-5-20250929";
@@ -101,17 +101,6 @@ impl Setup {
     }
 }
 
-/// A non-streamed completion whose body takes `delay` to arrive: the upstream is busy that long.
-fn slow_completion(delay: Duration) -> MockReply {
-    let body = completion("slow answer").to_string();
-    let (head, tail) = body.split_at(body.len() / 2);
-    MockReply::Stream {
-        pieces: vec![head.to_owned(), tail.to_owned()],
-        gap: delay,
-        abort: false,
-    }
-}
-
 fn retry_after(reply: &Reply) -> u64 {
     reply
         .headers
@@ -174,7 +163,7 @@ async fn twelve_equal_accounts_share_1200_requests() {
 #[tokio::test]
 async fn a_concurrency_cap_queues_the_rest_then_serves_or_rejects_them() {
     let mock = MockUpstream::start().await;
-    mock.set_responder(|_| slow_completion(Duration::from_millis(300)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_millis(300)));
     let s = setup(&[("slow", &mock.endpoint(), 50, 2)], json!({}), |_| {}).await;
     let replies: Vec<Reply> = futures_util::future::join_all((0..10).map(|_| s.anthropic())).await;
     assert!(
@@ -186,7 +175,7 @@ async fn a_concurrency_cap_queues_the_rest_then_serves_or_rejects_them() {
 
     // A small queue: two in flight, three waiting, the other five refused at once.
     let mock = MockUpstream::start().await;
-    mock.set_responder(|_| slow_completion(Duration::from_millis(800)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_millis(800)));
     let s = setup(&[("slow", &mock.endpoint(), 50, 2)], json!({}), |c| {
         c.routing.queue_size = 3;
         c.routing.queue_timeout_secs = 20;
@@ -217,7 +206,7 @@ async fn a_concurrency_cap_queues_the_rest_then_serves_or_rejects_them() {
 
     // A queue wait that outlasts its timeout is refused after the timeout.
     let mock = MockUpstream::start().await;
-    mock.set_responder(|_| slow_completion(Duration::from_secs(3)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_secs(3)));
     let s = setup(&[("slow", &mock.endpoint(), 50, 1)], json!({}), |c| {
         c.routing.queue_timeout_secs = 1;
     })
@@ -394,7 +383,7 @@ async fn sticky_sessions_return_to_their_account_until_it_cools_down() {
 #[tokio::test]
 async fn in_flight_counts_show_in_the_routing_table_and_status() {
     let mock = MockUpstream::start().await;
-    mock.set_responder(|_| slow_completion(Duration::from_millis(1500)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_millis(1500)));
     let s = setup(&[("slow", &mock.endpoint(), 50, 4)], json!({}), |_| {}).await;
     let admin = s.app.admin();
     let request = s.anthropic();
@@ -504,7 +493,7 @@ async fn streamed_tokens_count_against_the_daily_limit() {
 #[tokio::test]
 async fn concurrency_limit_of_a_key_is_429_with_retry_after() {
     let mock = MockUpstream::start().await;
-    mock.set_responder(|_| slow_completion(Duration::from_millis(1000)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_millis(1000)));
     let s = setup(
         &[("box", &mock.endpoint(), 50, 50)],
         json!({"concurrency": 1}),
@@ -563,7 +552,7 @@ async fn anthropic_at(base: &str, key: &str) -> Reply {
 async fn two_instances_on_one_redis_share_the_concurrency_cap_and_admin_changes() {
     let redis = relayd_tests::redis_server::RedisServer::start();
     let mock = MockUpstream::start().await;
-    mock.set_responder(|_| slow_completion(Duration::from_millis(400)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_millis(400)));
     let one = redis_app(&redis.url(), None, |_| {}).await;
     let two = redis_app(
         &redis.url(),
@@ -644,7 +633,7 @@ async fn a_killed_instance_gives_its_slot_back_within_the_lease_time() {
     let redis = relayd_tests::redis_server::RedisServer::start();
     let mock = MockUpstream::start().await;
     // Long enough that only the lease expiry can free the slot.
-    mock.set_responder(|_| slow_completion(Duration::from_secs(30)));
+    mock.set_responder(|_| MockReply::slow("slow answer", Duration::from_secs(30)));
     let survivor = redis_app(&redis.url(), None, |c| c.routing.lease_secs = 2).await;
     survivor
         .admin()

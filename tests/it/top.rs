@@ -8,23 +8,12 @@ use std::time::{Duration, Instant};
 use relayd_tests::app::TestApp;
 use relayd_tests::daemon::binary;
 use relayd_tests::http::{Admin, Reply, send};
-use relayd_tests::mock_upstream::{MockReply, MockUpstream, completion};
+use relayd_tests::mock_upstream::{MockReply, MockUpstream};
 use relayd_tests::redis_server::RedisServer;
 use relayd_tests::terminal::Terminal;
 use serde_json::{Value, json};
 
 use crate::relayctl::relayctl;
-
-/// A completion whose body takes `delay` to finish: the request holds its slot that long.
-fn slow_completion(delay: Duration) -> MockReply {
-    let body = completion("slow answer").to_string();
-    let (head, tail) = body.split_at(body.len() / 2);
-    MockReply::Stream {
-        pieces: vec![head.to_owned(), tail.to_owned()],
-        gap: delay,
-        abort: false,
-    }
-}
 
 async fn ask(app: &TestApp, key: &str, model: &str) -> Reply {
     let body = json!({"model": model, "max_tokens": 10,
@@ -62,7 +51,7 @@ fn entry<'a>(list: &'a Value, name: &str) -> &'a Value {
 async fn the_snapshot_reports_states_slots_counters_and_tokens_today() {
     let fast = MockUpstream::start().await;
     let slow = MockUpstream::start().await;
-    slow.set_responder(|_| slow_completion(Duration::from_secs(3)));
+    slow.set_responder(|_| MockReply::slow("slow answer", Duration::from_secs(3)));
     let failing = MockUpstream::start().await;
     failing.set_responder(|_| MockReply::error(500, "boom"));
     let app = TestApp::start().await;
@@ -338,7 +327,7 @@ fn countdown(screen: &str, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_on_a_terminal_follows_slots_and_cooldowns_and_q_restores_the_terminal() {
     let slow = MockUpstream::start().await;
-    slow.set_responder(|_| slow_completion(Duration::from_secs(3)));
+    slow.set_responder(|_| MockReply::slow("slow answer", Duration::from_secs(3)));
     let failing = MockUpstream::start().await;
     failing.set_responder(|_| MockReply::error(500, "boom"));
     let app = TestApp::start_with(|c| c.routing.cooldown_server_error_secs = 30).await;

@@ -62,6 +62,18 @@ impl MockReply {
         }
     }
 
+    /// A 200 chat completion whose body takes `delay` to finish (sent in two halves): the
+    /// upstream is busy, and the request holds its slot, that long.
+    pub fn slow(text: &str, delay: Duration) -> Self {
+        let body = completion(text).to_string();
+        let (head, tail) = body.split_at(body.len() / 2);
+        Self::Stream {
+            pieces: vec![head.to_owned(), tail.to_owned()],
+            gap: delay,
+            abort: false,
+        }
+    }
+
     /// SSE `data:` payloads (JSON chunks), then `[DONE]`.
     pub fn sse(chunks: &[Value]) -> Self {
         let mut pieces: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
