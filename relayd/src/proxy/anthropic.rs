@@ -15,7 +15,7 @@ use shared::account::ThinkingMapping;
 use super::dispatch::{Attempt, Call};
 use super::handler::{Protocol, StreamTail};
 use super::native;
-use super::stream::anthropic_sse;
+use super::stream::{Translated, anthropic_sse};
 use super::window::{self, Prompt};
 use super::{sse_response, translate_error};
 use crate::accounts::LiveAccount;
@@ -144,32 +144,23 @@ impl Protocol for Messages {
     }
 
     async fn stream(upstream: BodyStream, path: Path, tail: StreamTail) -> Response {
-        let ctx = match path {
-            Path::Translated(ctx) => ctx,
-            Path::Native(info) => {
-                let tap = NativeStreamTap::new(&info);
-                let body = native::native_sse(
-                    upstream,
-                    tap,
-                    tail.limits,
-                    tail.admission,
-                    tail.trace,
-                    tail.guard,
-                );
-                return sse_response(body);
+        let StreamTail {
+            limits,
+            admission,
+            trace,
+            guard,
+        } = tail;
+        match path {
+            Path::Translated(ctx) => {
+                let translator = StreamTranslator::new(&ctx, format!("msg_{}", random_hex(12)));
+                let events = Translated::new(translator);
+                sse_response(anthropic_sse(upstream, events, limits, admission, trace, guard).await)
             }
-        };
-        let translator = StreamTranslator::new(&ctx, format!("msg_{}", random_hex(12)));
-        let body = anthropic_sse(
-            upstream,
-            translator,
-            tail.limits,
-            tail.admission,
-            tail.trace,
-            tail.guard,
-        )
-        .await;
-        sse_response(body)
+            Path::Native(info) => {
+                let events = NativeStreamTap::new(&info);
+                sse_response(anthropic_sse(upstream, events, limits, admission, trace, guard).await)
+            }
+        }
     }
 
     fn complete(

@@ -1,30 +1,20 @@
 //! Anthropic clients on Anthropic-native upstreams: the attempt that sends the request
-//! untranslated ([`crate::translate::native`] rewrites it), and the streamed answer passed
-//! through event by event with the stream machinery of [`super::stream`]: `ping`s while the
-//! upstream is silent, the idle timeout, the line bound, an `error` event on a mid-stream
-//! failure, usage recorded even when the client hangs up.
-
-use std::time::Duration;
+//! untranslated ([`crate::translate::native`] rewrites it), and how its streamed answer feeds
+//! the Anthropic stream pump of [`super::stream`] (which adds `ping`s while the upstream is
+//! silent, the idle timeout, the line bound, an `error` event on a mid-stream failure, usage
+//! recorded even when the client hangs up).
 
 use bytes::Bytes;
-use futures_util::Stream;
 
 use super::dispatch::{Attempt, Call};
-use super::stream::{Guard, StreamLimits, next_within, read_to_end, ready_before};
-use super::trace::Trace;
+use super::stream::AnthropicEvents;
 use super::translate_error;
 use crate::accounts::LiveAccount;
 use crate::error::ApiError;
-use crate::limits::Admission;
+use crate::translate::Usage;
 use crate::translate::{
-    NativeRequestInfo, NativeStreamTap, StreamTranslator, native_error_event,
-    prepare_native_request,
+    NativeRequestInfo, NativeStreamTap, native_error_event, prepare_native_request,
 };
-use crate::upstream::{BodyError, BodyStream};
-
-/// How long a streamed answer waits for more upstream events before writing what it has
-/// (see [`ready_before`]).
-const LINGER: Duration = Duration::from_millis(1);
 
 /// The native attempt for `account`: the client's body with its model, billing line and output
 /// cap rewritten.
@@ -44,150 +34,43 @@ pub(super) fn attempt(
     })
 }
 
-struct NativeState {
-    upstream: BodyStream,
-    tap: NativeStreamTap,
-    limits: StreamLimits,
-    /// Upstream silence so far; survives across emitted pings so the idle timeout still fires.
-    silent: Duration,
-    done: bool,
-    /// relayd reported an upstream failure to the client (an `error` event).
-    failed: bool,
-    upstream_ended: bool,
-    admission: Admission,
-    trace: Trace,
-    _guard: Guard,
-}
+/// A native Messages stream passes through event by event: nothing is made up front (the
+/// upstream's own `message_start` comes first), and an answer that ends without
+/// `message_stop` is reported, since relayd cannot complete someone else's events.
+impl AnthropicEvents for NativeStreamTap {
+    fn start(&mut self, _out: &mut Vec<u8>) {}
 
-impl Drop for NativeState {
-    /// At the end of the stream, whether complete, failed or abandoned by the client: the
-    /// tokens used so far count against the key, and the request is recorded.
-    fn drop(&mut self) {
-        let usage = self.tap.usage().unwrap_or_default();
-        self.admission.record(&usage);
-        match (self.done, self.failed || self.tap.errored()) {
-            (false, _) => self.trace.abandoned(usage),
-            (true, false) => self.trace.stream_ended(200, usage),
-            (true, true) => self.trace.stream_ended(502, usage),
-        }
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+        NativeStreamTap::push(self, bytes, out);
+        Ok(())
     }
-}
 
-/// The client's SSE body for a native upstream stream.
-pub(super) fn native_sse(
-    upstream: BodyStream,
-    tap: NativeStreamTap,
-    limits: StreamLimits,
-    admission: Admission,
-    trace: Trace,
-    guard: Guard,
-) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-    let state = NativeState {
-        upstream,
-        tap,
-        limits,
-        silent: Duration::ZERO,
-        done: false,
-        failed: false,
-        upstream_ended: false,
-        admission,
-        trace,
-        _guard: guard,
-    };
-    futures_util::stream::unfold(state, next_event)
-}
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        NativeStreamTap::finish(self, out);
+        if self.ended() || self.errored() {
+            Ok(())
+        } else {
+            Err("the upstream ended the stream before the answer was complete")
+        }
+    }
 
-async fn next_event(
-    mut state: NativeState,
-) -> Option<(Result<Bytes, std::convert::Infallible>, NativeState)> {
-    if state.done {
-        if !state.failed && !state.upstream_ended {
-            read_to_end(&mut state.upstream).await;
-        }
-        return None;
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        native_error_event("api_error", message, out);
     }
-    let mut out = Vec::new();
-    while out.is_empty() {
-        let idle = state.limits.idle;
-        let wait = state.limits.ping.min(idle.saturating_sub(state.silent));
-        match next_within(wait, &mut state.upstream).await {
-            Err(_) => {
-                state.silent += wait;
-                if state.silent >= idle {
-                    tracing::warn!(idle_secs = idle.as_secs(), "upstream stream stalled");
-                    fail(
-                        &mut state,
-                        "the upstream stopped sending data (idle timeout)",
-                        &mut out,
-                    );
-                } else {
-                    StreamTranslator::ping(&mut out);
-                }
-            }
-            Ok(item) => take(&mut state, item, &mut out),
-        }
-        if state.done && out.is_empty() {
-            return None;
-        }
-    }
-    // What else already arrived goes into the same write.
-    let mut linger = std::pin::pin!(tokio::time::sleep(LINGER));
-    while !state.done {
-        match ready_before(&mut state.upstream, linger.as_mut()).await {
-            Some(item) => take(&mut state, item, &mut out),
-            None => break,
-        }
-    }
-    Some((Ok(Bytes::from(out)), state))
-}
 
-/// Passes one upstream item (a chunk, the end, or a failure) through the tap into `out`.
-fn take(state: &mut NativeState, item: Option<Result<Bytes, BodyError>>, out: &mut Vec<u8>) {
-    match item {
-        Some(Ok(bytes)) => {
-            state.silent = Duration::ZERO;
-            state.tap.push(&bytes, out);
-            if state.tap.pending_bytes() > state.limits.max_line {
-                tracing::warn!(
-                    max_line_bytes = state.limits.max_line,
-                    "upstream stream event too long"
-                );
-                fail(
-                    state,
-                    "the upstream sent an event longer than relayd accepts (upstream.max_line_bytes)",
-                    out,
-                );
-            }
-        }
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "upstream stream broke");
-            fail(
-                state,
-                "the upstream connection broke in the middle of the answer",
-                out,
-            );
-        }
-        None => {
-            state.upstream_ended = true;
-            state.tap.finish(out);
-            if !state.tap.ended() && !state.tap.errored() {
-                fail(
-                    state,
-                    "the upstream ended the stream before the answer was complete",
-                    out,
-                );
-            }
-            state.done = true;
-        }
+    fn complete(&self) -> bool {
+        self.ended() || self.errored()
     }
-    if state.tap.ended() || state.tap.errored() {
-        state.done = true;
-    }
-}
 
-/// Ends the stream with an `error` event.
-fn fail(state: &mut NativeState, message: &str, out: &mut Vec<u8>) {
-    native_error_event("api_error", message, out);
-    state.done = true;
-    state.failed = true;
+    fn upstream_errored(&self) -> bool {
+        self.errored()
+    }
+
+    fn pending_bytes(&self) -> usize {
+        NativeStreamTap::pending_bytes(self)
+    }
+
+    fn usage(&self) -> Usage {
+        NativeStreamTap::usage(self).unwrap_or_default()
+    }
 }

@@ -14,7 +14,7 @@ use futures_util::{FutureExt as _, Stream, StreamExt};
 
 use super::trace::Trace;
 use crate::limits::Admission;
-use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator};
+use crate::translate::{OpenAiStreamTap, SseDecoder, StreamTranslator, Usage};
 
 /// How long the end of an upstream body is waited for once the answer is complete.
 const END_OF_BODY_GRACE: Duration = Duration::from_millis(200);
@@ -51,12 +51,99 @@ pub(super) fn stream_limits(state: &crate::state::AppState) -> StreamLimits {
 /// Something that lives exactly as long as the response body (in-flight counters, slots).
 pub(super) type Guard = Box<dyn Send + Sync>;
 
-struct AnthropicState {
-    upstream: ByteStream,
-    /// `message_start`, until it goes out with the first write.
-    head: Option<Vec<u8>>,
+/// What turns upstream bytes into the client's Anthropic SSE events: the translator of an
+/// OpenAI stream, or the tap of a native Messages stream. The pump around it
+/// ([`anthropic_sse`]) owns everything else — pings, the idle timeout, the line bound, when to
+/// write — so both paths make the same writes for the same upstream timing.
+pub(super) trait AnthropicEvents: Send + 'static {
+    /// Events written before the first upstream byte (`message_start` when relayd makes it).
+    fn start(&mut self, out: &mut Vec<u8>);
+    /// Upstream bytes in, complete events out. `Err`: the upstream sent something that cannot
+    /// be passed on; the message is for the client's `error` event.
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str>;
+    /// The upstream body ended. `Err`: the answer is incomplete and cannot be completed.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), &'static str>;
+    /// Writes an `error` event; nothing is written after it.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>);
+    /// No more events will come: the answer is complete, or the upstream reported an error.
+    fn complete(&self) -> bool;
+    /// The upstream itself reported an error in the stream (recorded as a failed request).
+    fn upstream_errored(&self) -> bool;
+    /// Bytes held back (an unfinished line or event), for the pump to bound.
+    fn pending_bytes(&self) -> usize;
+    /// The usage to record: the upstream's, else an estimate.
+    fn usage(&self) -> Usage;
+}
+
+/// An OpenAI stream translated to Anthropic events.
+pub(super) struct Translated {
     decoder: SseDecoder,
     translator: StreamTranslator,
+}
+
+impl Translated {
+    pub(super) fn new(translator: StreamTranslator) -> Self {
+        Self {
+            decoder: SseDecoder::new(),
+            translator,
+        }
+    }
+
+    fn drain(&mut self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        while let Some(event) = self.decoder.next_event() {
+            if let Err(e) = self.translator.on_data(&event.data, out) {
+                tracing::warn!(error = %e, "untranslatable upstream chunk");
+                return Err("the upstream sent a malformed chunk");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AnthropicEvents for Translated {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        self.translator.start(out);
+    }
+
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+        self.decoder.push(bytes);
+        self.drain(out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        self.decoder.finish();
+        self.drain(out)?;
+        // An upstream that ends without `[DONE]` still gets a well-formed end.
+        self.translator.finish(out);
+        Ok(())
+    }
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.translator.fail("api_error", message, out);
+    }
+
+    fn complete(&self) -> bool {
+        self.translator.ended()
+    }
+
+    fn upstream_errored(&self) -> bool {
+        false
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.decoder.pending_bytes()
+    }
+
+    fn usage(&self) -> Usage {
+        self.translator.usage()
+    }
+}
+
+struct AnthropicState<E: AnthropicEvents> {
+    upstream: ByteStream,
+    /// The first write (`message_start` and what came with it), until it goes out.
+    head: Option<Vec<u8>>,
+    events: E,
     limits: StreamLimits,
     /// Upstream silence so far; survives across emitted pings so the idle timeout still fires.
     silent: Duration,
@@ -70,13 +157,13 @@ struct AnthropicState {
     _guard: Guard,
 }
 
-impl Drop for AnthropicState {
+impl<E: AnthropicEvents> Drop for AnthropicState<E> {
     /// At the end of the stream, whether complete, failed or abandoned by the client: the
     /// tokens used so far count against the key, and the request is recorded.
     fn drop(&mut self) {
-        let usage = self.translator.usage();
+        let usage = self.events.usage();
         self.admission.record(&usage);
-        match (self.done, self.failed) {
+        match (self.done, self.failed || self.events.upstream_errored()) {
             (false, _) => self.trace.abandoned(usage),
             (true, false) => self.trace.stream_ended(200, usage),
             (true, true) => self.trace.stream_ended(502, usage),
@@ -84,25 +171,33 @@ impl Drop for AnthropicState {
     }
 }
 
-/// The Anthropic SSE body for an upstream OpenAI stream. `message_start` is sent at once (the
-/// commit point: the upstream answered 2xx), together with whatever chunks arrive within
-/// [`LINGER`] — waited for here, before the response head goes out, so that head, `message_start`
+impl<E: AnthropicEvents> AnthropicState<E> {
+    /// Ends the stream with an `error` event.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.events.fail(message, out);
+        self.done = true;
+        self.failed = true;
+    }
+}
+
+/// The Anthropic SSE body for an upstream stream. The commit point is here (the upstream answered
+/// 2xx): the first write is whatever the events start with plus whatever upstream chunks arrive
+/// within [`LINGER`] — waited for before the response head goes out, so that head, `message_start`
 /// and the first events leave in one write — then events as chunks arrive.
-pub(super) async fn anthropic_sse(
+pub(super) async fn anthropic_sse<E: AnthropicEvents>(
     upstream: ByteStream,
-    mut translator: StreamTranslator,
+    mut events: E,
     limits: StreamLimits,
     admission: Admission,
     trace: Trace,
     guard: Guard,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     let mut first = Vec::with_capacity(512);
-    translator.start(&mut first);
+    events.start(&mut first);
     let mut state = AnthropicState {
         upstream,
         head: None,
-        decoder: SseDecoder::new(),
-        translator,
+        events,
         limits,
         silent: Duration::ZERO,
         done: false,
@@ -113,13 +208,15 @@ pub(super) async fn anthropic_sse(
         _guard: guard,
     };
     linger_anthropic(&mut state, &mut first).await;
-    state.head = Some(first);
+    // Nothing yet (a native stream before its first event): the first write waits in the pump,
+    // with pings and the idle timeout.
+    state.head = Some(first).filter(|head| !head.is_empty());
     futures_util::stream::unfold(state, next_anthropic)
 }
 
-async fn next_anthropic(
-    mut state: AnthropicState,
-) -> Option<(Result<Bytes, std::convert::Infallible>, AnthropicState)> {
+async fn next_anthropic<E: AnthropicEvents>(
+    mut state: AnthropicState<E>,
+) -> Option<(Result<Bytes, std::convert::Infallible>, AnthropicState<E>)> {
     if let Some(head) = state.head.take() {
         return Some((Ok(Bytes::from(head)), state));
     }
@@ -138,13 +235,7 @@ async fn next_anthropic(
                 state.silent += wait;
                 if state.silent >= idle {
                     tracing::warn!(idle_secs = idle.as_secs(), "upstream stream stalled");
-                    state.translator.fail(
-                        "api_error",
-                        "the upstream stopped sending data (idle timeout)",
-                        &mut out,
-                    );
-                    state.done = true;
-                    state.failed = true;
+                    state.fail("the upstream stopped sending data (idle timeout)", &mut out);
                 } else {
                     StreamTranslator::ping(&mut out);
                 }
@@ -159,11 +250,11 @@ async fn next_anthropic(
     Some((Ok(Bytes::from(out)), state))
 }
 
-/// Translates into `out` what else arrives within [`LINGER`] (see [`ready_before`]). Once the
-/// answer is complete, the end of the upstream body (it usually follows `[DONE]` at once) is
-/// waited for within the same time: the stream can then end right after this write, and hyper
-/// sends the end of the chunked body in the same system call instead of one of its own.
-async fn linger_anthropic(state: &mut AnthropicState, out: &mut Vec<u8>) {
+/// Passes into `out` what else arrives within [`LINGER`] (see [`ready_before`]). Once the
+/// answer is complete, the end of the upstream body (it usually follows the last event at once)
+/// is waited for within the same time: the stream can then end right after this write, and
+/// hyper sends the end of the chunked body in the same system call instead of one of its own.
+async fn linger_anthropic<E: AnthropicEvents>(state: &mut AnthropicState<E>, out: &mut Vec<u8>) {
     let mut linger = std::pin::pin!(tokio::time::sleep(LINGER));
     while !state.upstream_ended && !state.failed {
         let Some(item) = ready_before(&mut state.upstream, linger.as_mut()).await else {
@@ -189,46 +280,44 @@ pub(super) async fn read_to_end(upstream: &mut ByteStream) {
     let _ = tokio::time::timeout(END_OF_BODY_GRACE, rest).await;
 }
 
-/// Translates one upstream item (a chunk, the end, or a failure) into `out`.
-fn take_anthropic(state: &mut AnthropicState, item: Option<UpstreamItem>, out: &mut Vec<u8>) {
+/// Passes one upstream item (a chunk, the end, or a failure) through the events into `out`.
+fn take_anthropic<E: AnthropicEvents>(
+    state: &mut AnthropicState<E>,
+    item: Option<UpstreamItem>,
+    out: &mut Vec<u8>,
+) {
     match item {
         Some(Ok(bytes)) => {
             state.silent = Duration::ZERO;
-            state.decoder.push(&bytes);
-            drain(state, out);
-            if !state.done && state.decoder.pending_bytes() > state.limits.max_line {
+            if let Err(message) = state.events.push(&bytes, out) {
+                state.fail(message, out);
+            } else if state.events.pending_bytes() > state.limits.max_line {
                 tracing::warn!(
                     max_line_bytes = state.limits.max_line,
                     "upstream stream line too long"
                 );
-                state.translator.fail(
-                    "api_error",
-                    "the upstream sent a line longer than relayd accepts (upstream.max_line_bytes)",
+                state.fail(
+                    "the upstream sent a line or event longer than relayd accepts (upstream.max_line_bytes)",
                     out,
                 );
-                state.done = true;
-                state.failed = true;
             }
         }
         Some(Err(e)) => {
             tracing::warn!(error = %e, "upstream stream broke");
-            state.translator.fail(
-                "api_error",
+            state.fail(
                 "the upstream connection broke in the middle of the answer",
                 out,
             );
-            state.done = true;
-            state.failed = true;
         }
         None => {
             state.upstream_ended = true;
-            state.decoder.finish();
-            drain(state, out);
-            state.translator.finish(out);
+            if let Err(message) = state.events.finish(out) {
+                state.fail(message, out);
+            }
             state.done = true;
         }
     }
-    if state.translator.ended() {
+    if state.events.complete() {
         state.done = true;
     }
 }
@@ -264,20 +353,6 @@ pub(super) async fn next_within(
         return Ok(item);
     }
     tokio::time::timeout(wait, upstream.next()).await
-}
-
-fn drain(state: &mut AnthropicState, out: &mut Vec<u8>) {
-    while let Some(event) = state.decoder.next_event() {
-        if let Err(e) = state.translator.on_data(&event.data, out) {
-            tracing::warn!(error = %e, "untranslatable upstream chunk");
-            state
-                .translator
-                .fail("api_error", "the upstream sent a malformed chunk", out);
-            state.done = true;
-            state.failed = true;
-            return;
-        }
-    }
 }
 
 struct OpenAiState {

@@ -306,7 +306,7 @@ impl NativeStreamTap {
             let payload = content
                 .strip_prefix(b"data:")
                 .map(|p| p.strip_prefix(b" ").unwrap_or(p))
-                .filter(|p| p.first() == Some(&b'{'))
+                .filter(|p| p.first() == Some(&b'{') && !carries_nothing_read(p))
                 .and_then(|p| std::str::from_utf8(p).ok());
             let parsed = payload.and_then(|p| {
                 serde_json::from_str::<EventData<'_>>(p)
@@ -339,6 +339,14 @@ impl NativeStreamTap {
             }
         }
     }
+}
+
+/// Events the tap has nothing to read in — a text or tool-input delta, most of a stream —
+/// recognised without parsing them when written compactly with `type` first, as Anthropic and
+/// most servers write them. Others are parsed; being wrong here only costs that parse.
+fn carries_nothing_read(payload: &[u8]) -> bool {
+    const SKIPPED: [&[u8]; 2] = [b"{\"type\":\"content_block_delta\",", b"{\"type\":\"ping\""];
+    SKIPPED.iter().any(|prefix| payload.starts_with(prefix))
 }
 
 fn parse<'a, T: Deserialize<'a>>(raw: &'a RawValue, path: &str) -> Result<T, TranslateError> {

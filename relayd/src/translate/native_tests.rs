@@ -108,3 +108,36 @@ fn stream_passes_whole_events_with_the_model_rewritten() {
     assert_eq!(usage.tokens.input_tokens, 9);
     assert_eq!(usage.tokens.output_tokens, 4);
 }
+
+#[test]
+fn stream_tap_reads_events_whatever_their_key_order() {
+    // llama.cpp writes keys sorted, `type` last; deltas are forwarded as they are either way.
+    let stream = concat!(
+        "event: message_start\n",
+        "data: {\"message\":{\"id\":\"m\",\"model\":\"dep\",\"usage\":{\"input_tokens\":3,\"output_tokens\":0}},\"type\":\"message_start\"}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"delta\":{\"text\":\"hi\",\"type\":\"text_delta\"},\"index\":0,\"type\":\"content_block_delta\"}\n\n",
+        "event: ping\n",
+        "data: {\"type\":\"ping\"}\n\n",
+        "event: message_delta\n",
+        "data: {\"delta\":{\"stop_reason\":\"end_turn\"},\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+    let info = NativeRequestInfo {
+        requested_model: "claude-x".to_owned(),
+        stream: true,
+    };
+    let mut tap = NativeStreamTap::new(&info);
+    let mut out = Vec::new();
+    tap.push(stream.as_bytes(), &mut out);
+    tap.finish(&mut out);
+    let expected = stream.replacen("\"model\":\"dep\"", "\"model\":\"claude-x\"", 1);
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+    assert!(tap.ended());
+    let usage = tap.usage().unwrap();
+    assert_eq!(
+        (usage.tokens.input_tokens, usage.tokens.output_tokens),
+        (3, 2)
+    );
+}
