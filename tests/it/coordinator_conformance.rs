@@ -227,6 +227,7 @@ macro_rules! conformance {
 conformance!(
     slots_are_taken_up_to_the_capacity_and_given_back,
     slots_are_counted_per_account,
+    concurrent_takes_on_several_handles_fill_the_capacity_exactly,
     a_second_handle_shares_the_slots_and_is_woken_by_a_release,
     a_cooldown_is_read_until_it_ends,
     a_longer_cooldown_is_not_shortened_but_a_shorter_one_is_extended,
@@ -298,6 +299,27 @@ async fn slots_are_counted_per_account(f: Fixture) {
     assert_eq!(c.in_flight(&account(1)), 1);
     assert_eq!(c.in_flight(&account(2)), 1);
     assert_eq!(c.in_flight(&account(3)), 0);
+}
+
+async fn concurrent_takes_on_several_handles_fill_the_capacity_exactly(f: Fixture) {
+    // With Redis the takes race: each adds its lease and counts, and those over the cap go to
+    // the exact script. However they interleave, the cap holds and none is refused while a
+    // slot is free.
+    let handles = [f.open().await, f.open().await, f.open().await];
+    let a = account(1);
+    let takes = handles
+        .iter()
+        .flat_map(|c| (0..8).map(|_| c.try_acquire(&a, 5)));
+    let taken = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|taken| *taken)
+        .count();
+    assert_eq!(taken, 5);
+    for c in &handles {
+        assert!(!c.try_acquire(&a, 5).await.unwrap(), "full at 5");
+    }
 }
 
 async fn a_second_handle_shares_the_slots_and_is_woken_by_a_release(f: Fixture) {

@@ -42,13 +42,17 @@ pub(super) async fn write_deferred(
     }
 }
 
-/// Renews this instance's leases every lease/3 until `stop`.
+/// Renews this instance's leases and measures Redis's clock every lease/3 until `stop`.
 pub(super) async fn renew_leases(renewer: Arc<Inner>, stop: CancellationToken) {
     let mut tick = tokio::time::interval((renewer.lease / 3).max(Duration::from_millis(100)));
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            _ = tick.tick() => renewer.renew().await,
+            _ = tick.tick() => {
+                renewer.renew().await;
+                // Clocks drift apart; the fast take scores leases with this offset.
+                renewer.measure_clock().await;
+            }
         }
     }
 }

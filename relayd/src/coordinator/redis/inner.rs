@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::account::AccountId;
@@ -55,6 +55,10 @@ pub(super) struct Inner {
     pub(super) prefix: String,
     pub(super) instance: String,
     pub(super) lease: Duration,
+    /// Redis's clock minus this host's, in ms: lease expiries are on Redis's clock (every
+    /// instance prunes with it), and the fast take scores its lease without asking for it.
+    /// Measured at start and at every renewal.
+    pub(super) clock_offset_ms: AtomicI64,
     pub(super) next_lease: AtomicU64,
     pub(super) round_trips: AtomicU64,
     /// This instance's live leases: zset → members.
@@ -106,6 +110,7 @@ impl Inner {
             endpoint,
             instance: random_hex(8),
             lease: settings.lease,
+            clock_offset_ms: AtomicI64::new(0),
             next_lease: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
@@ -116,7 +121,30 @@ impl Inner {
             deferred,
             affinity: AffinityMap::new(settings.affinity),
         };
+        inner.measure_clock().await;
         Ok((inner, jobs))
+    }
+
+    /// Measures [`Inner::clock_offset_ms`] with one `TIME` (against the midpoint of the round
+    /// trip). A failure keeps the last figure: the next renewal tries again.
+    pub(super) async fn measure_clock(&self) {
+        let sent = shared::time::now_millis();
+        let time: Result<(String, String), _> =
+            redis::cmd("TIME").query_async(&mut self.conn.clone()).await;
+        let received = shared::time::now_millis();
+        let Ok((secs, micros)) = time else { return };
+        let (Ok(secs), Ok(micros)) = (secs.parse::<i64>(), micros.parse::<i64>()) else {
+            return;
+        };
+        let redis_ms = secs * 1000 + micros / 1000;
+        let local_ms = sent / 2 + received / 2;
+        self.clock_offset_ms
+            .store(redis_ms - local_ms, Ordering::Relaxed);
+    }
+
+    /// Now on Redis's clock, as far as this host can tell without asking.
+    fn redis_now_ms(&self) -> i64 {
+        shared::time::now_millis() + self.clock_offset_ms.load(Ordering::Relaxed)
     }
 
     pub(super) fn key(&self, suffix: &str) -> String {
@@ -151,6 +179,15 @@ impl Inner {
             .map_err(|e| failed(&e))
     }
 
+    /// Takes a lease on `zset` if fewer than `capacity` are live.
+    ///
+    /// The fast way first, one round trip of plain commands: add the lease, then count. Every
+    /// lease that stays was counted with every other that stays (each is added before it counts),
+    /// so however takes interleave no more than `capacity` stay. Over the cap — full, or expired
+    /// leases of a crashed instance filling it, or a race with other takes — a second round trip
+    /// runs the exact script, which takes the added lease out again, prunes expired leases and
+    /// decides atomically. A script call costs Redis several times these commands, and Redis
+    /// shares the machine with everything else on it.
     pub(super) async fn take_lease(
         &self,
         zset: String,
@@ -163,24 +200,48 @@ impl Inner {
             self.next_lease.fetch_add(1, Ordering::Relaxed)
         );
         let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX / 4);
-        let (taken, live): (i64, u32) = ACQUIRE
-            .key(&zset)
-            .arg(capacity)
-            .arg(lease_ms)
-            .arg(&member)
-            .invoke_async(&mut self.conn_here().await?)
-            .await
-            .map_err(|e| failed(&e))?;
+        let lease_ms_signed = i64::try_from(lease_ms).unwrap_or(i64::MAX / 4);
+        let mut conn = self.conn_here().await?;
+        // The set's expiry (which removes the sets of a crashed fleet) is set when it may be new
+        // (an `EXPIRE` on every take would cost Redis as much as the rest); renewals keep it
+        // alive while leases are held.
+        let may_be_new = match account {
+            Some(account) => lock(&self.in_flight).get(account).is_none_or(|n| *n == 0),
+            None => lock(&self.held).get(&zset).is_none_or(Vec::is_empty),
+        };
+        let mut pipe = redis::pipe();
+        pipe.zadd(&zset, &member, self.redis_now_ms() + lease_ms_signed)
+            .ignore()
+            .zcard(&zset);
+        if may_be_new {
+            pipe.pexpire(&zset, lease_ms_signed.saturating_mul(2))
+                .ignore();
+        }
+        let (counted,): (u32,) = pipe.query_async(&mut conn).await.map_err(|e| failed(&e))?;
+        let (taken, live) = if counted <= capacity {
+            (true, counted)
+        } else {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            let (taken, live): (i64, u32) = ACQUIRE
+                .key(&zset)
+                .arg(capacity)
+                .arg(lease_ms)
+                .arg(&member)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| failed(&e))?;
+            (taken == 1, live)
+        };
         if let Some(account) = account {
             lock(&self.in_flight).insert(account.clone(), live);
             if lock(&self.capacity).get(account) != Some(&capacity) {
                 lock(&self.capacity).insert(account.clone(), capacity);
             }
         }
-        if taken == 1 {
+        if taken {
             lock(&self.held).entry(zset).or_default().push(member);
         }
-        Ok(taken == 1)
+        Ok(taken)
     }
 
     /// Hands one of this instance's leases on `zset` to the writer.

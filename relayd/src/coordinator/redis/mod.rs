@@ -20,8 +20,9 @@
 //! (`"{account}"` after a release on a full account, waking requests queued on other instances),
 //! `{p}cooldowns` (`"{account} {until} {reason}"`), `{p}affinity` (see [`affinity`]).
 //!
-//! A request costs two round trips: one script call takes a slot (pruning expired leases
-//! first), on the serving thread's own connection (one per serving thread, plus one for the
+//! A request costs two round trips: one takes a slot (plain commands; the script that prunes
+//! expired leases only when the account looks full, see `Inner::take_lease`), on the serving
+//! thread's own connection (one per serving thread, plus one for the
 //! background tasks and one subscriber), one pipeline gives it back; key limits add one each
 //! when the key has them. Leases are renewed every lease/3 by a background task, so a long
 //! stream keeps its slot while a crashed instance's slots expire after the lease time. Reads that pick an account (in-flight counts,

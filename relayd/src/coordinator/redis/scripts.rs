@@ -5,12 +5,14 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Takes a lease if fewer than the cap are live. KEYS: zset. ARGV: cap, lease ms, member.
-/// Returns `{taken (0/1), live leases}`. Lua for the atomic check-and-add and for Redis's clock:
-/// instances on different hosts must agree on when a lease expires.
+/// Takes a lease if fewer than the cap are live: the exact step behind the fast take (see
+/// `Inner::take_lease`), whose optimistic lease it first removes. KEYS: zset. ARGV: cap, lease
+/// ms, member. Returns `{taken (0/1), live leases}`. Lua for the atomic check-and-add and for
+/// Redis's clock: instances on different hosts must agree on when a lease expires.
 pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+redis.call('ZREM', KEYS[1], ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cap = tonumber(ARGV[1])
