@@ -28,7 +28,7 @@ use crate::keys::KeyRegistry;
 use crate::lifecycle::{LogControl, SignalContext, Signals};
 use crate::profile_probe::ProfileProbe;
 use crate::registry_sync::RegistrySync;
-use crate::state::{AppState, Background};
+use crate::state::{AppState, Background, StateParts};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
@@ -254,7 +254,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         coordinator,
         accounts.snapshot(),
     ));
-    Ok(AppState {
+    Ok(AppState::new(StateParts {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         routing,
         upstreams,
@@ -269,7 +269,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         usage,
         background,
         profile_probe,
-    })
+    }))
 }
 
 /// The probes that run beside the server: of cooling accounts (when configured), and of every

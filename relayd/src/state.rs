@@ -1,5 +1,7 @@
-//! The one state value every handler receives: cheap to clone (a handful of `Arc`s), and the
-//! daemon's own background tasks that run alongside it.
+//! The one state value every handler receives: one `Arc` around the process's parts, so the
+//! clones axum makes for each request (one per layer and extractor) cost one atomic count, not
+//! one per part — counts that both cores of a small machine would otherwise bounce between
+//! them. Also the daemon's own background tasks that run alongside it.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -15,9 +17,28 @@ use crate::config::Config;
 use crate::keys::KeyRegistry;
 use crate::store::Store;
 
-/// Shared state of one relayd process.
+/// Shared state of one relayd process: [`StateParts`] behind one `Arc`, read through `Deref`.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+impl AppState {
+    pub fn new(parts: StateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds. The parts stay `Arc`s of their own: tasks and registries keep
+/// just the part they need.
+#[derive(Debug)]
+pub struct StateParts {
     /// Effective configuration as it was at start-up.
     pub config: Arc<Config>,
     /// The configuration in effect now: the start-up one with the live-reloadable keys replaced
