@@ -3,8 +3,8 @@
 //! cooldowns that account picking reads, and the work `Drop`s hand to the background writer.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared::account::AccountId;
@@ -244,24 +244,69 @@ impl Inner {
         Ok(taken)
     }
 
-    /// Hands one of this instance's leases on `zset` to the writer.
-    pub(super) fn give_back(&self, zset: String, account: Option<AccountId>) {
+    /// Gives back one of this instance's leases on `zset`: on a serving thread whose
+    /// connection is open, by a task on that thread (the answer comes back to the same thread,
+    /// with no hand-off to the main runtime and the wake-up of its thread for every request);
+    /// elsewhere through the background writer.
+    pub(super) fn give_back(self: &Arc<Self>, zset: String, account: Option<AccountId>) {
         let member = lock(&self.held).get_mut(&zset).and_then(Vec::pop);
-        if let Some(member) = member {
-            // A request waits (here or on another instance) only for an account that is full;
-            // releases of the others need no announcement. Queued requests also look again
-            // every `recheck_interval`, so a stale count costs time, not progress.
-            let announce = account.as_ref().is_some_and(|account| {
-                let live = lock(&self.in_flight).get(account).copied().unwrap_or(0);
-                let capacity = lock(&self.capacity).get(account).copied().unwrap_or(0);
-                live >= capacity
-            });
-            let _ = self.deferred.send(Deferred::Release {
-                zset,
-                member,
-                account,
-                announce,
-            });
+        let Some(member) = member else { return };
+        // A request waits (here or on another instance) only for an account that is full;
+        // releases of the others need no announcement. Queued requests also look again
+        // every `recheck_interval`, so a stale count costs time, not progress.
+        let announce = account.as_ref().is_some_and(|account| {
+            let live = lock(&self.in_flight).get(account).copied().unwrap_or(0);
+            let capacity = lock(&self.capacity).get(account).copied().unwrap_or(0);
+            live >= capacity
+        });
+        let here = crate::serving_thread::index()
+            .checked_sub(1)
+            .and_then(|slot| self.local.get(slot))
+            .and_then(|cell| cell.get().cloned());
+        match (here, tokio::runtime::Handle::try_current()) {
+            (Some(conn), Ok(runtime)) => {
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
+                let inner = Arc::clone(self);
+                runtime.spawn(async move {
+                    inner.release(conn, &zset, &member, account, announce).await;
+                });
+            }
+            _ => {
+                let _ = self.deferred.send(Deferred::Release {
+                    zset,
+                    member,
+                    account,
+                    announce,
+                });
+            }
+        }
+    }
+
+    /// Removes a lease and reads the count left, for the local cache. Plain commands, no
+    /// script: nothing here needs to be atomic, and a script call costs Redis several times
+    /// what these do. Expired leases in the count are pruned by the next take at the cap. A
+    /// failure leaves the lease to expire by itself after the lease time.
+    async fn release(
+        &self,
+        mut conn: RedisConn,
+        zset: &str,
+        member: &str,
+        account: Option<AccountId>,
+        announce: bool,
+    ) {
+        let mut pipe = redis::pipe();
+        pipe.zrem(zset, member).ignore().zcard(zset);
+        if let Some(account) = account.as_ref().filter(|_| announce) {
+            pipe.publish(self.key("slots"), account.as_str()).ignore();
+        }
+        let result: Result<(u32,), _> = pipe.query_async(&mut conn).await;
+        match (result, account) {
+            (Ok((live,)), Some(account)) => {
+                lock(&self.in_flight).insert(account, live);
+                self.freed.notify_waiters();
+            }
+            (Ok(_), None) => {}
+            (Err(e), _) => tracing::warn!(error = %failed(&e), "cannot release a lease"),
         }
     }
 
@@ -273,24 +318,8 @@ impl Inner {
                 account,
                 announce,
             } => {
-                // Plain commands, no script: nothing here needs to be atomic, and a script
-                // call costs Redis several times what these do. The count is for this
-                // instance's cache; expired leases in it are pruned by the next take.
-                let mut pipe = redis::pipe();
-                pipe.zrem(&zset, &member).ignore().zcard(&zset);
-                if let Some(account) = account.as_ref().filter(|_| announce) {
-                    pipe.publish(self.key("slots"), account.as_str()).ignore();
-                }
-                let result: Result<(u32,), _> = pipe.query_async(&mut self.conn()).await;
-                match (result, account) {
-                    (Ok((live,)), Some(account)) => {
-                        lock(&self.in_flight).insert(account, live);
-                        self.freed.notify_waiters();
-                    }
-                    (Ok(_), None) => {}
-                    // The lease expires by itself after the lease time.
-                    (Err(e), _) => tracing::warn!(error = %failed(&e), "cannot release a lease"),
-                }
+                self.release(self.conn(), &zset, &member, account, announce)
+                    .await;
             }
             Deferred::Tokens { key, day, tokens } => {
                 let counter = self.key(&format!("tokens:{}:{day}", key.0));
