@@ -254,6 +254,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         coordinator,
         accounts.snapshot(),
     ));
+    let ui_viewer_token = load_viewer_token(&config.ui)?.map(Arc::new);
     Ok(AppState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         routing,
@@ -264,12 +265,29 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         accounts,
         keys,
         admin_token: Arc::new(admin_token),
+        ui_viewer_token,
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),
         usage,
         background,
         profile_probe,
     })
+}
+
+/// The status page's viewer token from `ui.viewer_token_file`, when one is configured. A file
+/// that is missing or empty stops start-up: a typo must not silently leave viewers locked out.
+fn load_viewer_token(ui: &crate::config::UiConfig) -> anyhow::Result<Option<AdminToken>> {
+    let Some(path) = &ui.viewer_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read ui.viewer_token_file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("ui.viewer_token_file {} is empty", path.display());
+    }
+    tracing::info!(path = %path.display(), "status page viewer token read from {}", path.display());
+    Ok(Some(AdminToken::new(token)))
 }
 
 /// The probes that run beside the server: of cooling accounts (when configured), and of every
