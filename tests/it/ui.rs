@@ -494,3 +494,131 @@ async fn page_weight_and_latency() {
         assert!(t < Duration::from_millis(250), "{path}: {t:?}");
     }
 }
+
+/// Writes the README's screenshots, `ui-overview.png` and `ui-usage.png`, into the directory
+/// `RELAYD_UI_SCREENSHOTS` names (default: the repository's `docs/`). Ignored, because tests do
+/// not write into the repository: run it with
+/// `cargo test -p relayd-tests --test it ui::screenshots -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the README's screenshots; run by hand"]
+async fn screenshots() {
+    use shared::usage::{TokenCounts, UsageRecord};
+
+    let out = std::env::var_os("RELAYD_UI_SCREENSHOTS").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"),
+        std::path::PathBuf::from,
+    );
+    std::fs::create_dir_all(&out).expect("screenshot directory");
+    let mock = MockUpstream::start().await;
+    let failing = MockUpstream::start().await;
+    failing.set_responder(|_| relayd_tests::mock_upstream::MockReply::error(500, "boom"));
+    let app = TestApp::start().await;
+    let admin = app.admin();
+    let accounts = [
+        ("gpu-a", "qwen3-coder", &mock, 8),
+        ("gpu-b", "qwen3-coder", &mock, 8),
+        ("llama-box", "gpt-oss-20b", &mock, 4),
+        ("spare", "glm-4.6", &failing, 2),
+        ("old-azure", "gpt-4o", &mock, 4),
+    ];
+    for (name, model, upstream, concurrency) in accounts {
+        admin
+            .create_account(&json!({"name": name, "endpoint": upstream.endpoint(),
+                "deploymentName": model, "supportedModels": [model],
+                "concurrency": concurrency, "contextWindow": 131072}))
+            .await;
+    }
+    assert_eq!(
+        admin
+            .post("/accounts/old-azure/disable", &json!({}))
+            .await
+            .status,
+        200
+    );
+    let mut keys = Vec::new();
+    for (name, limits) in [
+        ("alice", json!({"tokensPerDay": 2_000_000})),
+        ("build-bot", json!({"requestsPerMinute": 120})),
+        ("carol", json!({})),
+        ("eval-suite", json!({"concurrency": 4})),
+    ] {
+        let secret = admin
+            .create_key(&json!({"name": name, "limits": limits}))
+            .await;
+        keys.push((name, secret));
+    }
+    // A day of history, hour by hour, so the chart has something to stack.
+    let now = shared::time::now_millis();
+    let mut records = Vec::new();
+    let routes = [
+        ("gpu-a", "qwen3-coder"),
+        ("gpu-b", "qwen3-coder"),
+        ("llama-box", "gpt-oss-20b"),
+    ];
+    for hour in 1..24i64 {
+        for (k, (key, _)) in keys.iter().enumerate() {
+            let k = k as i64;
+            let busy = 6
+                + (hour * 7 + k * 5) % 17
+                + if (9..18).contains(&(hour % 24)) {
+                    12
+                } else {
+                    0
+                };
+            for n in 0..busy / (k + 1) {
+                let (account, model) = routes[((hour + n + k) % 3) as usize];
+                records.push(UsageRecord {
+                    request_id: format!("seed-{hour}-{k}-{n}"),
+                    at: now - hour * 3_600_000,
+                    key: (*key).to_owned(),
+                    account: Some(account.to_owned()),
+                    model: model.to_owned(),
+                    upstream_model: Some(model.to_owned()),
+                    tokens: TokenCounts {
+                        input_tokens: 900 + ((hour * 131 + n * 17) % 700) as u64,
+                        output_tokens: 150 + ((hour * 37 + n * 29) % 400) as u64,
+                        cache_read_tokens: 0,
+                    },
+                    estimated: false,
+                    status: if (hour + n) % 23 == 0 { 502 } else { 200 },
+                    streamed: true,
+                    latency_ms: 800,
+                    ttfb_ms: Some(120),
+                });
+            }
+        }
+    }
+    app.state
+        .store
+        .record_usage(&records, Duration::from_secs(86_400))
+        .await
+        .expect("seed usage");
+    // Live traffic: the overview's rate needs two reads a second or more apart.
+    let browser = Browser::start(1280, 820).await;
+    browser.goto(&app.url("/ui/login")).await;
+    browser.type_into("#token", &app.admin_token).await;
+    browser.click("button[type=submit]").await;
+    at_url(&browser, &app.url("/ui/")).await;
+    let started = Instant::now();
+    let mut i = 0usize;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let (_, key) = &keys[i % keys.len()];
+        // Now and then a model whose only account fails, so the error rate is not zero.
+        let model = ["qwen3-coder", "gpt-oss-20b", "qwen3-coder", "glm-4.6"][i % 4];
+        ask(&app, key, model).await;
+        i += 1;
+    }
+    assert!(app.state.usage.flush_now().await);
+    browser.refresh().await;
+    browser.element("#requests-per-second").await;
+    std::fs::write(out.join("ui-overview.png"), browser.screenshot().await).expect("write");
+    browser.resize(1280, 1240).await;
+    browser.goto(&app.url("/ui/usage?range=24h&by=key")).await;
+    browser.element("svg.chart").await;
+    browser.assert_no_console_errors("/ui/usage").await;
+    std::fs::write(out.join("ui-usage.png"), browser.screenshot().await).expect("write");
+    eprintln!(
+        "wrote ui-overview.png and ui-usage.png to {}",
+        out.display()
+    );
+}

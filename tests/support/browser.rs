@@ -134,6 +134,16 @@ impl Browser {
             .await;
     }
 
+    /// Resizes the window (screenshots show the viewport only).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(&json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     /// The current URL.
     pub async fn url(&self) -> String {
         let v = self.call(reqwest::Method::GET, "/url", None).await;

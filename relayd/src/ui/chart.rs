@@ -76,9 +76,11 @@ impl StackedBars<'_> {
             .map(|i| self.series.iter().map(|s| s.values[i]).sum())
             .collect();
         let top = totals.iter().copied().max().unwrap_or(0);
-        // Four gridlines at a round step.
+        // Up to four gridlines above zero at a round step, the top one at or just above the
+        // tallest bar.
         let step = nice_ceiling(top.div_ceil(4).max(1));
-        let scale_max = step * 4;
+        let lines = top.div_ceil(step).max(1);
+        let scale_max = step * lines;
         let plot_w = WIDTH - LEFT - RIGHT;
         let plot_h = HEIGHT - TOP - BOTTOM;
         let slot = plot_w / n as f64;
@@ -93,7 +95,7 @@ impl StackedBars<'_> {
             esc(self.unit),
             esc(self.unit)
         );
-        for i in 0..=4u64 {
+        for i in 0..=lines {
             let y = y_of(step * i);
             let _ = write!(
                 out,

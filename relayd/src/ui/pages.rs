@@ -150,9 +150,16 @@ pub(super) fn overview(snapshot: &Snapshot, rates: &RateSampler) -> String {
     for (name, n) in counts {
         card(&mut out, &format!("accounts-{name}"), name, &n.to_string());
     }
+    out.push_str("</div>");
+    // The table too: which upstreams are up and how loaded is what the overview is for.
+    if !snapshot.accounts.is_empty() {
+        out.push_str("<div class=\"spaced\">");
+        out.push_str(&accounts(snapshot));
+        out.push_str("</div>");
+    }
     let _ = write!(
         out,
-        "</div><p class=\"hint\">{} accounts, {} relay keys in use. Snapshot taken {}.</p>",
+        "<p class=\"hint\">{} accounts, {} relay keys in use. Snapshot taken {}.</p>",
         snapshot.accounts.len(),
         snapshot.keys.len(),
         esc(&format_rfc3339(snapshot.at))
