@@ -128,6 +128,9 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     let addr = listener.local_addr()?;
     let store_kind = state.store.kind().as_str();
     tracing::info!(%addr, store = store_kind, "listening on {addr}");
+    if state.config.ui.enabled {
+        tracing::info!("status page at http://{addr}/ui/ (sign in with the admin token)");
+    }
     let notifier = Notifier::from_env();
     notifier.ready(&format!("serving on {addr}, store {store_kind}"));
 
@@ -230,6 +233,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
 
     let (cipher, admin_token) = load_secrets(&config)?;
+    let ui_viewer_token = load_viewer_token(&config.ui)?.map(Arc::new);
     let cipher = Arc::new(cipher);
     let accounts = Arc::new(
         AccountRegistry::load(Arc::clone(&store), cipher)
@@ -254,7 +258,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         coordinator,
         accounts.snapshot(),
     ));
-    let ui_viewer_token = load_viewer_token(&config.ui)?.map(Arc::new);
     Ok(AppState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         routing,

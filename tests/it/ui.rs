@@ -231,6 +231,27 @@ async fn the_page_can_be_turned_off() {
     assert_eq!(app.admin().get("/snapshot").await.status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_empty_viewer_token_file_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let empty = dir.path().join("empty.token");
+    std::fs::write(&empty, "  \n").expect("file");
+    for file in [dir.path().join("missing.token"), empty] {
+        let config = relayd::config::Config {
+            data_dir: dir.path().join("data"),
+            ui: relayd::config::UiConfig {
+                viewer_token_file: Some(file.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = relayd::cli::build_state(config).await.expect_err("refused");
+        let message = format!("{e:#}");
+        assert!(message.contains("ui.viewer_token_file"), "{message}");
+        assert!(message.contains(&file.display().to_string()), "{message}");
+    }
+}
+
 /// Waits for the browser to arrive at `url` (a click returns before the navigation it starts
 /// has finished).
 async fn at_url(browser: &Browser, url: &str) {
