@@ -128,6 +128,9 @@ pub async fn run(args: &Args, config: Config, log: LogControl) -> anyhow::Result
     let addr = listener.local_addr()?;
     let store_kind = state.store.kind().as_str();
     tracing::info!(%addr, store = store_kind, "listening on {addr}");
+    if state.config.ui.enabled {
+        tracing::info!("status page at http://{addr}/ui/ (sign in with the admin token)");
+    }
     let notifier = Notifier::from_env();
     notifier.ready(&format!("serving on {addr}, store {store_kind}"));
 
@@ -230,6 +233,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
 
     let (cipher, admin_token) = load_secrets(&config)?;
+    let ui_viewer_token = load_viewer_token(&config.ui)?.map(Arc::new);
     let cipher = Arc::new(cipher);
     let accounts = Arc::new(
         AccountRegistry::load(Arc::clone(&store), cipher)
@@ -264,12 +268,29 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         accounts,
         keys,
         admin_token: Arc::new(admin_token),
+        ui_viewer_token,
         started: Instant::now(),
         in_flight: Arc::new(AtomicU64::new(0)),
         usage,
         background,
         profile_probe,
     }))
+}
+
+/// The status page's viewer token from `ui.viewer_token_file`, when one is configured. A file
+/// that is missing or empty stops start-up: a typo must not silently leave viewers locked out.
+fn load_viewer_token(ui: &crate::config::UiConfig) -> anyhow::Result<Option<AdminToken>> {
+    let Some(path) = &ui.viewer_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read ui.viewer_token_file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("ui.viewer_token_file {} is empty", path.display());
+    }
+    tracing::info!(path = %path.display(), "status page viewer token read from {}", path.display());
+    Ok(Some(AdminToken::new(token)))
 }
 
 /// The probes that run beside the server: of cooling accounts (when configured), and of every

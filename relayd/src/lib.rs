@@ -30,6 +30,7 @@
 //! - [`limits`]: relay-key limits (requests per minute, tokens per day, concurrency).
 //! - [`admin`]: the admin API.
 //! - [`proxy`]: the client-facing API.
+//! - [`ui`]: the status page at `/ui/` (read-only HTML over the admin API's data).
 //! - [`crypto`]: encryption of upstream secrets at rest.
 //! - [`store`]: persistence trait and its embedded (redb) and Redis backends.
 //! - [`redis_endpoint`]: where the Redis store and coordinator connect (one server or a cluster).
@@ -64,6 +65,7 @@ pub mod state;
 pub mod store;
 pub mod systemd;
 pub mod translate;
+pub mod ui;
 pub mod upstream;
 pub mod usage;
 pub mod workers;

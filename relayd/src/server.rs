@@ -21,15 +21,20 @@ use crate::state::AppState;
 use crate::workers::ConnectionLimits;
 
 /// Every route relayd serves. Open routes: `HEAD /` (Claude Code's warm-up), `/healthz`,
-/// `/readyz`; everything else requires a relay key or the admin token.
+/// `/readyz`, and the status page's sign-in form and stylesheet; everything else requires a
+/// relay key, the admin token, or (the status page) a signed-in session.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(root).head(root))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::admin::router(state.clone()))
-        .merge(crate::proxy::router(state.clone()))
+        .merge(crate::proxy::router(state.clone()));
+    if state.config.ui.enabled {
+        router = router.merge(crate::ui::router(state.clone()));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

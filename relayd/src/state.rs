@@ -52,6 +52,8 @@ pub struct StateParts {
     pub keys: Arc<KeyRegistry>,
     /// Guards `/admin/v1`.
     pub admin_token: Arc<AdminToken>,
+    /// Signs read-only viewers in to the status page (`ui.viewer_token_file`), when configured.
+    pub ui_viewer_token: Option<Arc<AdminToken>>,
     /// Process start, for uptime.
     pub started: Instant,
     /// Prometheus metrics.

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("state", &["state"]),
     ("handlers", &["admin", "lifecycle", "proxy"]),
+    ("status page", &["ui"]),
     ("server", &["server"]),
     ("start-up", &["cli"]),
 ];

@@ -371,6 +371,13 @@ pub struct SnapshotAccount {
     pub concurrency: u32,
     /// 1–100, lower first.
     pub priority: u8,
+    /// The server software its capability probe recognised; absent before the first probe and
+    /// when nothing recognisable answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<crate::profile::ServerFamily>,
+    /// Its context window in tokens (set on the account, or detected by the probe), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
     /// Client requests it answered (the account of their last attempt).
     pub requests: u64,
     /// Of those, the ones not answered with a 2xx (as in usage totals: 499 included).

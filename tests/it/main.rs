@@ -36,5 +36,6 @@ mod startup;
 mod store_conformance;
 mod test_endpoint;
 mod top;
+mod ui;
 mod usage;
 mod usage_store;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use relayd_tests::app::TestApp;
 use relayd_tests::daemon::binary;
+use relayd_tests::family_mock::FamilyMock;
 use relayd_tests::http::{Admin, Reply, send};
 use relayd_tests::mock_upstream::{MockReply, MockUpstream};
 use relayd_tests::redis_server::RedisServer;
@@ -273,6 +274,14 @@ async fn top_without_a_terminal_refuses_or_prints_one_snapshot() {
     let mock = MockUpstream::start().await;
     let app = TestApp::start().await;
     add_account(&app.admin(), "box", &mock.endpoint(), "m", 3).await;
+    // A vLLM, probed: its server family and context window are shown beside the counters.
+    let vllm = FamilyMock::start("vllm").await;
+    app.admin()
+        .create_account(&json!({"name": "gpu", "endpoint": vllm.url(),
+            "deploymentName": vllm.deployment(), "supportedModels": ["g"]}))
+        .await;
+    let probed = app.admin().post("/accounts/gpu/probe", &json!({})).await;
+    assert_eq!(probed.status, 200, "{}", probed.text);
     let key = app
         .admin()
         .create_key(&json!({"name": "alice", "limits": {"tokensPerDay": 500}}))
@@ -296,6 +305,13 @@ async fn top_without_a_terminal_refuses_or_prints_one_snapshot() {
         .unwrap_or_else(|| panic!("no account row: {text:#?}"));
     assert!(row.contains(" ok "), "{row}");
     assert!(row.contains("0/3"), "{row}");
+    assert!(row.contains(" - "), "not probed: {row}");
+    let gpu_row = text
+        .stdout
+        .lines()
+        .find(|l| l.contains(" gpu "))
+        .unwrap_or_else(|| panic!("no gpu row: {text:#?}"));
+    assert!(gpu_row.contains("vllm 32768"), "{gpu_row}");
     let key_row = text
         .stdout
         .lines()
@@ -308,6 +324,15 @@ async fn top_without_a_terminal_refuses_or_prints_one_snapshot() {
         .json();
     assert_eq!(entry(&json["accounts"], "box")["requests"], 1, "{json}");
     assert_eq!(entry(&json["keys"], "alice")["tokensToday"], 18, "{json}");
+    let gpu = entry(&json["accounts"], "gpu");
+    assert_eq!(
+        (&gpu["family"], &gpu["contextWindow"]),
+        (&json!("vllm"), &json!(32768))
+    );
+    assert!(
+        entry(&json["accounts"], "box").get("family").is_none(),
+        "{json}"
+    );
 }
 
 /// The line of the account table whose first word is `name`.

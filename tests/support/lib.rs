@@ -3,13 +3,15 @@
 //! instances ([`redis_server`]) and Redis Clusters ([`redis_cluster`]), a real llama.cpp server
 //! ([`llama_server`]), in-process mock upstreams ([`mock_upstream`]), misbehaving upstreams
 //! ([`fault_upstream`]), outbound proxies ([`forward_proxy`]), the official client SDKs and Claude
-//! Code ([`python`]), a program's screen under a pseudo-terminal ([`terminal`]), and what the
-//! benchmarks share ([`bench`]). The tests themselves live in `it/`. [`anthropic_upstream`] gives
-//! the mock an Anthropic-native surface.
+//! Code ([`python`]), a program's screen under a pseudo-terminal ([`terminal`]), a headless
+//! Chromium driven over WebDriver ([`browser`]), and what the benchmarks share ([`bench`]). The
+//! tests themselves live in `it/`. [`anthropic_upstream`] gives the mock an Anthropic-native
+//! surface.
 
 pub mod anthropic_upstream;
 pub mod app;
 pub mod bench;
+pub mod browser;
 pub mod daemon;
 pub mod family_mock;
 pub mod fault_upstream;

@@ -6,6 +6,7 @@ use std::io;
 
 use comfy_table::CellAlignment;
 use shared::admin::{LiveState, Snapshot, SnapshotAccount};
+use shared::profile::ServerFamily;
 use shared::time::UnixMillis;
 
 use super::{Printer, format_duration, print_table, stdout, table};
@@ -47,6 +48,7 @@ impl Printer {
                 "STATE",
                 "IN FLIGHT",
                 "PRIORITY",
+                "SERVER / WINDOW",
                 "REQUESTS",
                 "ERRORS",
                 "FAILED ATTEMPTS",
@@ -60,6 +62,7 @@ impl Printer {
                     live_state_text(&a.state, snapshot.at).0,
                     format!("{}/{}", a.in_flight, a.concurrency),
                     a.priority.to_string(),
+                    server_text(a.family, a.context_window),
                     a.requests.to_string(),
                     a.errors.to_string(),
                     a.failed_attempts.to_string(),
@@ -68,7 +71,8 @@ impl Printer {
                     a.tokens.output_tokens.to_string(),
                 ]);
             }
-            right_align(&mut accounts, 2..10);
+            right_align(&mut accounts, 2..4);
+            right_align(&mut accounts, 5..11);
             print_table(&accounts)?;
         }
         if snapshot.keys.is_empty() {
@@ -148,6 +152,17 @@ pub fn seconds_text(seconds: Option<f64>) -> String {
     }
 }
 
+/// The profile's server family and the context window, as far as they are known:
+/// `vllm 32768`, `vllm`, `32768` or `-`.
+pub fn server_text(family: Option<ServerFamily>, window: Option<u32>) -> String {
+    match (family, window) {
+        (Some(f), Some(w)) => format!("{f} {w}"),
+        (Some(f), None) => f.to_string(),
+        (None, Some(w)) => w.to_string(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
 /// `1234 / 10000 (12%)` against a limit, `1234` without one, `?` when the store did not answer.
 pub fn tokens_today_text(today: Option<u64>, limit: Option<u64>) -> String {
     match (today, limit) {
@@ -189,6 +204,13 @@ mod tests {
             "1234 / 10000 (12%)"
         );
         assert_eq!(tokens_today_text(Some(5), None), "5");
+        assert_eq!(
+            server_text(Some(ServerFamily::LlamaCpp), Some(8192)),
+            "llama.cpp 8192"
+        );
+        assert_eq!(server_text(Some(ServerFamily::Vllm), None), "vllm");
+        assert_eq!(server_text(None, Some(4096)), "4096");
+        assert_eq!(server_text(None, None), "-");
         assert_eq!(tokens_today_text(None, Some(10)), "? / 10");
     }
 }

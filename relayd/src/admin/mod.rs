@@ -17,7 +17,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::error::{AdminApiError, ApiError};
+
+// What the status page (`crate::ui`) renders, read the way the endpoints read it.
 use crate::state::AppState;
+pub(crate) use models::routing_table;
+pub(crate) use snapshot::take as live_snapshot;
+pub(crate) use usage::totals as usage_totals;
 
 /// The admin routes, already behind the admin-token check.
 pub fn router(state: AppState) -> Router<AppState> {

@@ -9,6 +9,11 @@ use crate::routing;
 use crate::state::AppState;
 
 pub(super) async fn table(State(state): State<AppState>) -> Json<RoutingTable> {
+    Json(routing_table(&state))
+}
+
+/// The table itself, for the endpoint and for the status page.
+pub(crate) fn routing_table(state: &AppState) -> RoutingTable {
     let mut table = routing::table(
         &state.accounts.snapshot(),
         state.routing.coordinator().as_ref(),
@@ -19,5 +24,5 @@ pub(super) async fn table(State(state): State<AppState>) -> Json<RoutingTable> {
         load_bound: config.affinity_load_bound,
         moved_ttl_secs: config.sticky_ttl_secs,
     });
-    Json(table)
+    table
 }

@@ -19,6 +19,7 @@ use shared::admin::{
     SnapshotServer,
 };
 use shared::key::{KeyId, RelayKey};
+use shared::profile::ServerFamily;
 use shared::time::{UnixMillis, now_millis};
 use shared::usage::{UsageGroupBy, UsageQuery};
 
@@ -28,6 +29,11 @@ use crate::metrics::{HISTOGRAM_BOUNDS, Histogram};
 use crate::state::AppState;
 
 pub(super) async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
+    Json(take(&state).await)
+}
+
+/// The snapshot itself, for the endpoint and for the status page (which renders it as HTML).
+pub(crate) async fn take(state: &AppState) -> Snapshot {
     let now = now_millis();
     let accounts = state.accounts.snapshot();
     let keys: Vec<RelayKey> = state
@@ -59,6 +65,12 @@ pub(super) async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
                 in_flight,
                 concurrency: s.concurrency,
                 priority: s.priority,
+                family: account
+                    .profile
+                    .as_ref()
+                    .map(|p| p.family)
+                    .filter(|f| *f != ServerFamily::Unknown),
+                context_window: account.resolved.context_window.value,
                 requests: totals.requests,
                 errors: totals.errors,
                 failed_attempts: totals.failed_attempts,
@@ -68,7 +80,7 @@ pub(super) async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
             }
         })
         .collect();
-    let today = tokens_today(&state, &keys, now).await;
+    let today = tokens_today(state, &keys, now).await;
     let keys = keys
         .into_iter()
         .zip(key_totals)
@@ -84,7 +96,7 @@ pub(super) async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
             tokens_per_day: key.limits.tokens_per_day,
         })
         .collect();
-    Json(Snapshot {
+    Snapshot {
         at: now,
         server: SnapshotServer {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -96,7 +108,7 @@ pub(super) async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
         ttfb_bounds: HISTOGRAM_BOUNDS.to_vec(),
         accounts,
         keys,
-    })
+    }
 }
 
 /// The routing state, refined: an enabled, healthy account whose slots are all taken is `full`.

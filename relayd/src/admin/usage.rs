@@ -23,22 +23,23 @@ pub(super) async fn report(
 ) -> Result<Json<UsageReport>, AdminApiError> {
     let Query(pairs) = query.map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?;
     let query = parse_query(&pairs, now_millis()).map_err(bad_parameters)?;
-    let report = state
-        .store
-        .usage_totals(&query)
-        .await
-        .map_err(|e| match e {
-            StoreError::Backend { .. } => {
-                tracing::error!(error = %e, "reading usage failed");
-                ApiError::new(
-                    ErrorKind::Unavailable,
-                    "the store is unavailable; usage could not be read",
-                )
-                .with_retry_after(1)
-            }
-            other => ApiError::from(other),
-        })?;
-    Ok(Json(report))
+    Ok(Json(totals(&state, &query).await?))
+}
+
+/// Usage totals as `query` asks, a failing store mapped to a 503 that says so: for the
+/// endpoint and for the status page's charts.
+pub(crate) async fn totals(state: &AppState, query: &UsageQuery) -> Result<UsageReport, ApiError> {
+    state.store.usage_totals(query).await.map_err(|e| match e {
+        StoreError::Backend { .. } => {
+            tracing::error!(error = %e, "reading usage failed");
+            ApiError::new(
+                ErrorKind::Unavailable,
+                "the store is unavailable; usage could not be read",
+            )
+            .with_retry_after(1)
+        }
+        other => ApiError::from(other),
+    })
 }
 
 /// A 400 whose message names every bad parameter, with the details attached.

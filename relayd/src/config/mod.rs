@@ -17,7 +17,9 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use sections::{ContextConfig, MetricsConfig, Routing, Timeouts, UpstreamConfig, UsageConfig};
+pub use sections::{
+    ContextConfig, MetricsConfig, Routing, Timeouts, UiConfig, UpstreamConfig, UsageConfig,
+};
 pub use server::{ServerConfig, open_file_limit};
 
 /// Environment variables with the `RELAYD_` prefix that are not configuration keys.
@@ -77,6 +79,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Keeping requests inside upstreams' context windows.
     pub context: ContextConfig,
+    /// The status page at `/ui/`.
+    pub ui: UiConfig,
     // --- Client connections and the upstream address policy (see the block near the end). ---
     /// Client connections: read timeouts and the connection cap.
     pub server: ServerConfig,
@@ -116,6 +120,7 @@ impl Default for Config {
             routing: Routing::default(),
             upstream: UpstreamConfig::default(),
             context: ContextConfig::default(),
+            ui: UiConfig::default(),
             server: ServerConfig::default(),
             allow_link_local_endpoints: false,
         }
@@ -341,6 +346,29 @@ impl Config {
             });
         }
         self.server.check()?;
+        self.check_ui()?;
+        Ok(())
+    }
+
+    fn check_ui(&self) -> Result<(), ConfigError> {
+        // A year at most: a stolen cookie must not outlive every rotation plan.
+        if !(1..=8760).contains(&self.ui.session_hours) {
+            return Err(ConfigError::Value {
+                key: "ui.session_hours",
+                message: format!(
+                    "{} is out of range (1 to 8760, a year)",
+                    self.ui.session_hours
+                ),
+            });
+        }
+        if let Some(path) = &self.ui.viewer_token_file
+            && path.as_os_str().is_empty()
+        {
+            return Err(ConfigError::Value {
+                key: "ui.viewer_token_file",
+                message: "is empty; name a file or leave the key out".to_owned(),
+            });
+        }
         Ok(())
     }
 

@@ -276,3 +276,37 @@ impl Default for ContextConfig {
         }
     }
 }
+
+/// `[ui]`: the status page at `/ui/` (read-only HTML over the admin API's data).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the page. Off: `/ui/` is a 404 like any unknown path.
+    pub enabled: bool,
+    /// A file holding a second token that signs in read-only viewers, so people who only look
+    /// need not hold the admin token. Read at start; absent: only the admin token signs in.
+    pub viewer_token_file: Option<std::path::PathBuf>,
+    /// How long a sign-in lasts, in hours.
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure`. relayd itself speaks plain HTTP; set this when browsers
+    /// reach it over HTTPS through a proxy, so the cookie is never sent in clear.
+    pub secure_cookie: bool,
+}
+
+impl UiConfig {
+    /// How long a sign-in lasts.
+    pub fn session(&self) -> Duration {
+        Duration::from_secs(self.session_hours.saturating_mul(3600))
+    }
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            viewer_token_file: None,
+            session_hours: 12,
+            secure_cookie: false,
+        }
+    }
+}

@@ -277,3 +277,33 @@ fn bad_values_are_named() {
         .to_string();
     assert!(err.contains("store"), "{err}");
 }
+
+#[test]
+fn the_ui_section_defaults_on_and_its_checks_name_the_key() {
+    let c = Config::load(None, env(&[])).unwrap();
+    assert!(c.ui.enabled);
+    assert_eq!(c.ui.session(), Duration::from_secs(12 * 3600));
+    let c = Config::from_toml_str(
+        "[ui]\nenabled = false\nviewer_token_file = \"/etc/relayd/viewer.token\"\n",
+        "relayd.toml",
+        env(&[("RELAYD_UI__SECURE_COOKIE", "true")]),
+    )
+    .unwrap();
+    assert!(!c.ui.enabled && c.ui.secure_cookie);
+    assert_eq!(
+        c.ui.viewer_token_file.as_deref(),
+        Some(Path::new("/etc/relayd/viewer.token"))
+    );
+    let e = Config::from_toml_str("[ui]\nsession_hours = 0\n", "relayd.toml", env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`ui.session_hours`"), "{e}");
+    let e = Config::from_toml_str("[ui]\nviewer_token_file = \"\"\n", "relayd.toml", env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`ui.viewer_token_file`"), "{e}");
+    let e = Config::from_toml_str("[ui]\nenable = false\n", "relayd.toml", env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("enable"), "{e}");
+}

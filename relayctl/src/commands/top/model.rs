@@ -10,7 +10,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use shared::admin::{Snapshot, SnapshotAccount, SnapshotKey};
 
 use crate::cli::{TopArgs, TopSort};
-use crate::output::snapshot::{StateKind, live_state_text};
+use crate::output::snapshot::{StateKind, live_state_text, server_text};
 
 /// What a key press asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub(super) struct AccountRow {
     pub tokens: Option<f64>,
     /// Its priority.
     pub priority: u8,
+    /// The profile's server family and context window, `-` when unknown.
+    pub server: String,
 }
 
 /// One relay key's line.
@@ -208,6 +210,7 @@ impl Top {
                     ttfb_p50: then.and_then(|t| a.ttfb.since(&t.ttfb).quantile(bounds, 0.5)),
                     tokens: rate(a, then, window, |a| a.tokens.output_tokens),
                     priority: a.priority,
+                    server: server_text(a.family, a.context_window),
                 }
             })
             .collect();
@@ -332,6 +335,8 @@ mod tests {
             in_flight: 1,
             concurrency: 4,
             priority: 50,
+            family: None,
+            context_window: None,
             requests,
             errors: 0,
             failed_attempts: requests / 10,

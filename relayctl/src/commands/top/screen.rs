@@ -74,11 +74,16 @@ fn header_line(top: &Top, now: Instant) -> Line<'static> {
     ])
 }
 
+/// Screens at least this wide show the accounts' server family and context window.
+const WIDE_COLUMNS: u16 = 120;
+
 fn draw_accounts(frame: &mut Frame<'_>, top: &mut Top, rows: &[AccountRow], area: Rect) {
     // Title and header take two lines; the rest shows rows from `scroll` on.
     let visible = usize::from(area.height.saturating_sub(2));
     top.scroll = top.scroll.min(rows.len().saturating_sub(visible));
-    let header = Row::new([
+    // The server column only where the state column keeps room for a cooldown's reason.
+    let wide = area.width >= WIDE_COLUMNS;
+    let mut titles = vec![
         "ACCOUNT",
         "STATE",
         "IN FLIGHT",
@@ -87,10 +92,25 @@ fn draw_accounts(frame: &mut Frame<'_>, top: &mut Top, rows: &[AccountRow], area
         "P50 TTFB",
         "OUT TOK/S",
         "PRIO",
-    ])
-    .style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED));
+    ];
+    let mut widths = vec![
+        Constraint::Fill(2),
+        Constraint::Fill(3),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(4),
+    ];
+    if wide {
+        titles.push("SERVER / WINDOW");
+        widths.push(Constraint::Fill(2));
+    }
+    let header =
+        Row::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED));
     let lines = rows.iter().skip(top.scroll).take(visible).map(|r| {
-        Row::new([
+        let mut cells = vec![
             r.name.clone(),
             r.state.clone(),
             format!("{}/{}", r.in_flight, r.concurrency),
@@ -99,8 +119,11 @@ fn draw_accounts(frame: &mut Frame<'_>, top: &mut Top, rows: &[AccountRow], area
             seconds_text(r.ttfb_p50),
             rate_text(r.tokens),
             r.priority.to_string(),
-        ])
-        .style(state_style(r.kind))
+        ];
+        if wide {
+            cells.push(r.server.clone());
+        }
+        Row::new(cells).style(state_style(r.kind))
     });
     let shown = if rows.len() > visible {
         format!(
@@ -112,21 +135,9 @@ fn draw_accounts(frame: &mut Frame<'_>, top: &mut Top, rows: &[AccountRow], area
     } else {
         format!(" accounts ({}) ", rows.len())
     };
-    let table = Table::new(
-        lines,
-        [
-            Constraint::Fill(2),
-            Constraint::Fill(3),
-            Constraint::Length(9),
-            Constraint::Length(7),
-            Constraint::Length(7),
-            Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Length(4),
-        ],
-    )
-    .header(header)
-    .block(Block::new().borders(Borders::TOP).title(shown));
+    let table = Table::new(lines, widths)
+        .header(header)
+        .block(Block::new().borders(Borders::TOP).title(shown));
     frame.render_widget(table, area);
 }
 
@@ -211,7 +222,11 @@ mod tests {
     use crate::cli::{TopArgs, TopSort};
 
     fn screen_text(top: &mut Top, now: Instant) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
+        screen_text_at(top, now, 100)
+    }
+
+    fn screen_text_at(top: &mut Top, now: Instant, width: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, 12)).unwrap();
         terminal.draw(|frame| draw(frame, top, now)).unwrap();
         let buffer = terminal.backend().buffer();
         let width = usize::from(buffer.area.width);
@@ -246,6 +261,8 @@ mod tests {
                 in_flight: 1,
                 concurrency: 4,
                 priority: 50,
+                family: Some(shared::profile::ServerFamily::Vllm),
+                context_window: Some(32768),
                 requests: 0,
                 errors: 0,
                 failed_attempts: 0,
@@ -274,6 +291,11 @@ mod tests {
         let row = text.lines().find(|l| l.starts_with("box00")).expect(&text);
         assert!(row.contains("cooling 1m00s (HTTP 500)"), "{row}");
         assert!(row.contains("1/4"), "{row}");
+        assert!(!text.contains("SERVER"), "no room at 100 columns: {text}");
+        let wide = screen_text_at(&mut top, now, 140);
+        let row = wide.lines().find(|l| l.starts_with("box00")).expect(&wide);
+        assert!(row.contains("cooling 1m00s (HTTP 500)"), "{row}");
+        assert!(row.contains("vllm 32768"), "{row}");
         assert!(text.contains("accounts 1–"), "20 rows do not fit: {text}");
         top.scroll = usize::MAX;
         let text = screen_text(&mut top, now);
