@@ -21,6 +21,11 @@
 //! Anthropic's format (a message, or 20 SSE events), for the native pass-through scenarios
 //! (issue 11): relayd in front of an Anthropic-native upstream, whose share of the mock's direct
 //! rate must be at least the translated path's share, measured in the same run.
+//!
+//! One more row repeats the non-streaming scenario while [`VIEWERS`] clients poll
+//! `GET /admin/v1/snapshot` every second, as `relayctl top` and the status page do (issue 14:
+//! the snapshot must add nothing measurable to the request path); its share is printed against
+//! the plain row's.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -46,6 +51,9 @@ const NATIVE_DEPLOYMENT: &str = "mock-native-model";
 const STREAM_CHUNKS: usize = 20;
 /// Warm-up before each measured run.
 const WARMUP: Duration = Duration::from_secs(2);
+/// Clients polling the snapshot in the viewers row, and how often each does.
+const VIEWERS: usize = 4;
+const VIEW_EVERY: Duration = Duration::from_secs(1);
 
 // Targets from issue 3 (2-core machine).
 const MIN_RATE_RATIO: f64 = 0.25;
@@ -146,15 +154,22 @@ fn main() -> Result<()> {
     // Little's law: at 25% of the direct rate relayd's p50 is 4x the direct one, whatever relayd
     // does) and the rate is what is judged; one connection shows the latency relayd adds to a
     // single request, and that is what the latency target judges.
+    let admin_token = std::fs::read_to_string(work.path().join("data").join("admin.token"))
+        .context("admin.token")?
+        .trim()
+        .to_owned();
+    let snapshot_url = format!("http://{}/admin/v1/snapshot", relay.addr);
     let runs = [
-        (&scenarios[0], connections, Target::Rate),
-        (&scenarios[1], connections, Target::Rate),
-        (&scenarios[0], 1, Target::AddedLatency),
-        (&scenarios[2], connections, Target::Rate),
-        (&scenarios[3], connections, Target::Rate),
-        (&scenarios[4], connections, Target::Rate),
+        (&scenarios[0], connections, Target::Rate, 0),
+        (&scenarios[1], connections, Target::Rate, 0),
+        (&scenarios[0], 1, Target::AddedLatency, 0),
+        (&scenarios[2], connections, Target::Rate, 0),
+        (&scenarios[3], connections, Target::Rate, 0),
+        (&scenarios[4], connections, Target::Rate, 0),
+        (&scenarios[0], connections, Target::Rate, VIEWERS),
     ];
-    for (s, connections, target) in runs {
+    let mut snapshots_taken = 0;
+    for (s, connections, target, viewers) in runs {
         let scripts = s.write_scripts(work.path())?;
         // Warm both paths (connection pools, allocator, page cache), then measure each.
         wrk(&scripts.direct, &s.direct_url, connections, WARMUP)?;
@@ -168,16 +183,23 @@ fn main() -> Result<()> {
                 Duration::from_secs(secs),
             )?;
             let sampler = RssSampler::start(relay.child.id());
+            let watching = Viewers::start(viewers, &snapshot_url, &admin_token);
             let relayed = wrk(
                 &scripts.relay,
                 &s.relay_url,
                 connections,
                 Duration::from_secs(secs),
             )?;
+            snapshots_taken += watching.stop()?;
             let rss = sampler.stop();
             peak_rss_kb = peak_rss_kb.max(rss);
+            let watched = if viewers > 0 {
+                format!(", {viewers} viewers")
+            } else {
+                String::new()
+            };
             measured.push(Row {
-                name: format!("{} c={connections}", s.name),
+                name: format!("{} c={connections}{watched}", s.name),
                 direct,
                 relayed,
                 rss_kb: rss,
@@ -189,7 +211,7 @@ fn main() -> Result<()> {
     }
     let hwm_kb = proc_status_kb(relay.child.id(), "VmHWM:").unwrap_or(0);
     report(
-        &[&rows[0], &rows[1], &rows[2], &rows[4], &rows[5]],
+        &[&rows[0], &rows[1], &rows[2], &rows[4], &rows[5], &rows[6]],
         hwm_kb.max(peak_rss_kb),
         rounds,
     );
@@ -220,6 +242,19 @@ fn main() -> Result<()> {
         listed(redis_mode),
         listed(embedded)
     );
+    // The snapshot's viewers: the same scenario and load as the first row.
+    let (plain, watched) = (&rows[0], &rows[6]);
+    println!(
+        "{}: {:.1}% of direct vs {:.1}% unwatched ({:+.1} points; {snapshots_taken} snapshots \
+         taken, every {}s by each viewer); rounds: watched {}; unwatched {}",
+        watched.name,
+        watched.merit() * 100.0,
+        plain.merit() * 100.0,
+        (watched.merit() - plain.merit()) * 100.0,
+        VIEW_EVERY.as_secs(),
+        listed(watched),
+        listed(plain)
+    );
     // Native pass-through against translation, each as a share of the mock's direct rate.
     for (native, translated) in [(&rows[4], &rows[0]), (&rows[5], &rows[1])] {
         let (native_share, translated_share) = (native.merit(), translated.merit());
@@ -236,6 +271,72 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Clients polling relayd's snapshot, each on its own connection, every [`VIEW_EVERY`], while
+/// a measurement runs: what `relayctl top` and the status page cost the request path.
+struct Viewers {
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<Result<usize>>>,
+}
+
+impl Viewers {
+    fn start(count: usize, url: &str, token: &str) -> Self {
+        if count == 0 {
+            return Self {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (url, token) = (url.to_owned(), token.to_owned());
+        let thread = std::thread::spawn(move || -> Result<usize> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let polls = (0..count).map(|_| {
+                    let (url, token, mut stopped) = (url.clone(), token.clone(), stopped.clone());
+                    async move {
+                        let client = reqwest::Client::new();
+                        let mut tick = tokio::time::interval(VIEW_EVERY);
+                        let mut taken = 0;
+                        loop {
+                            tokio::select! {
+                                _ = stopped.changed() => return Ok::<usize, anyhow::Error>(taken),
+                                _ = tick.tick() => {}
+                            }
+                            let reply = client.get(&url).bearer_auth(&token).send().await?;
+                            if !reply.status().is_success() {
+                                bail!("snapshot: {}", reply.status());
+                            }
+                            reply.bytes().await?;
+                            taken += 1;
+                        }
+                    }
+                });
+                let taken = futures_util::future::try_join_all(polls).await?;
+                Ok(taken.into_iter().sum())
+            })
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the viewers; the number of snapshots they took.
+    fn stop(mut self) -> Result<usize> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| anyhow!("a snapshot viewer panicked"))?,
+            None => Ok(0),
+        }
+    }
 }
 
 fn check_wrk() -> Result<()> {

@@ -161,7 +161,12 @@ async fn run(affinity: bool) -> Run {
         one.admin()
             .create_account(&json!({
                 "name": format!("replica{i}"), "endpoint": format!("{}/v1", server.url()),
-                "deploymentName": SERVED, "concurrency": 4, "supportedModels": [MODEL]
+                // Twice the conversations: all four may share a home, and with Redis a turn's
+                // slot is given back in the background, so the next turn (sent as soon as the
+                // answer is read) can still find the previous lease there. A full home would
+                // move the conversation, which is right for a full server and not what this
+                // test is about.
+                "deploymentName": SERVED, "concurrency": 8, "supportedModels": [MODEL]
             }))
             .await;
     }

@@ -293,6 +293,14 @@ async fn claude_code_is_told_its_prompt_is_too_long_and_the_server_never_sees_it
         );
         cc.env("CLAUDE_CODE_MAX_OUTPUT_TOKENS", "64");
         let finished = run_with_timeout(cc, Duration::from_secs(300)).await;
+        // relayd writes its log in batches: the refusal's line may still be on its way when
+        // Claude Code has already printed the answer.
+        tokio::task::block_in_place(|| {
+            relay.wait_for_log(
+                "prompt does not fit the account's context window",
+                Duration::from_secs(10),
+            )
+        });
         let server_log = server.log();
         let relay_log = relay.log();
         let context = format!(
