@@ -24,8 +24,8 @@
 //!
 //! One more row repeats the non-streaming scenario while [`VIEWERS`] clients poll
 //! `GET /admin/v1/snapshot` every second, as `relayctl top` and the status page do (issue 14:
-//! the snapshot must add nothing measurable to the request path); its share is printed against
-//! the plain row's.
+//! the snapshot must add nothing measurable to the request path); each of its rounds also
+//! measures the same load without viewers, right before, and the two shares are printed.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -169,6 +169,7 @@ fn main() -> Result<()> {
         (&scenarios[0], connections, Target::Rate, VIEWERS),
     ];
     let mut snapshots_taken = 0;
+    let mut unwatched = Vec::with_capacity(rounds);
     for (s, connections, target, viewers) in runs {
         let scripts = s.write_scripts(work.path())?;
         // Warm both paths (connection pools, allocator, page cache), then measure each.
@@ -182,6 +183,24 @@ fn main() -> Result<()> {
                 connections,
                 Duration::from_secs(secs),
             )?;
+            if viewers > 0 {
+                // The same load without viewers in the same round, so the two are compared
+                // close in time.
+                let relayed = wrk(
+                    &scripts.relay,
+                    &s.relay_url,
+                    connections,
+                    Duration::from_secs(secs),
+                )?;
+                unwatched.push(Row {
+                    name: format!("{} c={connections}, no viewers", s.name),
+                    direct,
+                    relayed,
+                    rss_kb: 0,
+                    target,
+                    rounds: Vec::new(),
+                });
+            }
             let sampler = RssSampler::start(relay.child.id());
             let watching = Viewers::start(viewers, &snapshot_url, &admin_token);
             let relayed = wrk(
@@ -242,8 +261,9 @@ fn main() -> Result<()> {
         listed(redis_mode),
         listed(embedded)
     );
-    // The snapshot's viewers: the same scenario and load as the first row.
-    let (plain, watched) = (&rows[0], &rows[6]);
+    // The snapshot's viewers against the same load without them, in the same rounds.
+    let plain = Row::median(unwatched);
+    let (plain, watched) = (&plain, &rows[6]);
     println!(
         "{}: {:.1}% of direct vs {:.1}% unwatched ({:+.1} points; {snapshots_taken} snapshots \
          taken, every {}s by each viewer); rounds: watched {}; unwatched {}",
