@@ -16,6 +16,7 @@ conformance!(
     usage_rerecord_never_double_counts,
     usage_filters_and_grouping,
     usage_prune_deletes_raw_records_and_keeps_aggregates,
+    usage_prune_splits_a_busy_hour_at_the_given_time,
     usage_crash_between_flushes_loses_only_unflushed_records,
 );
 
@@ -399,6 +400,43 @@ async fn usage_prune_deletes_raw_records_and_keeps_aggregates(f: Fixture) {
     );
 }
 
+/// Pruning inside one hour that holds more records than one pruning step takes: exactly the
+/// earlier ones go, however many steps that needs.
+async fn usage_prune_splits_a_busy_hour_at_the_given_time(f: Fixture) {
+    let store = f.open().await;
+    let ten = t("2025-01-01T10:00:00Z");
+    let records: Vec<UsageRecord> = (0..2500)
+        .map(|i| UsageRecord {
+            request_id: format!("busy-{i}"),
+            at: ten + i * 1000,
+            ..mixed()[0].clone()
+        })
+        .collect();
+    let write = store.record_usage(&records, KEEP).await.unwrap();
+    assert_eq!(write.recorded, 2500);
+
+    // 10:20:00 is 1200 s into the hour: records 0..1200 arrived before it.
+    assert_eq!(
+        store.prune_usage(t("2025-01-01T10:20:00Z")).await.unwrap(),
+        1200
+    );
+    assert_eq!(
+        store.prune_usage(t("2025-01-01T10:20:00Z")).await.unwrap(),
+        0
+    );
+    let again = store.record_usage(&records[1200..], KEEP).await.unwrap();
+    assert_eq!(
+        (again.recorded, again.duplicates),
+        (0, 1300),
+        "the later records are kept"
+    );
+    assert_eq!(store.prune_usage(t("2030-01-01")).await.unwrap(), 1300);
+    assert_eq!(
+        store.usage_totals(&q(None)).await.unwrap().total.requests,
+        2500
+    );
+}
+
 /// The recorder's crash contract at the store level: a flushed batch is durable and counted once
 /// (even when it is re-sent after the restart because its acknowledgement never arrived);
 /// records that were only in memory are gone, and nothing else is.
@@ -434,50 +472,90 @@ async fn usage_crash_between_flushes_loses_only_unflushed_records(f: Fixture) {
     assert_eq!(report.total.tokens.input_tokens, 157);
 }
 
-/// Raw records indexed the way earlier versions kept them on Redis (one set for every hour)
-/// are still found by pruning, next to the hourly sets.
+/// Raw records kept the way earlier versions kept them on Redis (a key per record, indexed in one
+/// set for every hour, later in one set per hour) are still pruned by arrival time, next to the
+/// hourly hashes of today's layout.
 #[tokio::test]
-async fn redis_prune_reads_the_single_index_of_earlier_stores() {
+async fn redis_prune_reads_the_layouts_of_earlier_stores() {
     let fixture = Fixture::redis();
     let store = fixture.open().await;
-    store.record_usage(&mixed()[..3], KEEP).await.unwrap();
+    store.record_usage(&mixed(), KEEP).await.unwrap();
     let Fixture::Redis { server, prefix } = &fixture else {
         unreachable!("a Redis fixture")
     };
-    let moved: i64 = ::redis::cmd("EVAL")
+    let mut conn = redis_conn(server).await;
+    let ten = t("2025-01-01T10:00:00Z");
+    let written: i64 = ::redis::cmd("EVAL")
         .arg(
             r"
-local p, n = ARGV[1], 0
-for _, hour in ipairs(redis.call('ZRANGE', p .. 'usage:rechours', 0, -1)) do
-  local key = p .. 'usage:recs:' .. hour
-  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  for i = 1, #entries, 2 do
-    redis.call('ZADD', p .. 'usage:recs', entries[i + 1], entries[i])
-    n = n + 1
-  end
-  redis.call('DEL', key)
-end
-redis.call('DEL', p .. 'usage:rechours')
-return n
+local p = ARGV[1]
+redis.call('SET', p .. 'usage:rec:old-1', '{}', 'PX', 3600000)
+redis.call('ZADD', p .. 'usage:recs', ARGV[2], 'old-1')
+redis.call('SET', p .. 'usage:rec:old-2', '{}', 'PX', 3600000)
+redis.call('ZADD', p .. 'usage:recs:' .. ARGV[4], ARGV[3], 'old-2')
+redis.call('ZADD', p .. 'usage:rechours', ARGV[4], ARGV[4])
+return 2
 ",
         )
         .arg(0)
         .arg(prefix)
-        .query_async(&mut redis_conn(server).await)
+        .arg(t("2025-01-01T09:30:00Z"))
+        .arg(t("2025-01-01T10:20:00Z"))
+        .arg(ten)
+        .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(moved, 3);
-    // Records written now go to the hourly sets; both kinds are pruned by arrival time.
-    store.record_usage(&mixed()[3..], KEEP).await.unwrap();
+    assert_eq!(written, 2);
+
+    // old-1 (09:30), old-2 (10:20) and r1 (10:15), but not r2 (10:45) of the same hour.
     assert_eq!(
-        store.prune_usage(t("2025-01-01T11:00:00Z")).await.unwrap(),
-        2
+        store.prune_usage(t("2025-01-01T10:30:00Z")).await.unwrap(),
+        3
     );
-    assert_eq!(store.prune_usage(t("2030-01-01")).await.unwrap(), 3);
+    let left: Vec<i64> = ::redis::pipe()
+        .exists(format!("{prefix}usage:rec:old-1"))
+        .exists(format!("{prefix}usage:rec:old-2"))
+        .zcard(format!("{prefix}usage:rechours"))
+        .hlen(format!("{prefix}usage:raw:{ten}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, [0, 0, 0, 1]);
+    assert_eq!(store.prune_usage(t("2030-01-01")).await.unwrap(), 4);
+    let hours: i64 = ::redis::cmd("ZCARD")
+        .arg(format!("{prefix}usage:rawhours"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hours, 0, "pruned hours leave the index");
     let write = store.record_usage(&mixed(), KEEP).await.unwrap();
     assert_eq!(
         (write.recorded, write.duplicates),
         (5, 0),
         "pruned records are gone"
+    );
+}
+
+/// A raw hash gets an expiry from the retention, counted from the end of its hour or from now,
+/// whichever is later, so an old record written late is still kept for the whole retention.
+#[tokio::test]
+async fn redis_raw_hours_expire_after_the_retention() {
+    let fixture = Fixture::redis();
+    let store = fixture.open().await;
+    let keep = Duration::from_secs(7 * 86_400);
+    let before = shared::time::now_millis();
+    store.record_usage(&mixed()[..1], keep).await.unwrap();
+    let Fixture::Redis { server, prefix } = &fixture else {
+        unreachable!("a Redis fixture")
+    };
+    let expires: i64 = ::redis::cmd("PEXPIRETIME")
+        .arg(format!("{prefix}usage:raw:{}", t("2025-01-01T10:00:00Z")))
+        .query_async(&mut redis_conn(server).await)
+        .await
+        .unwrap();
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap();
+    assert!(
+        expires >= before + keep_ms && expires <= shared::time::now_millis() + keep_ms,
+        "expires at {expires}, written after {before}"
     );
 }

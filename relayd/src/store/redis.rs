@@ -13,13 +13,18 @@
 //! | `{p}keys`                 | set    | every relay-key id            |
 //! | `{p}meta`                 | hash   | metadata (format version, …)  |
 //! | `{p}profiles`             | hash   | account id → probe result JSON |
-//! | `{p}usage:rec:{request id}` | string | raw usage record JSON (with a time to live) |
-//! | `{p}usage:recs:{hour start}` | zset | that hour's request ids scored by arrival, for pruning |
-//! | `{p}usage:rechours`       | zset   | the hours that have such a set, scored by start |
-//! | `{p}usage:recs`           | zset   | the same index for all hours, as stores before the hourly sets kept it |
+//! | `{p}usage:raw:{hour start}` | hash | request id → raw usage record JSON, for the requests that arrived in that hour; expires `usage.retention_days` after the hour ends |
+//! | `{p}usage:rawhours`       | zset   | the hours that have such a hash, scored by start |
+//! | `{p}usage:rec:{request id}` | string | raw usage record JSON, as stores before the hourly hashes kept it (with a time to live; read only by pruning) |
+//! | `{p}usage:recs:{hour start}`, `{p}usage:rechours`, `{p}usage:recs` | zset | the indexes of those older records, kept only for pruning |
 //! | `{p}usage:hour:{start}`   | hash   | that hour's counters: field `{c}:[key,account,model]` |
 //! | `{p}usage:day:{start}`    | hash   | that day's counters, fields as above |
 //! | `{p}usage:hours`, `{p}usage:days` | zset | the periods that have a hash, scored by start |
+//!
+//! A raw record is found again by its request id within its arrival hour: a re-sent batch carries
+//! the same records, so the same hours. Records an earlier version kept as keys of their own are
+//! not looked at when recording (a batch is only ever re-sent by the process that wrote it), and
+//! they expire or are pruned as before.
 //!
 //! Counter names `c` in usage fields: `r` requests, `e` errors, `i`/`o`/`c` input, output and
 //! cache-read tokens, `x` requests with estimated tokens.
@@ -48,7 +53,7 @@ use async_trait::async_trait;
 use shared::account::AccountId;
 use shared::key::KeyId;
 use shared::profile::Profile;
-use shared::time::UnixMillis;
+use shared::time::{UnixMillis, now_millis};
 use shared::usage::{UsageQuery, UsageRecord, UsageReport};
 
 use super::codec::{
@@ -374,16 +379,12 @@ impl Store for RedisStore {
         if records.is_empty() {
             return Ok(UsageWrite::default());
         }
-        let ttl_ms = u64::try_from(keep_raw.as_millis())
-            .unwrap_or(u64::MAX)
+        let ttl_ms = UnixMillis::try_from(keep_raw.as_millis())
+            .unwrap_or(UnixMillis::MAX)
             .max(1);
         let mut invocation = RECORD_USAGE.prepare_invoke();
-        invocation
-            .key(self.script_key())
-            .arg(&self.prefix)
-            .arg(ttl_ms)
-            .arg(records.len());
-        push_usage_args(&mut invocation, records)?;
+        invocation.key(self.script_key()).arg(&self.prefix);
+        push_usage_args(&mut invocation, records, ttl_ms, now_millis())?;
         let mut conn = self.conn.clone();
         let recorded: u64 = invocation
             .invoke_async(&mut conn)
@@ -445,20 +446,23 @@ impl Store for RedisStore {
 
     async fn prune_usage(&self, before: UnixMillis) -> StoreResult<u64> {
         let mut pruned = 0;
+        let mut cursor = "0".to_owned();
         loop {
             let mut conn = self.conn.clone();
-            let n: u64 = PRUNE_USAGE
+            let (n, next): (u64, String) = PRUNE_USAGE
                 .key(self.script_key())
                 .arg(&self.prefix)
                 .arg(before)
                 .arg(PRUNE_CHUNK)
+                .arg(&cursor)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(from_redis)?;
             pruned += n;
-            if n < PRUNE_CHUNK {
+            if n < PRUNE_CHUNK && next == "0" {
                 return Ok(pruned);
             }
+            cursor = next;
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Every script is called with `{p}meta` as KEYS[1], which none of them reads: it routes the
 //! call in a cluster, where all the keys a script builds from the prefix share that key's slot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
@@ -127,11 +127,16 @@ return {id, v}
     )
 });
 
-/// Stores raw records (`SET NX`, so a request id seen before is skipped) and adds the new ones
-/// into the hourly and daily hashes. ARGV: prefix, time to live in ms, record count, then per
-/// record: request id, JSON, arrival, hour start, day start, encoded cell, errors, input, output,
-/// cache-read, estimated; then the batch's sums per period: `hour`/`day`, period start, field
-/// count, and that many (field, amount) pairs. Returns the number of records newly counted.
+/// Stores raw records and adds the new ones into the hourly and daily hashes. A raw record is a
+/// field of its hour's hash, written with `HSETNX`, so a request id seen before is skipped; each
+/// hash written to gets its expiry and an entry in the index of raw hours. ARGV: prefix, record
+/// count, hour count, then per hour: hour start, expiry (Unix ms); then per record: request id,
+/// JSON, hour start, day start, encoded cell, errors, input, output, cache-read, estimated; then
+/// the batch's sums per period: `hour`/`day`, period start, field count, and that many (field,
+/// amount) pairs. Returns the number of records newly counted.
+///
+/// One hash per hour rather than a key per record: a field costs Redis a fraction of a key with
+/// its own time to live plus an index entry, and whole hours expire and are pruned at once.
 ///
 /// The sums (made by relayd) are added when every record was new, which is the rule: a few
 /// HINCRBY per batch instead of a dozen per record. A batch holding records already counted (a
@@ -139,21 +144,26 @@ return {id, v}
 pub(super) static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local p, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local per = 11 -- values per record, as pushed by `record_usage`
-local recorded, new, hours = 0, {}, {}
+local p, n, nh = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local per = 10 -- values per record, as pushed by `push_usage_args`
+local first = 4 + 2 * nh
+local recorded, new, written = 0, {}, {}
 for r = 0, n - 1 do
-  local b = 4 + r * per
-  if redis.call('SET', p .. 'usage:rec:' .. ARGV[b], ARGV[b + 1], 'NX', 'PX', ttl) then
+  local b = first + r * per
+  if redis.call('HSETNX', p .. 'usage:raw:' .. ARGV[b + 2], ARGV[b], ARGV[b + 1]) == 1 then
     recorded = recorded + 1
     new[#new + 1] = b
-    -- An index per hour: a small set is cheaper to add to than one holding every record.
-    redis.call('ZADD', p .. 'usage:recs:' .. ARGV[b + 3], ARGV[b + 2], ARGV[b])
-    hours[ARGV[b + 3]] = true
+    written[ARGV[b + 2]] = true
   end
 end
-for hour, _ in pairs(hours) do redis.call('ZADD', p .. 'usage:rechours', hour, hour) end
-local s = 4 + n * per
+for h = 4, 3 + 2 * nh, 2 do
+  local hour = ARGV[h]
+  if written[hour] then
+    redis.call('PEXPIREAT', p .. 'usage:raw:' .. hour, ARGV[h + 1])
+    redis.call('ZADD', p .. 'usage:rawhours', hour, hour)
+  end
+end
+local s = first + n * per
 while s <= #ARGV do
   local g, period, fields = ARGV[s], ARGV[s + 1], tonumber(ARGV[s + 2])
   if recorded > 0 then redis.call('ZADD', p .. 'usage:' .. g .. 's', period, period) end
@@ -166,12 +176,12 @@ end
 if recorded > 0 and recorded < n then
   local names = {'e', 'i', 'o', 'c', 'x'}
   for _, b in ipairs(new) do
-    local cell = ARGV[b + 5]
-    for g, period in pairs({hour = ARGV[b + 3], day = ARGV[b + 4]}) do
+    local cell = ARGV[b + 4]
+    for g, period in pairs({hour = ARGV[b + 2], day = ARGV[b + 3]}) do
       local h = p .. 'usage:' .. g .. ':' .. period
       redis.call('HINCRBY', h, 'r:' .. cell, 1)
       for k = 1, 5 do
-        local v = ARGV[b + 5 + k]
+        local v = ARGV[b + 4 + k]
         if v ~= '0' then redis.call('HINCRBY', h, names[k] .. ':' .. cell, v) end
       end
     end
@@ -202,30 +212,60 @@ return out
     )
 });
 
-/// Deletes up to a limit of raw records that arrived before a time. ARGV: prefix, time
-/// (exclusive), limit. Returns how many were deleted; callers repeat until it is below the limit.
-/// Records indexed in the single set of older stores go first, then the hourly sets.
+/// Deletes up to about a limit of raw records that arrived before a time. ARGV: prefix, time
+/// (exclusive), limit, scan cursor of the hour holding that time (`0` to start). Returns the
+/// number deleted and the cursor to pass next; callers repeat while the number reaches the limit
+/// or the cursor is not `0`.
+///
+/// Hours that ended by that time go whole (their count taken first, so one large hour may exceed
+/// the limit). In the hour holding the time only earlier records go, found by scanning its hash a
+/// slice per call. Records indexed the way older stores kept them (a key per record, indexed in
+/// one set, later in a set per hour) are pruned too, first.
 pub(super) static PRUNE_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local p, before, limit = ARGV[1], '(' .. ARGV[2], tonumber(ARGV[3])
+local p, before, limit, cursor = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local HOUR = 3600000
 local n = 0
-local function prune(index)
-  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', before, 'LIMIT', 0, limit - n)
+local function prune_legacy(index)
+  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit - n)
   for _, id in ipairs(ids) do
     redis.call('DEL', p .. 'usage:rec:' .. id)
     redis.call('ZREM', index, id)
   end
   n = n + #ids
 end
-prune(p .. 'usage:recs')
-for _, hour in ipairs(redis.call('ZRANGEBYSCORE', p .. 'usage:rechours', '-inf', before)) do
-  if n >= limit then break end
+prune_legacy(p .. 'usage:recs')
+for _, hour in ipairs(redis.call('ZRANGEBYSCORE', p .. 'usage:rechours', '-inf', '(' .. ARGV[2])) do
+  if n >= limit then return {n, cursor} end
   local index = p .. 'usage:recs:' .. hour
-  prune(index)
+  prune_legacy(index)
   if redis.call('ZCARD', index) == 0 then redis.call('ZREM', p .. 'usage:rechours', hour) end
 end
-return n
+local index = p .. 'usage:rawhours'
+for _, hour in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', before - HOUR)) do
+  if n >= limit then return {n, cursor} end
+  local key = p .. 'usage:raw:' .. hour
+  n = n + redis.call('HLEN', key)
+  redis.call('UNLINK', key)
+  redis.call('ZREM', index, hour)
+end
+if n >= limit then return {n, cursor} end
+for _, hour in ipairs(redis.call('ZRANGEBYSCORE', index, '(' .. (before - HOUR), '(' .. ARGV[2])) do
+  local key = p .. 'usage:raw:' .. hour
+  local page = redis.call('HSCAN', key, cursor, 'COUNT', limit - n)
+  local flat = page[2]
+  for j = 1, #flat, 2 do
+    local ok, rec = pcall(cjson.decode, flat[j + 1])
+    if ok and type(rec) == 'table' and tonumber(rec.at) and tonumber(rec.at) < before then
+      redis.call('HDEL', key, flat[j])
+      n = n + 1
+    end
+  end
+  if redis.call('EXISTS', key) == 0 then redis.call('ZREM', index, hour) end
+  return {n, page[1]}
+end
+return {n, '0'}
 ",
     )
 });
@@ -233,14 +273,20 @@ return n
 /// Raw records deleted per [`PRUNE_USAGE`] call: small enough that Redis stays responsive.
 pub(super) const PRUNE_CHUNK: u64 = 1000;
 
-/// Adds the batch to a [`RECORD_USAGE`] invocation, after its prefix, time to live and count:
-/// each record's values, then the batch's sums per period (see the script for the layout).
+/// Adds the batch to a [`RECORD_USAGE`] invocation, after its prefix: the counts, each hour's
+/// raw-record expiry, each record's values, then the batch's sums per period (see the script for
+/// the layout). A raw record is kept at least `ttl_ms` after its hour ends or after now, whichever
+/// is later, so a late record is never written into a hash that expires at once.
 pub(super) fn push_usage_args(
     invocation: &mut ScriptInvocation<'_>,
     records: &[UsageRecord],
+    ttl_ms: UnixMillis,
+    now: UnixMillis,
 ) -> StoreResult<()> {
     // (granularity, period) → hash field → amount, over the whole batch.
     let mut sums: BTreeMap<(&str, UnixMillis), BTreeMap<String, u64>> = BTreeMap::new();
+    let mut hours: BTreeSet<UnixMillis> = BTreeSet::new();
+    let mut values = Vec::with_capacity(records.len());
     for r in records {
         let json =
             serde_json::to_string(r).map_err(|e| backend(format!("encoding usage record: {e}")))?;
@@ -263,10 +309,20 @@ pub(super) fn push_usage_args(
                 }
             }
         }
+        hours.insert(Granularity::Hour.start(r.at));
+        values.push((json, cell, c));
+    }
+    invocation.arg(records.len()).arg(hours.len());
+    for hour in &hours {
+        let ends = hour.saturating_add(Granularity::Hour.millis());
+        invocation
+            .arg(hour)
+            .arg(ends.max(now).saturating_add(ttl_ms));
+    }
+    for (r, (json, cell, c)) in records.iter().zip(values) {
         invocation
             .arg(&r.request_id)
             .arg(json)
-            .arg(r.at)
             .arg(Granularity::Hour.start(r.at))
             .arg(Granularity::Day.start(r.at))
             .arg(cell)
