@@ -382,18 +382,46 @@ impl Store for RedisStore {
         let ttl_ms = UnixMillis::try_from(keep_raw.as_millis())
             .unwrap_or(UnixMillis::MAX)
             .max(1);
-        let mut invocation = RECORD_USAGE.prepare_invoke();
-        invocation.key(self.script_key()).arg(&self.prefix);
-        push_usage_args(&mut invocation, records, ttl_ms, now_millis())?;
-        let mut conn = self.conn.clone();
-        let recorded: u64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
-        let total = u64::try_from(records.len()).unwrap_or(u64::MAX);
+        // Every pass either counts all it sends or learns which records are duplicates and
+        // leaves them out of the next, so this ends after a pass or two.
+        let mut pending: Vec<&UsageRecord> = records.iter().collect();
+        let mut duplicates = 0;
+        while !pending.is_empty() {
+            let mut invocation = RECORD_USAGE.prepare_invoke();
+            invocation.key(self.script_key()).arg(&self.prefix);
+            let order = push_usage_args(&mut invocation, &pending, ttl_ms, now_millis())?;
+            let mut conn = self.conn.clone();
+            let reply: Vec<usize> = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(from_redis)?;
+            match reply.split_first() {
+                Some((&recorded, [])) if recorded == order.len() => {
+                    return Ok(UsageWrite {
+                        recorded: u64::try_from(recorded).unwrap_or(u64::MAX),
+                        duplicates,
+                    });
+                }
+                Some((0, seen)) if !seen.is_empty() => {
+                    let seen: std::collections::HashSet<usize> = seen.iter().copied().collect();
+                    duplicates += u64::try_from(seen.len()).unwrap_or(u64::MAX);
+                    pending = order
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !seen.contains(&(i + 1)))
+                        .map(|(_, r)| r)
+                        .collect();
+                }
+                _ => {
+                    return Err(backend(format!(
+                        "unexpected reply to the usage script: {reply:?}"
+                    )));
+                }
+            }
+        }
         Ok(UsageWrite {
-            recorded,
-            duplicates: total.saturating_sub(recorded),
+            recorded: 0,
+            duplicates,
         })
     }
 

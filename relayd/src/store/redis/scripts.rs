@@ -5,7 +5,7 @@
 //! Every script is called with `{p}meta` as KEYS[1], which none of them reads: it routes the
 //! call in a cluster, where all the keys a script builds from the prefix share that key's slot.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use redis::{Script, ScriptInvocation};
@@ -127,67 +127,56 @@ return {id, v}
     )
 });
 
-/// Stores raw records and adds the new ones into the hourly and daily hashes. A raw record is a
-/// field of its hour's hash, written with `HSETNX`, so a request id seen before is skipped; each
-/// hash written to gets its expiry and an entry in the index of raw hours. ARGV: prefix, record
-/// count, hour count, then per hour: hour start, expiry (Unix ms); then per record: request id,
-/// JSON, hour start, day start, encoded cell, errors, input, output, cache-read, estimated; then
-/// the batch's sums per period: `hour`/`day`, period start, field count, and that many (field,
-/// amount) pairs. Returns the number of records newly counted.
+/// Stores a batch of raw records and adds the batch's sums into the hourly and daily hashes, when
+/// every record is new. A raw record is a field of its hour's hash (request id → JSON), written
+/// with `HSETNX`; each hash written to gets its expiry and an entry in the index of raw hours.
 ///
-/// One hash per hour rather than a key per record: a field costs Redis a fraction of a key with
-/// its own time to live plus an index entry, and whole hours expire and are pruned at once.
+/// ARGV: prefix, record count, hour count; then per hour: hour start, expiry (Unix ms), record
+/// count, and that many (request id, JSON) pairs; then the batch's sums per period:
+/// `hour`/`day`, period start, field count, and that many (field, amount) pairs.
 ///
-/// The sums (made by relayd) are added when every record was new, which is the rule: a few
-/// HINCRBY per batch instead of a dozen per record. A batch holding records already counted (a
-/// retried write) adds the new records one by one instead.
+/// Returns `{count}` when every record was new and was counted. Otherwise nothing is left
+/// written and the reply is `{0, position, …}`: the 1-based positions (in argument order) of the
+/// records already stored, or repeated within the batch; relayd sends the others again, with
+/// their own sums. A retried write is rare, so the common batch costs one field per record and
+/// a few HINCRBY, and the arguments carry nothing per record but its id and JSON.
 pub(super) static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local p, n, nh = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local per = 10 -- values per record, as pushed by `push_usage_args`
-local first = 4 + 2 * nh
-local recorded, new, written = 0, {}, {}
-for r = 0, n - 1 do
-  local b = first + r * per
-  if redis.call('HSETNX', p .. 'usage:raw:' .. ARGV[b + 2], ARGV[b], ARGV[b + 1]) == 1 then
-    recorded = recorded + 1
-    new[#new + 1] = b
-    written[ARGV[b + 2]] = true
-  end
-end
-for h = 4, 3 + 2 * nh, 2 do
-  local hour = ARGV[h]
-  if written[hour] then
-    redis.call('PEXPIREAT', p .. 'usage:raw:' .. hour, ARGV[h + 1])
-    redis.call('ZADD', p .. 'usage:rawhours', hour, hour)
-  end
-end
-local s = first + n * per
-while s <= #ARGV do
-  local g, period, fields = ARGV[s], ARGV[s + 1], tonumber(ARGV[s + 2])
-  if recorded > 0 then redis.call('ZADD', p .. 'usage:' .. g .. 's', period, period) end
-  if recorded == n then
-    local h = p .. 'usage:' .. g .. ':' .. period
-    for f = s + 3, s + 1 + 2 * fields, 2 do redis.call('HINCRBY', h, ARGV[f], ARGV[f + 1]) end
-  end
-  s = s + 3 + 2 * fields
-end
-if recorded > 0 and recorded < n then
-  local names = {'e', 'i', 'o', 'c', 'x'}
-  for _, b in ipairs(new) do
-    local cell = ARGV[b + 4]
-    for g, period in pairs({hour = ARGV[b + 2], day = ARGV[b + 3]}) do
-      local h = p .. 'usage:' .. g .. ':' .. period
-      redis.call('HINCRBY', h, 'r:' .. cell, 1)
-      for k = 1, 5 do
-        local v = ARGV[b + 4 + k]
-        if v ~= '0' then redis.call('HINCRBY', h, names[k] .. ':' .. cell, v) end
-      end
+local a, pos, dups, written = 4, 0, {}, {}
+for _ = 1, nh do
+  local hour, expiry, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local key = p .. 'usage:raw:' .. hour
+  a = a + 3
+  for i = a, a + 2 * (k - 1), 2 do
+    pos = pos + 1
+    if redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) == 1 then
+      written[#written + 1] = key
+      written[#written + 1] = ARGV[i]
+    else
+      dups[#dups + 1] = pos
     end
   end
+  if k > 0 then
+    redis.call('PEXPIREAT', key, expiry)
+    redis.call('ZADD', p .. 'usage:rawhours', hour, hour)
+  end
+  a = a + 2 * k
 end
-return recorded
+if #dups > 0 then
+  for i = 1, #written, 2 do redis.call('HDEL', written[i], written[i + 1]) end
+  table.insert(dups, 1, 0)
+  return dups
+end
+while a <= #ARGV do
+  local g, period, fields = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  redis.call('ZADD', p .. 'usage:' .. g .. 's', period, period)
+  local h = p .. 'usage:' .. g .. ':' .. period
+  for f = a + 3, a + 1 + 2 * fields, 2 do redis.call('HINCRBY', h, ARGV[f], ARGV[f + 1]) end
+  a = a + 3 + 2 * fields
+end
+return {n}
 ",
     )
 });
@@ -273,21 +262,22 @@ return {n, '0'}
 /// Raw records deleted per [`PRUNE_USAGE`] call: small enough that Redis stays responsive.
 pub(super) const PRUNE_CHUNK: u64 = 1000;
 
-/// Adds the batch to a [`RECORD_USAGE`] invocation, after its prefix: the counts, each hour's
-/// raw-record expiry, each record's values, then the batch's sums per period (see the script for
-/// the layout). A raw record is kept at least `ttl_ms` after its hour ends or after now, whichever
-/// is later, so a late record is never written into a hash that expires at once.
-pub(super) fn push_usage_args(
+/// Adds a batch to a [`RECORD_USAGE`] invocation, after its prefix: the counts, the records
+/// grouped by hour with each hour's raw-record expiry, then the batch's sums per period (see the
+/// script for the layout). Returns the records in the order the script numbers them. A raw record
+/// is kept at least `ttl_ms` after its hour ends or after now, whichever is later, so a late record
+/// never goes into a hash that expires at once.
+pub(super) fn push_usage_args<'r>(
     invocation: &mut ScriptInvocation<'_>,
-    records: &[UsageRecord],
+    records: &[&'r UsageRecord],
     ttl_ms: UnixMillis,
     now: UnixMillis,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<&'r UsageRecord>> {
     // (granularity, period) → hash field → amount, over the whole batch.
     let mut sums: BTreeMap<(&str, UnixMillis), BTreeMap<String, u64>> = BTreeMap::new();
-    let mut hours: BTreeSet<UnixMillis> = BTreeSet::new();
-    let mut values = Vec::with_capacity(records.len());
-    for r in records {
+    // hour start → (request id, JSON) of the records that arrived in it.
+    let mut hours: BTreeMap<UnixMillis, Vec<(&'r UsageRecord, String)>> = BTreeMap::new();
+    for &r in records {
         let json =
             serde_json::to_string(r).map_err(|e| backend(format!("encoding usage record: {e}")))?;
         let c = UsageCounters::of(r);
@@ -309,28 +299,23 @@ pub(super) fn push_usage_args(
                 }
             }
         }
-        hours.insert(Granularity::Hour.start(r.at));
-        values.push((json, cell, c));
+        hours
+            .entry(Granularity::Hour.start(r.at))
+            .or_default()
+            .push((r, json));
     }
     invocation.arg(records.len()).arg(hours.len());
-    for hour in &hours {
+    let mut order = Vec::with_capacity(records.len());
+    for (hour, batch) in hours {
         let ends = hour.saturating_add(Granularity::Hour.millis());
         invocation
             .arg(hour)
-            .arg(ends.max(now).saturating_add(ttl_ms));
-    }
-    for (r, (json, cell, c)) in records.iter().zip(values) {
-        invocation
-            .arg(&r.request_id)
-            .arg(json)
-            .arg(Granularity::Hour.start(r.at))
-            .arg(Granularity::Day.start(r.at))
-            .arg(cell)
-            .arg(c.errors)
-            .arg(c.input_tokens)
-            .arg(c.output_tokens)
-            .arg(c.cache_read_tokens)
-            .arg(c.estimated);
+            .arg(ends.max(now).saturating_add(ttl_ms))
+            .arg(batch.len());
+        for (r, json) in batch {
+            invocation.arg(&r.request_id).arg(json);
+            order.push(r);
+        }
     }
     for ((granularity, period), fields) in &sums {
         invocation.arg(*granularity).arg(period).arg(fields.len());
@@ -338,5 +323,5 @@ pub(super) fn push_usage_args(
             invocation.arg(field).arg(amount);
         }
     }
-    Ok(())
+    Ok(order)
 }
