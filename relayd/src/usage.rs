@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use shared::time::{UnixMillis, now_millis};
+use shared::time::{UnixMillis, hour_start, now_millis};
 use shared::usage::UsageRecord;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -445,14 +445,21 @@ impl Writer {
     }
 
     async fn prune(&self) {
-        let keep = i64::try_from(self.config.retention().as_millis()).unwrap_or(i64::MAX);
-        let before = now_millis().saturating_sub(keep);
+        let before = prune_before(now_millis(), self.config.retention());
         match self.sink.prune(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned {n} usage records past their retention"),
             Err(e) => tracing::warn!(error = %e, "pruning old usage records failed"),
         }
     }
+}
+
+/// Where pruning cuts at `now`: the start of the hour that holds `now - retention`, so every
+/// record is kept at least its retention, and a store that keeps raw records by hour (Redis)
+/// deletes whole hours instead of sorting the records of one hour at every pass.
+fn prune_before(now: UnixMillis, retention: Duration) -> UnixMillis {
+    let keep = UnixMillis::try_from(retention.as_millis()).unwrap_or(UnixMillis::MAX);
+    hour_start(now.saturating_sub(keep))
 }
 
 #[cfg(test)]

@@ -404,13 +404,19 @@ impl Store for RedisStore {
                 }
                 Some((0, seen)) if !seen.is_empty() => {
                     let seen: std::collections::HashSet<usize> = seen.iter().copied().collect();
-                    duplicates += u64::try_from(seen.len()).unwrap_or(u64::MAX);
+                    let sent = order.len();
                     pending = order
                         .into_iter()
                         .enumerate()
                         .filter(|(i, _)| !seen.contains(&(i + 1)))
                         .map(|(_, r)| r)
                         .collect();
+                    if pending.len() == sent {
+                        return Err(backend(format!(
+                            "the usage script named records it was not sent: {seen:?}"
+                        )));
+                    }
+                    duplicates += u64::try_from(sent - pending.len()).unwrap_or(u64::MAX);
                 }
                 _ => {
                     return Err(backend(format!(

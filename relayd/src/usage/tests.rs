@@ -210,3 +210,23 @@ async fn flush_now_and_totals_through_the_embedded_store() {
     recorder.flush_and_stop().await;
     assert!(!recorder.flush_now().await);
 }
+
+#[test]
+fn pruning_cuts_at_the_hour_before_the_retention_ends() {
+    use shared::time::parse_rfc3339;
+    let now = parse_rfc3339("2025-03-10T14:37:12.345Z").unwrap();
+    let day = Duration::from_secs(86_400);
+    // Records of 13:00–14:00 the day before are kept until the next pass after 15:00.
+    assert_eq!(
+        prune_before(now, day),
+        parse_rfc3339("2025-03-09T14:00:00Z").unwrap()
+    );
+    // On the hour, the hour that just ended goes.
+    let on_the_hour = parse_rfc3339("2025-03-10T15:00:00Z").unwrap();
+    assert_eq!(
+        prune_before(on_the_hour, day),
+        parse_rfc3339("2025-03-09T15:00:00Z").unwrap()
+    );
+    // A retention longer than all of time prunes nothing rather than overflowing.
+    assert!(prune_before(now, Duration::MAX) <= 0);
+}
