@@ -624,6 +624,68 @@ async fn two_instances_on_one_redis_share_the_concurrency_cap_and_admin_changes(
     );
 }
 
+/// An instance's count of an account's slots in use (its hint for picking accounts) catches up
+/// with releases on other instances that nobody announces (the account was not full) within a
+/// renewal period, instead of staying at what its own last release saw.
+#[tokio::test]
+async fn slot_counts_catch_up_with_quiet_releases_on_other_instances() {
+    let redis = relayd_tests::redis_server::RedisServer::start();
+    let mock = MockUpstream::start().await;
+    // The first request holds its slot long enough for the second to come and go.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    mock.set_responder(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            MockReply::slow("slow answer", Duration::from_secs(10))
+        } else {
+            MockReply::text("quick answer")
+        }
+    });
+    // Renewals (and the count refresh) every second.
+    let one = redis_app(&redis.url(), None, |c| c.routing.lease_secs = 3).await;
+    let two = redis_app(
+        &redis.url(),
+        Some(one.data_dir.path().join("encryption.key")),
+        |c| c.routing.lease_secs = 3,
+    )
+    .await;
+    one.admin()
+        .create_account(&json!({
+            "name": "shared", "endpoint": mock.endpoint(), "deploymentName": "d",
+            "concurrency": 3, "supportedModels": [MODEL]
+        }))
+        .await;
+    let key = one.admin().create_key(&json!({"name": "k"})).await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            two.state.accounts.snapshot().accounts.len() == 1
+                && two.state.keys.authenticate(Some(&key)).is_ok()
+        })
+        .await
+    );
+
+    let (two_url, key_two) = (two.url(""), key.clone());
+    let held = tokio::spawn(async move { anthropic_at(&two_url, &key_two).await });
+    assert!(eventually(Duration::from_secs(10), async || mock.requests().len() == 1).await);
+    assert_eq!(anthropic_at(&one.url(""), &key).await.status, 200);
+    assert_eq!(
+        mock.in_flight(),
+        1,
+        "the first request still holds its slot"
+    );
+    let coordinator = Arc::clone(one.state.routing.coordinator());
+    let account = account_id(&one);
+    // Instance one gave its slot back while two still held one; two gives it back quietly.
+    assert_eq!(held.await.unwrap().status, 200);
+    assert!(
+        eventually(Duration::from_secs(10), async || coordinator
+            .in_flight(&account)
+            == 0)
+        .await,
+        "instance one still counts {} slots in use",
+        coordinator.in_flight(&account)
+    );
+}
+
 fn account_id(app: &TestApp) -> shared::account::AccountId {
     app.state.accounts.snapshot().accounts[0].id.clone()
 }

@@ -42,7 +42,8 @@ pub(super) async fn write_deferred(
     }
 }
 
-/// Renews this instance's leases and measures Redis's clock every lease/3 until `stop`.
+/// Renews this instance's leases, measures Redis's clock and refreshes the cached slot counts
+/// every lease/3 until `stop`.
 pub(super) async fn renew_leases(renewer: Arc<Inner>, stop: CancellationToken) {
     let mut tick = tokio::time::interval((renewer.lease / 3).max(Duration::from_millis(100)));
     loop {
@@ -52,6 +53,7 @@ pub(super) async fn renew_leases(renewer: Arc<Inner>, stop: CancellationToken) {
                 renewer.renew().await;
                 // Clocks drift apart; the fast take scores leases with this offset.
                 renewer.measure_clock().await;
+                renewer.refresh_in_flight().await;
             }
         }
     }

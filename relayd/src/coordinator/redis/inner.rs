@@ -142,6 +142,37 @@ impl Inner {
             .store(redis_ms - local_ms, Ordering::Relaxed);
     }
 
+    /// Re-reads the live lease count of every account this instance keeps a count for. The
+    /// count follows this instance's own takes and releases, and releases elsewhere only when
+    /// they free a full account (the others are not announced: a message per request would cost
+    /// every instance), so it drifts when other instances give leases back; this bounds the drift
+    /// to one renewal period. Expired leases of a crashed instance are not counted. Background
+    /// work, so not counted in [`Inner::round_trips`].
+    pub(super) async fn refresh_in_flight(&self) {
+        let accounts: Vec<AccountId> = lock(&self.in_flight).keys().cloned().collect();
+        if accounts.is_empty() {
+            return;
+        }
+        let live_after = format!("({}", self.redis_now_ms());
+        let mut pipe = redis::pipe();
+        for account in &accounts {
+            pipe.zcount(self.slots_key(account), &live_after, "+inf");
+        }
+        let counts: Vec<u32> = match pipe.query_async(&mut self.conn.clone()).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::debug!(error = %failed(&e), "cannot refresh slot counts");
+                return;
+            }
+        };
+        let mut in_flight = lock(&self.in_flight);
+        for (account, live) in accounts.into_iter().zip(counts) {
+            in_flight.insert(account, live);
+        }
+        drop(in_flight);
+        self.freed.notify_waiters();
+    }
+
     /// Now on Redis's clock, as far as this host can tell without asking.
     fn redis_now_ms(&self) -> i64 {
         shared::time::now_millis() + self.clock_offset_ms.load(Ordering::Relaxed)
