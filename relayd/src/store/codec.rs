@@ -176,8 +176,12 @@ mod tests {
         }
     }
 
-    /// Captures formatted log output for the duration of `f`.
-    fn capture_logs(f: impl FnOnce()) -> String {
+    /// Captures formatted log output of `f`, which runs twice: once before the capture, so that
+    /// its callsites are registered by this thread. A callsite registered by another thread
+    /// (another test) may compute its interest before the capture's subscriber exists and store
+    /// it after the rebuild below, which would then miss it and leave it switched off.
+    fn capture_logs(mut f: impl FnMut()) -> String {
+        f();
         #[derive(Clone)]
         struct Buf(Arc<Mutex<Vec<u8>>>);
         impl Write for Buf {
